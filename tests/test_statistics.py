@@ -1,0 +1,226 @@
+"""Equal-area impervious statistics, change maps and the statistics tables (crofuse.statistics)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import pytest
+import rioxarray  # noqa: F401  (the .rio accessor)
+import xarray as xr
+from rasterio.transform import from_origin
+
+from crofuse import statistics as st
+from crofuse.errors import DataError
+
+UTM50N = "EPSG:32650"  # Wuhan's zone; central meridian 117°E
+
+
+def _k_utm(lon: float, lat: float, lon0: float = 117.0) -> float:
+    """Point scale factor of UTM on the WGS84 ellipsoid, Snyder (1987) eq. (8-11), independent of pyproj."""
+    e2 = 0.00669437999014  # WGS84 first eccentricity squared
+    ep2 = e2 / (1 - e2)
+    phi = math.radians(lat)
+    t = math.tan(phi) ** 2
+    c = ep2 * math.cos(phi) ** 2
+    a = math.cos(phi) * math.radians(lon - lon0)
+    return 0.9996 * (
+        1 + (1 + c) * a**2 / 2 + (5 - 4 * t + 42 * c + 13 * c**2 - 28 * ep2) * a**4 / 24
+        + (61 - 148 * t + 16 * t**2) * a**6 / 720
+    )
+
+
+def _utm_origin(lon: float, lat: float) -> tuple[float, float]:
+    return pyproj.Transformer.from_crs("EPSG:4326", UTM50N, always_xy=True).transform(lon, lat)
+
+
+@pytest.mark.parametrize("lon", [117.0, 114.3, 119.9])
+def test_equal_area_differs_from_pixel_count_by_the_utm_scale_factor(lon: float) -> None:
+    x0, y0 = _utm_origin(lon, 30.6)
+    transform = from_origin(x0, y0, 10.0, 10.0)
+    area = st.pixel_area(UTM50N, transform, (200, 300))
+    naive = st.naive_pixel_area(transform, (200, 300))
+    ratio = naive.sum() / area.sum()  # = k² at the block's centre
+    k = _k_utm(lon + 0.0155, 30.6 - 0.009)  # centre of a 3 km × 2 km block
+    assert ratio == pytest.approx(k * k, rel=2e-6)
+    # on the central meridian pixels are bigger than they look, near the zone edge smaller
+    assert (ratio < 1) if lon == 117.0 else (ratio > 1)
+
+
+def test_pixel_area_matches_the_geodesic_area_of_the_footprint() -> None:
+    x0, y0 = _utm_origin(114.3, 30.6)
+    transform = from_origin(x0, y0, 10.0, 10.0)
+    shape = (500, 400)
+    total = st.pixel_area(UTM50N, transform, shape).sum()
+    # the exact ellipsoidal area of the grid's outline, densified so its edges follow the projected straight lines
+    to_ll = pyproj.Transformer.from_crs(UTM50N, "EPSG:4326", always_xy=True)
+    w, h = shape[1] * 10.0, shape[0] * 10.0
+    t = np.linspace(0, 1, 200)
+    xs = np.concatenate([x0 + t * w, np.full_like(t, x0 + w), x0 + w - t * w, np.full_like(t, x0)])
+    ys = np.concatenate([np.full_like(t, y0), y0 - t * h, np.full_like(t, y0 - h), y0 - h + t * h])
+    lon, lat = to_ll.transform(xs, ys)
+    geodesic, _ = pyproj.Geod(ellps="WGS84").polygon_area_perimeter(lon, lat)
+    assert total == pytest.approx(abs(geodesic), rel=1e-6)
+    assert abs(total - w * h) / (w * h) > 5e-4  # the correction is not negligible here
+
+
+def test_geographic_grid_area() -> None:
+    transform = from_origin(114.0, 31.0, 0.01, 0.01)
+    area = st.pixel_area("EPSG:4326", transform, (100, 100))
+    t = np.linspace(0, 1, 101)  # edges along the parallels, densified
+    lons = np.concatenate([114 + t, 115 - t])
+    lats = np.concatenate([np.full_like(t, 31.0), np.full_like(t, 30.0)])
+    geodesic, _ = pyproj.Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)
+    assert area.sum() == pytest.approx(abs(geodesic), rel=1e-7)
+    assert area[0, 0] < area[-1, 0]  # cells shrink towards the pole
+
+
+def test_impervious_area_and_fractions() -> None:
+    imp = np.array([[1, 1, 0, 255], [0, 0, 1, 255]], dtype="uint8")
+    area = np.full(imp.shape, 1e5)  # 0.1 km² per pixel
+    stats = st.impervious_area(imp, area)
+    assert stats.impervious_km2 == pytest.approx(0.3)
+    assert stats.valid_km2 == pytest.approx(0.6)
+    assert stats.aoi_km2 == pytest.approx(0.8)
+    assert stats.fraction_of_aoi == pytest.approx(0.375)
+    assert stats.fraction_of_valid == pytest.approx(0.5)
+    inside = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], bool)
+    assert st.impervious_area(imp, area, aoi_mask=inside).impervious_km2 == pytest.approx(0.2)
+
+
+def test_probability_maps_are_refused() -> None:
+    with pytest.raises(DataError, match="probability"):
+        st.impervious_area(np.array([[0, 57, 100]], "uint8"), np.ones((1, 3)))
+
+
+def test_change_codes_gain_loss_net() -> None:
+    prev = np.array([[0, 0, 1, 1, 255, 0]], dtype="uint8")
+    cur = np.array([[0, 1, 1, 0, 1, 255]], dtype="uint8")
+    change = st.change_map(prev, cur)
+    assert change.tolist() == [[st.NO_CHANGE, st.GAIN, st.NO_CHANGE, st.LOSS, 255, 255]]
+    assert change.dtype == np.uint8
+    area = np.array([[1e6, 2e6, 3e6, 5e5, 7e6, 1e6]])
+    ch = st.change_area(change, area)
+    assert (ch.gain_km2, ch.loss_km2, ch.net_km2) == pytest.approx((2.0, 0.5, 1.5))
+
+
+def test_change_of_different_grids_is_refused() -> None:
+    with pytest.raises(DataError, match="same grid"):
+        st.change_map(np.zeros((2, 2), "uint8"), np.zeros((3, 2), "uint8"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Files: change.tif, statistics.zarr and statistics.csv
+# --------------------------------------------------------------------------------------------------------------------
+def _write_map(path: Path, values: np.ndarray, *, x0: float = 230_000.0, y0: float = 3_390_000.0) -> None:
+    like = xr.DataArray(
+        np.zeros(values.shape, "uint8"),
+        coords={"y": y0 - 5 - 10 * np.arange(values.shape[0]), "x": x0 + 5 + 10 * np.arange(values.shape[1])},
+        dims=("y", "x"),
+    ).rio.write_crs(UTM50N)
+    st.write_uint8_cog(values, like, path)
+
+
+def _city(root: Path, city: str, maps: dict[int, np.ndarray], refs: dict[int, np.ndarray] | None = None) -> None:
+    for year, values in maps.items():
+        _write_map(root / city / str(year) / st.MAP_NAME, values)
+    for year, values in (refs or {}).items():
+        _write_map(root / city / str(year) / st.REFERENCE_NAME, values)
+
+
+@pytest.fixture
+def two_cities(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    a0 = (rng.random((64, 48)) < 0.3).astype("uint8")
+    a1 = a0.copy()
+    a1[10:20, 10:30] = 1  # growth
+    a1[40:42, 0:5] = 0  # a little loss
+    a1[0, :] = 255
+    ref0 = a0.copy()
+    ref1 = a1.copy()
+    ref1[50:52, 20:40] = 1  # the map missed some growth
+    _city(tmp_path, "wuhan", {2019: a0, 2021: a1}, {2019: ref0, 2021: ref1})
+    _city(tmp_path, "lagos", {2021: (rng.random((32, 32)) < 0.5).astype("uint8")})
+    return tmp_path
+
+
+def test_update_statistics_writes_tables_and_change_maps(two_cities: Path) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    ds = st.update_statistics(two_cities)
+    assert set(ds.dims) == {"city", "year"} and ds.sizes == {"city": 2, "year": 2}
+
+    opened = xr.open_zarr(two_cities / st.STATISTICS_ZARR)
+    wuhan = opened.sel(city="wuhan", year=2021)
+    a0 = st.read_map(two_cities / "wuhan/2019/impervious.tif").values
+    a1 = st.read_map(two_cities / "wuhan/2021/impervious.tif").values
+    change = st.read_map(two_cities / "wuhan/2021/change.tif")
+    assert cog_validate(two_cities / "wuhan/2021/change.tif")[0]
+    assert change.rio.crs.to_epsg() == 32650
+    assert np.array_equal(change.values, st.change_map(a0, a1))
+    area = st.pixel_area(UTM50N, change.rio.transform(), change.shape)
+    gained = area[(a0 == 0) & (a1 == 1)].sum() / 1e6
+    assert float(wuhan.gain_km2) == pytest.approx(gained, rel=1e-9)
+    assert float(wuhan.net_km2) == pytest.approx(float(wuhan.gain_km2 - wuhan.loss_km2))
+    assert int(wuhan.previous_year) == 2019
+    # the first year of a city has no change and no change map
+    assert math.isnan(float(opened.sel(city="wuhan", year=2019).gain_km2))
+    assert not (two_cities / "wuhan/2019/change.tif").exists()
+    # lagos was not mapped in 2019: a hole in the (city, year) cube, not a row
+    assert not bool(opened.sel(city="lagos", year=2019).mapped)
+    # reference labels: the missed growth is the gain error, and it lies within the maps' disagreement
+    assert float(wuhan.reference_gain_km2) > float(wuhan.gain_km2)
+    assert float(wuhan.gain_error_km2) == pytest.approx(float(wuhan.gain_km2 - wuhan.reference_gain_km2))
+    assert abs(float(wuhan.gain_error_km2)) <= float(wuhan.gain_error_bound_km2) + 1e-12
+    assert float(wuhan.omission_km2) > 0 and float(wuhan.commission_km2) == 0
+
+    rows = st.read_statistics_csv(two_cities / st.STATISTICS_CSV)
+    assert [(r["city"], r["year"]) for r in rows] == [("lagos", 2021), ("wuhan", 2019), ("wuhan", 2021)]
+    for row in rows:
+        sel = opened.sel(city=row["city"], year=row["year"])
+        for name in ("impervious_km2", "fraction_of_aoi", "gain_km2", "net_km2", "reference_gain_km2"):
+            expected = float(sel[name])
+            assert (math.isnan(row[name]) and math.isnan(expected)) or row[name] == pytest.approx(expected, abs=2e-6)
+
+
+def test_update_is_idempotent_and_follows_new_years(two_cities: Path) -> None:
+    st.update_statistics(two_cities)
+    change = two_cities / "wuhan/2021/change.tif"
+    record = two_cities / "wuhan/2021/statistics.json"
+    mtimes = (change.stat().st_mtime_ns, record.stat().st_mtime_ns)
+    csv_before = (two_cities / st.STATISTICS_CSV).read_text()
+    st.update_statistics(two_cities)
+    assert (change.stat().st_mtime_ns, record.stat().st_mtime_ns) == mtimes  # nothing recomputed
+    assert (two_cities / st.STATISTICS_CSV).read_text() == csv_before
+    assert not list(two_cities.glob(".statistics.*"))  # no temporary leftovers
+
+    # a new year in between becomes the previous year of 2021
+    mid = st.read_map(two_cities / "wuhan/2019/impervious.tif").values.copy()
+    mid[10:15, 10:30] = 1
+    _write_map(two_cities / "wuhan/2020/impervious.tif", mid)
+    ds = st.update_statistics(two_cities)
+    assert int(ds.previous_year.sel(city="wuhan", year=2021)) == 2020
+    assert int(ds.previous_year.sel(city="wuhan", year=2020)) == 2019
+    assert json.loads(record.read_text())["previous_year"] == 2020
+
+
+def test_aoi_geojson_restricts_the_figures(two_cities: Path) -> None:
+    ds = st.update_statistics(two_cities)
+    full = float(ds.aoi_km2.sel(city="lagos", year=2021))
+    lagos = st.read_map(two_cities / "lagos/2021/impervious.tif")
+    to_ll = pyproj.Transformer.from_crs(UTM50N, "EPSG:4326", always_xy=True)
+    x = lagos.x.values
+    y = lagos.y.values
+    # the left half of the grid
+    corners = [(x[0] - 5, y[0] + 5), (x[15] + 5, y[0] + 5), (x[15] + 5, y[-1] - 5), (x[0] - 5, y[-1] - 5)]
+    ring = [list(to_ll.transform(cx, cy)) for cx, cy in corners]
+    aoi = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    path = two_cities / "lagos/2021" / st.AOI_NAME
+    path.write_text(json.dumps(aoi))
+    os.utime(path, (path.stat().st_atime + 5, path.stat().st_mtime + 5))
+    ds = st.update_statistics(two_cities)
+    assert float(ds.aoi_km2.sel(city="lagos", year=2021)) == pytest.approx(full / 2, rel=1e-3)
