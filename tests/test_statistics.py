@@ -224,3 +224,20 @@ def test_aoi_geojson_restricts_the_figures(two_cities: Path) -> None:
     os.utime(path, (path.stat().st_atime + 5, path.stat().st_mtime + 5))
     ds = st.update_statistics(two_cities)
     assert float(ds.aoi_km2.sel(city="lagos", year=2021)) == pytest.approx(full / 2, rel=1e-3)
+
+
+def test_quicklooks_are_written(two_cities: Path) -> None:
+    from PIL import Image
+
+    from crofuse.quicklooks import change_plot, city_year_quicklook
+
+    st.update_statistics(two_cities)
+    look = city_year_quicklook(two_cities, "wuhan", 2021)  # no cube here: the input panels stay blank
+    plot = change_plot(two_cities)
+    assert look == two_cities / "wuhan/2021/quicklook.png" and plot == two_cities / "change.png"
+    with Image.open(look) as img:
+        assert img.size == (1000, 1000)
+        pixels = np.asarray(img.convert("RGB"))
+    assert (np.abs(pixels.astype(int) - [204, 25, 25]).sum(axis=-1) < 10).any()  # impervious red is drawn
+    with Image.open(plot) as img:
+        assert img.size == (1200, 450)

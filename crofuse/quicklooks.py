@@ -1,0 +1,187 @@
+"""PNG quicklooks: one 2×2 panel per city-year (optical RGB, SAR VV, impervious map, change map) and a change plot.
+
+Matplotlib with the Agg backend (no display needed). Large rasters are decimated to at most ``max_pixels`` per side
+before plotting, so a quicklook of a whole city costs a few MB of memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from crofuse import OPTICAL_BANDS, SAR_BANDS
+from crofuse.errors import DataError
+
+QUICKLOOK_NAME = "quicklook.png"
+CHANGE_PLOT_NAME = "change.png"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def percentile_stretch(rgb: np.ndarray, *, low: float = 2.0, high: float = 98.0) -> np.ndarray:
+    """Stretch each band of ``(H, W, C)`` to 0–1 between its ``low`` and ``high`` percentiles (NaN stays NaN→0)."""
+    out = np.zeros(rgb.shape, dtype="float32")
+    for c in range(rgb.shape[-1]):
+        band = rgb[..., c]
+        finite = band[np.isfinite(band)]
+        if finite.size == 0:
+            continue
+        lo, hi = np.percentile(finite, [low, high])
+        scale = hi - lo if hi > lo else 1.0
+        out[..., c] = np.clip((np.nan_to_num(band, nan=lo) - lo) / scale, 0, 1)
+    return out
+
+
+def _step(shape: tuple[int, ...], max_pixels: int) -> int:
+    return max(1, math.ceil(max(shape[-2:]) / max_pixels))
+
+
+def _band_dim(da) -> str:
+    dims = [d for d in da.dims if d not in ("y", "x")]
+    if len(dims) != 1:
+        raise DataError(f"expected one band dimension besides (y, x), got {da.dims}")
+    return dims[0]
+
+
+def _cube_layers(cube: Path, step: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    import xarray as xr
+
+    ds = xr.open_zarr(cube, consolidated=None)
+    rgb = vv = None
+    if "optical" in ds:
+        opt = ds["optical"]
+        bdim = _band_dim(opt)
+        names = [str(b) for b in opt[bdim].values] if bdim in opt.coords else list(OPTICAL_BANDS)
+        idx = [names.index(b) for b in ("B04", "B03", "B02")]
+        sub = opt.isel({bdim: idx, "y": slice(None, None, step), "x": slice(None, None, step)})
+        rgb = np.moveaxis(np.asarray(sub.values, dtype="float32"), 0, -1)
+    if "sar" in ds:
+        sar = ds["sar"]
+        bdim = _band_dim(sar)
+        names = [str(b) for b in sar[bdim].values] if bdim in sar.coords else list(SAR_BANDS)
+        sub = sar.isel({bdim: names.index("VV"), "y": slice(None, None, step), "x": slice(None, None, step)})
+        vv = np.asarray(sub.values, dtype="float32")
+    return rgb, vv
+
+
+def _label_image(values: np.ndarray, colours: dict[int, tuple[float, float, float]]) -> np.ndarray:
+    img = np.ones((*values.shape, 3), dtype="float32")  # nodata: white
+    for code, colour in colours.items():
+        img[values == code] = colour
+    return img
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+    return path
+
+
+def city_year_quicklook(
+    output: Path, city: str, year: int, *, cube: Path | None = None, path: Path | None = None, max_pixels: int = 800
+) -> Path:
+    """Write ``<output>/<city>/<year>/quicklook.png``: RGB composite, VV (dB), impervious map, change map.
+
+    Args:
+        output: output root.
+        city, year: the city-year (its ``impervious.tif`` must exist).
+        cube: its ``inputs.zarr`` (default ``<output>/<city>/<year>/inputs.zarr``); panels are blank if missing.
+        path: where to write (default as above).
+        max_pixels: decimate to at most this many pixels per side.
+    """
+    from crofuse.statistics import CHANGE_NAME, GAIN, LOSS, MAP_NAME, NO_CHANGE, read_map
+
+    folder = Path(output) / city / str(year)
+    impervious = read_map(folder / MAP_NAME)
+    step = _step(impervious.shape, max_pixels)
+    imp = impervious.values[::step, ::step]
+    cube = Path(cube) if cube is not None else folder / "inputs.zarr"
+    rgb, vv = _cube_layers(cube, step) if cube.exists() else (None, None)
+    change = read_map(folder / CHANGE_NAME).values[::step, ::step] if (folder / CHANGE_NAME).exists() else None
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 10), constrained_layout=True)
+    panels = axes.ravel()
+    if rgb is not None:
+        panels[0].imshow(percentile_stretch(rgb))
+    panels[0].set_title("Sentinel-2 RGB (B04 B03 B02, 2-98 % stretch)")
+    if vv is not None:
+        finite = vv[np.isfinite(vv)]
+        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (-25.0, 5.0))
+        im = panels[1].imshow(vv, cmap="gray", vmin=lo, vmax=hi)
+        fig.colorbar(im, ax=panels[1], shrink=0.7, label="VV gamma0 (dB)")
+    panels[1].set_title("Sentinel-1 VV (dB)")
+    panels[2].imshow(_label_image(imp, {0: (0.85, 0.9, 0.8), 1: (0.8, 0.1, 0.1)}), interpolation="nearest")
+    panels[2].set_title("impervious (red) / pervious (green) / nodata (white)")
+    if change is not None:
+        panels[3].imshow(
+            _label_image(change, {NO_CHANGE: (0.85, 0.85, 0.85), GAIN: (0.9, 0.1, 0.1), LOSS: (0.1, 0.3, 0.9)}),
+            interpolation="nearest",
+        )
+        panels[3].set_title("change since previous mapped year: gain (red), loss (blue)")
+    else:
+        panels[3].text(0.5, 0.5, "first mapped year:\nno change map", ha="center", va="center")
+        panels[3].set_title("change")
+    for ax in panels:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{city} {year}")
+    try:
+        return _save(fig, Path(path) if path else folder / QUICKLOOK_NAME)
+    finally:
+        plt.close(fig)
+
+
+def change_plot(output: Path, *, path: Path | None = None) -> Path:
+    """Write ``<output>/change.png``: impervious km² per year per city, and the net change between mapped years."""
+    import xarray as xr
+
+    from crofuse.statistics import STATISTICS_ZARR
+
+    store = Path(output) / STATISTICS_ZARR
+    if not store.exists():
+        raise DataError(f"{store} does not exist; map at least one city-year first")
+    ds = xr.open_zarr(store, consolidated=None).load()
+    plt = _pyplot()
+    fig, (ax_area, ax_net) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    years = ds["year"].values
+    for city in ds["city"].values:
+        sel = ds.sel(city=city)
+        mapped = sel["mapped"].values.astype(bool)
+        ax_area.plot(years[mapped], sel["impervious_km2"].values[mapped], marker="o", label=str(city))
+        net = sel["net_km2"].values
+        has = mapped & np.isfinite(net)
+        ax_net.plot(years[has], net[has], marker="s", label=str(city))
+        ref = sel["reference_gain_km2"].values - sel["reference_loss_km2"].values
+        if np.isfinite(ref[has]).any():
+            ax_net.plot(years[has], ref[has], linestyle="--", color=ax_net.lines[-1].get_color(), alpha=0.6,
+                        label=f"{city} (reference labels)")
+    ax_area.set_title("impervious area (km², equal-area)")
+    ax_area.set_xlabel("year")
+    ax_net.set_title("net change since previous mapped year (km²)")
+    ax_net.set_xlabel("year")
+    ax_net.axhline(0, color="k", linewidth=0.5)
+    for ax in (ax_area, ax_net):
+        ax.set_xticks(years)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    try:
+        return _save(fig, Path(path) if path else Path(output) / CHANGE_PLOT_NAME)
+    finally:
+        plt.close(fig)
+
+
+__all__ = ["CHANGE_PLOT_NAME", "QUICKLOOK_NAME", "change_plot", "city_year_quicklook", "percentile_stretch"]

@@ -1,0 +1,153 @@
+"""Flow ``map-city``: one city-year from STAC scenes to impervious maps, change map, statistics and quicklooks.
+
+    search scenes -> input cube -> tiled prediction -> reference labels -> statistics -> quicklooks -> marker
+
+Outputs go to ``<output>/<city-slug>/<year>/`` (layout in docs/architecture.md and docs/flows.md). The last thing
+written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint) does no model work and only
+refreshes the statistics tables.
+
+Run it directly (``python -m flows.map_city wuhan 2021``), from Python (``map_city("wuhan", 2021)``) or through the
+``map-city/map-city`` deployment in ``prefect.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, AOIParam
+from flows.tasks import (
+    build_input_cube,
+    checkpoint_sha256,
+    dask_for_run,
+    fetch_reference,
+    finished_marker,
+    predict_maps,
+    resolve_aoi,
+    search_scenes,
+    update_city_statistics,
+    write_marker,
+    write_quicklooks,
+)
+
+Year = Annotated[int, Field(ge=2015, le=2100, description="calendar year (Sentinel-1/2 era)")]
+CityName = Annotated[str, Field(min_length=1, max_length=120, description="city name; its slug names the folder")]
+
+
+@flow(name="map-city", log_prints=True, validate_parameters=True)
+def map_city(
+    city: CityName,
+    year: Year,
+    aoi: AOIParam = None,
+    catalog: str = DEFAULT_CATALOG,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    output: str = DEFAULT_OUTPUT,
+    dask_address: str | None = None,
+    season: str | None = None,
+    tiling: dict[str, Any] | None = None,
+    cube_options: dict[str, Any] | None = None,
+    quicklooks: bool = True,
+) -> dict[str, Any]:
+    """Map impervious surface of one city for one year.
+
+    Args:
+        city: city name (``"wuhan"``, ``"São Paulo"``); its slug names the output folder.
+        year: the year whose season (default June) is composited.
+        aoi: ``[west, south, east, north]`` in degrees or a GeoJSON polygon (lon/lat); None takes the city's extent
+            from the catalog's ``labels`` collection (the sample catalog has one).
+        catalog: STAC API URL (default: the local sample catalog).
+        checkpoint: ``.safetensors`` checkpoint.
+        output: output root.
+        dask_address: None/``"local"`` starts a local dask cluster for the run, ``"in-process"`` uses none,
+            anything else is a scheduler address (``tcp://...``).
+        season: compositing window ``"MM-DD/MM-DD"`` (default June, as the paper).
+        tiling: ``tiling.TilingConfig`` fields (``window``, ``batch_size``, ``chunk_size``, ``device``...).
+        cube_options: more ``crofuse.cube.CubeConfig`` fields (``profile``, ``loader``, ``max_cloud_cover``...).
+        quicklooks: write the PNG quicklook and the change plot.
+
+    Returns:
+        ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", ...}``; ``skipped`` is True and
+        ``chunks_computed`` 0 when the city-year was already finished.
+    """
+    from crofuse.cube import CubeConfig, city_slug
+
+    log = get_run_logger()
+    slug = city_slug(city)
+    out_dir = Path(output) / slug / str(year)
+    sha = checkpoint_sha256(checkpoint)  # a missing checkpoint fails before any network or cube work
+
+    done = finished_marker(out_dir, sha)
+    if done is not None:
+        log.info("%s %s is already mapped with this checkpoint (%s): no model work", slug, year, out_dir / "mapped.json")
+        record = update_city_statistics(output, slug, year)
+        return {**done, "skipped": True, "chunks_computed": 0, "statistics": record}
+
+    geometry = resolve_aoi(slug, aoi, catalog)
+    config = CubeConfig(
+        city=slug, year=year, aoi=geometry, catalog=catalog, output=output, season=season, **(cube_options or {})
+    )
+    search_scenes(config)
+    with dask_for_run(dask_address) as client:
+        if client is not None:
+            log.info("dask cluster: %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
+        cube = build_input_cube(config)
+        maps = predict_maps(cube, checkpoint, str(out_dir), tiling)
+    has_reference = fetch_reference(catalog, slug, year, str(out_dir))
+    _write_aoi(out_dir, geometry)
+    record = update_city_statistics(output, slug, year)
+    looks = write_quicklooks(output, slug, year, cube) if quicklooks else []
+    result = {
+        "city": slug,
+        "year": int(year),
+        "out_dir": str(out_dir),
+        "cube": cube,
+        "catalog": catalog,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha,
+        "reference": bool(has_reference),
+        "quicklooks": looks,
+        **{k: maps[k] for k in ("impervious", "probability", "maps", "windows", "seconds")},
+    }
+    write_marker(out_dir, result)
+    _log_summary(log, record)
+    return {**result, "skipped": False, "chunks_computed": maps["chunks_computed"], "statistics": record}
+
+
+def _write_aoi(out_dir: Path, geometry: dict[str, Any]) -> None:
+    import json
+    import os
+
+    path = out_dir / "aoi.geojson"
+    text = json.dumps(geometry)
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = out_dir / f".aoi.geojson.tmp{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _log_summary(log: Any, record: dict[str, Any] | None) -> None:
+    if not record:
+        return
+    msg = (
+        f"{record['city']} {record['year']}: impervious {record['impervious_km2']:.3f} km2 "
+        f"({100 * record['fraction_of_aoi']:.1f}% of the AOI)"
+    )
+    if record.get("previous_year", -1) != -1:
+        msg += f"; since {record['previous_year']}: gain {record['gain_km2']:.3f}, loss {record['loss_km2']:.3f} km2"
+    ref_gain = record.get("reference_gain_km2")
+    if ref_gain is not None and ref_gain == ref_gain:
+        msg += (
+            f"; reference gain {ref_gain:.3f} km2, error {record['gain_error_km2']:+.3f} km2 "
+            f"(model disagreement bound {record['gain_error_bound_km2']:.3f} km2)"
+        )
+    log.info(msg)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    print(map_city(sys.argv[1], int(sys.argv[2])))

@@ -1,0 +1,128 @@
+"""Flow ``remap-cities``: map every city-year of a cities file that is not done yet, then update the statistics.
+
+Every city-year runs as a ``map-city`` subflow on one dask cluster for the whole run. A city that fails (bad AOI,
+empty search, unreadable scene...) does not stop the others; at the end the flow writes
+``<output>/remap-report.json`` and
+
+* ends **Completed** when every city-year is mapped, returning the report;
+* ends **Failed** when any city-year failed, *after* mapping all the others and updating the statistics. The state
+  message names each failed city-year and its cause, so a scheduled run that went wrong is visible (and can alert)
+  instead of hiding behind a green run. The report (also in the state's result) lists what succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, IN_PROCESS, read_cities_file
+from flows.tasks import dask_for_run, update_city_statistics
+
+REPORT_NAME = "remap-report.json"
+
+Years = Annotated[list[Annotated[int, Field(ge=2015, le=2100)]], Field(min_length=1)]
+
+
+@flow(name="remap-cities", log_prints=True, validate_parameters=True)
+def remap_cities(
+    cities_file: str,
+    years: Years,
+    catalog: str = DEFAULT_CATALOG,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    output: str = DEFAULT_OUTPUT,
+    dask_address: str | None = None,
+    season: str | None = None,
+    tiling: dict[str, Any] | None = None,
+    cube_options: dict[str, Any] | None = None,
+    quicklooks: bool = True,
+) -> State:
+    """Map every ``(city, year)`` of ``cities_file`` × ``years`` not already mapped, then update the statistics.
+
+    Args:
+        cities_file: YAML or GeoJSON file of cities (``flows.params`` describes the format; ``infra/cities.yaml``
+            is an example). Relative paths are relative to the working directory (the repository in deployments).
+        years: years to map, e.g. ``[2020, 2021]``.
+        catalog: default STAC API URL for cities that do not name their own.
+        checkpoint, output, season, tiling, cube_options, quicklooks: as in ``map-city``.
+        dask_address: None/``"local"`` starts one local cluster for the whole run; ``"in-process"`` uses none;
+            otherwise a scheduler address. Every city-year runs on it.
+    """
+    from flows.map_city import map_city
+
+    log = get_run_logger()
+    cities = read_cities_file(cities_file)
+    done: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    with dask_for_run(dask_address) as client:
+        address = IN_PROCESS if client is None else client.scheduler.address
+        for spec in cities:
+            for year in sorted(set(years)):
+                state = map_city(
+                    city=spec.name,
+                    year=year,
+                    aoi=spec.aoi,
+                    catalog=spec.catalog or catalog,
+                    checkpoint=checkpoint,
+                    output=output,
+                    dask_address=address,
+                    season=season,
+                    tiling=tiling,
+                    cube_options=cube_options,
+                    quicklooks=quicklooks,
+                    return_state=True,
+                )
+                if state.is_completed():
+                    result = state.result()
+                    entry = {"city": result["city"], "year": year, "out_dir": result["out_dir"]}
+                    (skipped if result["skipped"] else done).append(entry)
+                else:
+                    cause = _cause(state)
+                    log.error("%s %s failed: %s", spec.name, year, cause)
+                    failed.append({"city": spec.name, "year": year, "error": cause})
+
+    from crofuse.cube import city_slug
+
+    for slug in sorted({city_slug(s.name) for s in cities}):
+        if (Path(output) / slug).is_dir():
+            update_city_statistics(output, slug)
+    report = {"mapped": done, "already_done": skipped, "failed": failed, "years": sorted(set(years))}
+    _write_report(Path(output), report)
+    summary = f"{len(done)} city-years mapped, {len(skipped)} already done, {len(failed)} failed"
+    log.info(summary)
+    if failed:
+        lines = "; ".join(f"{f['city']} {f['year']}: {f['error']}" for f in failed)
+        return Failed(message=f"{summary}. Failed: {lines}", data=report)
+    return Completed(message=summary, data=report)
+
+
+def _cause(state: State) -> str:
+    """The exception behind a failed subflow state, as ``Type: message``."""
+    from prefect.exceptions import MissingResult
+
+    try:
+        exc = state.result(raise_on_failure=False)
+    except MissingResult:
+        return state.message or state.name
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return state.message or state.name
+
+
+def _write_report(output: Path, report: dict[str, Any]) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = output / f".{REPORT_NAME}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, output / REPORT_NAME)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    remap_cities(sys.argv[1], [int(y) for y in sys.argv[2:]])

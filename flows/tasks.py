@@ -1,0 +1,265 @@
+"""Prefect tasks of the flows: each does one step by calling library code.
+
+Only the steps that talk to the network (the STAC API and the COGs it points at) retry, and only on errors that a
+retry can cure (connection refused/reset, timeouts, HTTP 5xx); a bad AOI, an empty search or a missing checkpoint
+fails at once with the library's own message. Tasks never cache (``NO_CACHE``): the files on disk and their
+completeness markers decide what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from crofuse.errors import (
+    AOIError,
+    CatalogError,
+    ConfigError,
+    CubeError,
+    EmptySearchError,
+    InsufficientDataError,
+    MissingModalityError,
+)
+from flows.params import IN_PROCESS, LOCAL_CLUSTER
+
+MARKER = "mapped.json"
+"""Written last into ``<output>/<city>/<year>/``: the city-year is finished (maps, statistics, quicklook)."""
+
+RETRY_DELAYS = [2, 10, 30]
+
+_NOT_TRANSIENT = (AOIError, ConfigError, EmptySearchError, MissingModalityError, InsufficientDataError)
+_TRANSIENT_WORDS = ("timed out", "timeout", "connection refused", "connection reset", "connection aborted",
+                    "temporarily unavailable", " 502", " 503", " 504", "http 5", "max retries exceeded")
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Could retrying cure ``exc``? True for network failures anywhere in its cause chain."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, _NOT_TRANSIENT):
+            return False
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        name = type(exc).__name__
+        if name in ("ConnectTimeout", "ReadTimeout", "ConnectError", "RemoteProtocolError", "ProtocolError",
+                    "NewConnectionError", "MaxRetryError"):
+            return True
+        if isinstance(exc, (CatalogError, CubeError, OSError)) and any(w in str(exc).lower() for w in _TRANSIENT_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def retry_on_network_error(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn`` of the network tasks: retry only :func:`is_transient` failures."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return is_transient(exc)
+
+
+def network_task(**kwargs: Any):
+    """``@task`` for a step that talks to the network: retries transient failures with backoff."""
+    return task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+                retry_condition_fn=retry_on_network_error, cache_policy=NO_CACHE, **kwargs)
+
+
+def local_task(**kwargs: Any):
+    """``@task`` for a local step: no retries (a retry would fail the same way), no caching."""
+    return task(cache_policy=NO_CACHE, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Dask
+# --------------------------------------------------------------------------------------------------------------------
+@contextmanager
+def dask_for_run(dask_address: str | None):
+    """One dask client for the whole flow run.
+
+    ``None`` or ``"local"``: start a local cluster with ``infra.cluster.dask_client`` and stop it at the end;
+    ``"in-process"``: no cluster (everything runs in the flow process); anything else: the address of a running
+    scheduler (``tcp://host:8786``), e.g. one started by dask-jobqueue or on Kubernetes (infra/README.md).
+    Yields the client (or None) and makes it the default for dask computations in the run.
+    """
+    if dask_address == IN_PROCESS:
+        yield None
+        return
+    if dask_address in (None, LOCAL_CLUSTER):
+        from infra.cluster import ClusterConfig, dask_client
+
+        with dask_client(ClusterConfig()) as client:
+            yield client
+        return
+    from distributed import Client
+
+    try:
+        client = Client(dask_address, timeout=30)
+    except OSError as e:
+        from crofuse.errors import ClusterError
+
+        raise ClusterError(f"could not reach the dask scheduler at {dask_address}: {e}. Is it running?") from e
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def current_client() -> Any:
+    """The run's dask client, or None when the run is in-process."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------------------------------
+@network_task(name="resolve-aoi")
+def resolve_aoi(city: str, aoi: list[float] | dict[str, Any] | None, catalog: str) -> dict[str, Any]:
+    """The AOI as a validated GeoJSON geometry; without one, the city's extent from the catalog's labels."""
+    from crofuse.cube.aoi import parse_aoi
+    from flows.catalog import city_extent
+
+    raw = city_extent(catalog, city) if aoi is None else aoi
+    return parse_aoi(raw).geojson
+
+
+@network_task(name="search-scenes")
+def search_scenes(config: Any) -> dict[str, int]:
+    """Search the season's Sentinel-2 and Sentinel-1 scenes (fails loudly when there are none)."""
+    from crofuse.cube import search_season
+
+    items = search_season(config)
+    found = {"optical": len(items.optical), "sar": len(items.sar), "cloudy": len(items.cloudy)}
+    get_run_logger().info("%s %s: %s", config.slug, config.year, found)
+    if not items.optical and not items.sar:
+        raise EmptySearchError(
+            f"no Sentinel-2 or Sentinel-1 scenes for {config.slug} in {config.season_window.label(config.year)} at "
+            f"{config.catalog}: check the AOI, the year and the catalog URL"
+        )
+    return found
+
+
+@network_task(name="build-cube")
+def build_input_cube(config: Any) -> str:
+    """``crofuse.cube.build_cube``: seasonal composites into ``inputs.zarr`` (reused when already built)."""
+    from crofuse.cube import build_cube
+
+    return str(build_cube(config, progress=False))
+
+
+@local_task(name="predict")
+def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: dict[str, Any] | None) -> dict[str, Any]:
+    """``tiling.predict_cube`` on the run's dask client: ``impervious.tif``, ``probability.tif``, ``maps.zarr``."""
+    from tiling import TilingConfig, predict_cube
+
+    config = TilingConfig(**(tiling or {}))
+    out = predict_cube(cube, checkpoint, out_dir, config=config, client=current_client(), progress=False)
+    get_run_logger().info(
+        "predicted %d/%d chunks (%d windows) in %.1f s", out.chunks_computed, out.chunks_total, out.windows, out.seconds
+    )
+    return {
+        "impervious": str(out.impervious),
+        "probability": str(out.probability),
+        "maps": str(out.maps),
+        "checkpoint_sha256": out.checkpoint_sha256,
+        "chunks_computed": out.chunks_computed,
+        "windows": out.windows,
+        "seconds": round(out.seconds, 3),
+    }
+
+
+@network_task(name="reference-labels")
+def fetch_reference(catalog: str, city: str, year: int, out_dir: str) -> bool:
+    """Ground-truth labels of the city-year from the catalog, on the map grid (``reference.tif``), if it has them."""
+    from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
+    from flows.catalog import write_reference
+
+    like = read_map(Path(out_dir) / MAP_NAME)
+    written = write_reference(catalog, city, year, like, Path(out_dir) / REFERENCE_NAME)
+    return written is not None
+
+
+@local_task(name="statistics")
+def update_city_statistics(output: str, city: str, year: int | None = None) -> dict[str, Any] | None:
+    """Refresh the city's records and rewrite ``statistics.zarr``/``.csv``; returns the year's record."""
+    from dataclasses import asdict
+
+    from crofuse.statistics import load_record, update_statistics
+
+    update_statistics(Path(output), cities=[city])
+    if year is None:
+        return None
+    record = load_record(Path(output), city, year)
+    return None if record is None else asdict(record)
+
+
+@local_task(name="quicklooks")
+def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> list[str]:
+    """PNG quicklook of the city-year and the change plot of all cities."""
+    from crofuse.quicklooks import change_plot, city_year_quicklook
+
+    paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
+    paths.append(change_plot(Path(output)))
+    return [str(p) for p in paths]
+
+
+def checkpoint_sha256(checkpoint: str) -> str:
+    from tiling.model import file_sha256
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        from crofuse.errors import CheckpointError
+
+        raise CheckpointError(
+            f"checkpoint {path.resolve()} does not exist: train one (`crofuse train`, or `make demo` trains the "
+            "demo checkpoint) or pass checkpoint=PATH"
+        )
+    return file_sha256(path)
+
+
+def finished_marker(out_dir: Path, sha256: str) -> dict[str, Any] | None:
+    """The completeness marker of a city-year mapped with this checkpoint, or None if it must be (re)done."""
+    from crofuse.statistics import MAP_NAME
+
+    marker = out_dir / MARKER
+    if not marker.exists() or not (out_dir / MAP_NAME).exists():
+        return None
+    data = json.loads(marker.read_text())
+    return data if data.get("checkpoint_sha256") == sha256 else None
+
+
+def write_marker(out_dir: Path, data: dict[str, Any]) -> None:
+    """Write the completeness marker atomically."""
+    tmp = out_dir / f".{MARKER}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({**data, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                              indent=2, sort_keys=True, default=str))
+    os.replace(tmp, out_dir / MARKER)
+
+
+__all__ = [
+    "MARKER",
+    "build_input_cube",
+    "checkpoint_sha256",
+    "current_client",
+    "dask_for_run",
+    "fetch_reference",
+    "finished_marker",
+    "is_transient",
+    "predict_maps",
+    "resolve_aoi",
+    "retry_on_network_error",
+    "search_scenes",
+    "update_city_statistics",
+    "write_marker",
+    "write_quicklooks",
+]
