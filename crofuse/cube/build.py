@@ -1,0 +1,323 @@
+"""``build_cube``: search -> load -> composite -> ``inputs.zarr`` for one city and year (the first half of map-city)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crofuse import OPTICAL_BANDS, SAR_BANDS
+from crofuse.cube import assets as asset_checks
+from crofuse.cube.aoi import target_geobox
+from crofuse.cube.composite import (
+    acquisition_keys,
+    dn_offsets,
+    mosaic_acquisitions,
+    optical_composite,
+    optical_reflectance,
+    sar_composite,
+    sar_linear,
+)
+from crofuse.cube.loaders import load_assets
+from crofuse.cube.search import SeasonItems, search_season
+from crofuse.cube.store import cube_path, discard, publish, read_attrs, write_cube
+from crofuse.errors import EmptySearchError, InsufficientDataError, MissingModalityError
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from odc.geo.geobox import GeoBox
+
+    from crofuse.cube.config import CubeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Fractions of AOI pixels with a clear optical observation, a SAR observation, and both (``valid``)."""
+
+    optical: float
+    sar: float
+    valid: float
+
+
+def _nan_layer(bands: tuple[str, ...], geobox: GeoBox, chunk: int) -> xr.DataArray:
+    import dask.array as da
+    import xarray as xr
+
+    ny, nx = geobox.shape
+    data = da.full((len(bands), ny, nx), np.nan, dtype="float32", chunks=(len(bands), chunk, chunk))
+    return xr.DataArray(data, dims=("band", "y", "x"))
+
+
+def _zero_count(geobox: GeoBox, chunk: int) -> xr.DataArray:
+    import dask.array as da
+    import xarray as xr
+
+    return xr.DataArray(da.zeros(geobox.shape, dtype="uint16", chunks=(chunk, chunk)), dims=("y", "x"))
+
+
+def _optical_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> tuple[xr.DataArray, xr.DataArray]:
+    prof = config.catalog_profile
+    band_keys = list(prof.optical_assets.values())
+    common = {"loader": config.loader, "chunk_size": config.chunk_size}
+    dn = load_assets(items.optical, band_keys, geobox, dtype="uint16", nodata=0, resampling=config.resampling, **common)
+    scl = load_assets(items.optical, [prof.scl_asset], geobox, dtype="uint8", nodata=0, resampling="nearest", **common)
+    dn = dn.assign_coords(band=list(OPTICAL_BANDS))
+    refl = optical_reflectance(
+        dn, scl.isel(band=0, drop=True), offsets=dn_offsets(items.optical, prof), scl_mask=config.scl_mask
+    )
+    refl = mosaic_acquisitions(refl.drop_vars("item"), acquisition_keys(items.optical))
+    optical, count = optical_composite(refl, reducer=config.optical_reducer)
+    return optical.transpose("band", "y", "x").chunk({"band": -1}), count
+
+
+def _sar_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> tuple[xr.DataArray, xr.DataArray]:
+    prof = config.sar_source_profile
+    lin = load_assets(
+        items.sar,
+        list(prof.sar_assets.values()),
+        geobox,
+        loader=config.loader,
+        chunk_size=config.chunk_size,
+        dtype="float32",
+        nodata=float("nan"),
+        resampling=config.resampling,
+    ).assign_coords(band=list(SAR_BANDS))
+    lin = mosaic_acquisitions(sar_linear(lin, nodata=prof.sar_nodata).drop_vars("item"), acquisition_keys(items.sar))
+    sar, count = sar_composite(lin)
+    return sar.transpose("band", "y", "x").chunk({"band": -1}), count
+
+
+def _aoi_mask(config: CubeConfig, geobox: GeoBox) -> xr.DataArray:
+    import xarray as xr
+    from odc.geo.geom import Geometry
+    from rasterio.features import geometry_mask
+
+    geom = Geometry(config.area.geometry, crs="EPSG:4326").to_crs(geobox.crs)
+    inside = geometry_mask([geom.json], out_shape=geobox.shape, transform=geobox.affine, invert=True)
+    return xr.DataArray(inside, dims=("y", "x")).chunk({"y": config.chunk_size, "x": config.chunk_size})
+
+
+def _empty_search_message(config: CubeConfig, items: SeasonItems) -> str:
+    w, s, e, n = config.area.bbox
+    hint = ""
+    if all(abs(v) <= 90 for v in (w, e)):
+        hint = (
+            f" If the bbox was given as (south, west, north, east), i.e. latitude first, swap it: "
+            f"--bbox {s} {w} {n} {e}."
+        )
+    return (
+        f"no Sentinel-2 or Sentinel-1 items for {config.slug!r} {config.year}: searched {items.optical_query.url} "
+        f"({items.optical_query.describe()}) and {items.sar_query.url} ({items.sar_query.describe()}). Check the "
+        f"catalog URL, the profile ({config.catalog_profile.name!r}), the AOI and the season.{hint}"
+    )
+
+
+def _check_modalities(config: CubeConfig, items: SeasonItems) -> list[str]:
+    """Raise on an empty or all-cloud search; return the missing modalities the policy lets through."""
+    if not items.optical and not items.cloudy and not items.sar:
+        raise EmptySearchError(_empty_search_message(config, items))
+    if not items.optical and items.cloudy:
+        raise InsufficientDataError(
+            f"all {len(items.cloudy)} Sentinel-2 scenes of {config.slug!r} {config.season_window.label(config.year)} "
+            f"are above max_cloud_cover={config.max_cloud_cover:g}% ({', '.join(items.cloudy[:5])}"
+            f"{', ...' if len(items.cloudy) > 5 else ''}). Widen the season or raise max_cloud_cover"
+        )
+    missing = []
+    if not items.optical:
+        missing.append("optical")
+    if not items.sar:
+        missing.append("sar")
+    if missing and config.missing_modality == "fail":
+        what = {"optical": ("Sentinel-2", items.optical_query), "sar": ("Sentinel-1", items.sar_query)}
+        name, q = what[missing[0]]
+        raise MissingModalityError(
+            f"the season {config.season_window.label(config.year)} has no {name} items for {config.slug!r} "
+            f"({q.url}: {q.describe()}) but the other modality has data. Widen the season, or set "
+            f"missing_modality='continue' (--missing-modality continue) to build a cube with {missing[0]} as NaN"
+        )
+    return missing
+
+
+def _coverage(tmp: Path) -> Coverage:
+    import xarray as xr
+
+    ds = xr.open_zarr(tmp, consolidated=False, zarr_format=3)
+    inside = ds["in_aoi"]
+    n = float(inside.sum().compute())
+    if n == 0:
+        return Coverage(0.0, 0.0, 0.0)
+
+    def frac(mask: xr.DataArray) -> float:
+        return float((mask & inside).sum().compute()) / n
+
+    return Coverage(
+        optical=frac(ds["optical_count"] > 0), sar=frac(ds["sar_count"] > 0), valid=frac(ds["valid"])
+    )
+
+
+def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: list[str]) -> xr.Dataset:
+    """The lazy cube Dataset (contract in docs/architecture.md), before writing."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
+    from crofuse import __version__
+
+    cs = config.chunk_size
+    if "optical" in missing:
+        optical, optical_count = _nan_layer(OPTICAL_BANDS, geobox, cs), _zero_count(geobox, cs)
+    else:
+        optical, optical_count = _optical_layers(items, config, geobox)
+    if "sar" in missing:
+        sar, sar_count = _nan_layer(SAR_BANDS, geobox, cs), _zero_count(geobox, cs)
+    else:
+        sar, sar_count = _sar_layers(items, config, geobox)
+
+    present = []
+    if "optical" not in missing:
+        present.append((optical_count > 0) & optical.notnull().all("band"))
+    if "sar" not in missing:
+        present.append((sar_count > 0) & sar.notnull().all("band"))
+    valid = present[0] if len(present) == 1 else present[0] & present[1]
+
+    x = geobox.coords["x"].values.astype("float64")
+    y = geobox.coords["y"].values.astype("float64")
+    # One Dataset cannot hold two "band" dimensions of different lengths: SAR's band axis is "sar_band".
+    coords = {
+        "band": np.array(OPTICAL_BANDS, dtype=object),  # object (variable-length) strings: zarr v3 "string"
+        "sar_band": np.array(SAR_BANDS, dtype=object),
+        "y": y,
+        "x": x,
+    }
+    ds = xr.Dataset(
+        {
+            "optical": optical.drop_vars(["band", "x", "y"], errors="ignore"),
+            "sar": sar.rename(band="sar_band").drop_vars(["sar_band", "x", "y"], errors="ignore"),
+            "valid": valid.drop_vars(["x", "y"], errors="ignore").astype(bool),
+            "optical_count": optical_count.drop_vars(["x", "y"], errors="ignore"),
+            "sar_count": sar_count.drop_vars(["x", "y"], errors="ignore"),
+            "in_aoi": _aoi_mask(config, geobox),
+        },
+        coords=coords,
+    )
+    ds = ds.drop_vars([c for c in ds.coords if c not in coords])
+    for name in ("optical", "sar"):
+        ds[name] = ds[name].astype("float32")
+    for var in ds.variables.values():  # loaders leave their own (not always JSON-able) attributes
+        var.attrs = {}
+    ds = ds.chunk({"y": cs, "x": cs, "band": -1, "sar_band": -1})
+
+    ds["optical"].attrs.update(units="1", long_name="surface reflectance (seasonal median of clear observations)")
+    ds["sar"].attrs.update(units="dB", long_name="gamma0 backscatter (10 log10 of the seasonal mean linear power)")
+    ds["valid"].attrs.update(long_name="every present modality has data at this pixel")
+    ds["optical_count"].attrs.update(long_name="number of clear Sentinel-2 acquisitions")
+    ds["sar_count"].attrs.update(long_name="number of Sentinel-1 acquisitions")
+    ds["in_aoi"].attrs.update(long_name="pixel centre inside the city polygon")
+    ds = ds.rio.write_crs(geobox.crs.to_wkt()).rio.write_transform(geobox.affine)
+    ds = ds.rio.write_coordinate_system()
+
+    sar_prof = config.sar_source_profile
+    ds.attrs.update(
+        city=config.slug,
+        city_name=config.city,
+        year=config.year,
+        season=config.season_window.label(config.year),
+        catalog=config.catalog,
+        profile=config.catalog_profile.name,
+        optical_collection=config.catalog_profile.optical_collection,
+        sar_catalog=config.sar_source_url,
+        sar_profile=sar_prof.name,
+        sar_collection=sar_prof.sar_collection or "",
+        optical_items=[it.id for it in items.optical],
+        sar_items=[it.id for it in items.sar],
+        optical_items_too_cloudy=list(items.cloudy),
+        crofuse_version=__version__,
+        crs=f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else geobox.crs.to_wkt(),
+        crs_choice=(
+            f"UTM zone of the AOI centroid {config.area.centroid}"
+            if config.epsg is None
+            else f"EPSG:{config.epsg} given in the configuration"
+        ),
+        aoi_utm_zones=list(config.area.utm_zones),
+        aoi=json.dumps(config.area.geojson),
+        resolution=config.resolution,
+        loader=config.loader,
+        optical_reducer=config.optical_reducer,
+        scl_mask=list(config.scl_mask),
+        max_cloud_cover=config.max_cloud_cover,
+        missing_modalities=list(missing),
+        fingerprint=config.fingerprint(),
+    )
+    return ds
+
+
+def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False) -> Path:
+    """Build ``<output>/<city-slug>/<year>/inputs.zarr`` for ``config`` and return its path.
+
+    Reruns are idempotent: a complete cube built from the same settings (``fingerprint`` attribute) is returned as
+    is unless ``force``; otherwise the new cube is written to a temporary name and renamed over the old one only
+    when complete. Raises :class:`~crofuse.errors.EmptySearchError`, :class:`~crofuse.errors.MissingModalityError`,
+    :class:`~crofuse.errors.InsufficientDataError`, :class:`~crofuse.errors.AssetReadError` or
+    :class:`~crofuse.errors.CatalogError` with what went wrong and what to do.
+    """
+    import rasterio.errors
+
+    path = cube_path(config.output_root, config.city, config.year)
+    existing = read_attrs(path)
+    if existing is not None and existing.get("fingerprint") == config.fingerprint() and not force:
+        log.info("cube %s is up to date (fingerprint %s)", path, existing["fingerprint"])
+        return path
+
+    items = search_season(config)
+    missing = _check_modalities(config, items)
+    geobox = target_geobox(config.area, resolution=config.resolution, epsg=config.epsg)
+    if len(config.area.utm_zones) > 1:
+        log.warning(
+            "AOI of %s spans UTM zones %s; the cube is written in %s (the centroid's zone)",
+            config.slug, config.area.utm_zones, geobox.crs,
+        )
+    refs = asset_checks.asset_refs(items.optical, [*config.catalog_profile.optical_assets.values(),
+                                                   config.catalog_profile.scl_asset])
+    refs += asset_checks.asset_refs(items.sar, list(config.sar_source_profile.sar_assets.values()))
+    if config.check_assets:
+        asset_checks.check_headers(refs)
+
+    ds = assemble(config, items, geobox, missing)
+    try:
+        tmp = write_cube(ds, path, progress=progress)
+    except (RuntimeError, rasterio.errors.RasterioError, OSError) as e:
+        err = asset_checks.diagnose_read_failure(refs, e)
+        if err is None:
+            raise
+        raise err from e
+
+    cov = _coverage(tmp)
+    attrs: dict[str, Any] = {
+        "optical_fraction": round(cov.optical, 6),
+        "sar_fraction": round(cov.sar, 6),
+        "valid_fraction": round(cov.valid, 6),
+    }
+    label = f"{config.slug!r} {config.season_window.label(config.year)}"
+    if cov.valid < config.min_valid_fraction:
+        discard(tmp)
+        raise InsufficientDataError(
+            f"only {cov.valid:.1%} of the AOI of {label} is valid (clear optical: {cov.optical:.1%}, SAR: "
+            f"{cov.sar:.1%}); at least min_valid_fraction={config.min_valid_fraction:.0%} is required. "
+            f"{len(items.optical)} Sentinel-2 scenes were used"
+            f"{f', {len(items.cloudy)} more skipped as too cloudy' if items.cloudy else ''}: widen the season, "
+            "raise max_cloud_cover, or lower min_valid_fraction"
+        )
+    publish(tmp, path, attrs=attrs)
+    log.info(
+        "cube %s: %d x %d px, valid %.1f%% (optical %.1f%%, SAR %.1f%%)",
+        path, geobox.shape[1], geobox.shape[0], 100 * cov.valid, 100 * cov.optical, 100 * cov.sar,
+    )
+    return path
+
+
+__all__ = ["Coverage", "assemble", "build_cube"]

@@ -1,0 +1,224 @@
+"""STAC search: the season's Sentinel-2 and Sentinel-1 items over an AOI, from any catalog a profile describes.
+
+Requests go through pystac-client; 5xx answers, connection errors and timeouts are retried with exponential
+backoff (urllib3 ``Retry``), and every other failure becomes a :class:`~crofuse.errors.CatalogError` naming the
+URL, the collection and the query. Pages are followed until the search is exhausted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from crofuse.errors import CatalogError
+
+if TYPE_CHECKING:
+    import pystac
+    import pystac_client
+
+    from crofuse.cube.aoi import AOI
+    from crofuse.cube.config import CubeConfig
+    from crofuse.cube.profiles import CatalogProfile
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = (500, 502, 503, 504)
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Query:
+    """One collection search, kept so error messages and the cube's attributes can say what was asked."""
+
+    url: str
+    collection: str
+    bbox: tuple[float, float, float, float]
+    datetime: str
+    intersects: dict[str, Any] | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        """``collection=... bbox=... datetime=...`` for messages."""
+        box = ", ".join(f"{v:.5f}" for v in self.bbox)
+        return f"collection={self.collection!r} bbox=[{box}] datetime={self.datetime}"
+
+
+@dataclass(frozen=True)
+class SeasonItems:
+    """What a season search found.
+
+    ``optical``/``sar`` are sorted by (datetime, id). ``cloudy`` are the Sentinel-2 ids dropped by the cloud-cover
+    filter (kept to explain an empty optical result).
+    """
+
+    optical: tuple[pystac.Item, ...]
+    sar: tuple[pystac.Item, ...]
+    optical_query: Query
+    sar_query: Query
+    cloudy: tuple[str, ...] = ()
+
+
+def _retry(retries: int) -> Any:
+    from urllib3 import Retry
+
+    return Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=0.5,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=None,  # POST /search is idempotent: retry it too
+        raise_on_status=True,
+    )
+
+
+def open_catalog(
+    url: str, *, profile: CatalogProfile, timeout: float = 30.0, retries: int = 4
+) -> pystac_client.Client:
+    """Open a STAC API root with retries, timeouts and the profile's item signing."""
+    import pystac
+    import requests
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+    from pystac_client.stac_api_io import StacApiIO
+
+    stac_io = StacApiIO(timeout=timeout, max_retries=_retry(retries))
+    try:
+        return Client.open(url, stac_io=stac_io, modifier=profile.item_modifier())
+    except (APIError, requests.RequestException, OSError) as e:
+        raise CatalogError(
+            f"cannot open the STAC catalog at {url} (after {retries} retries): {e}. Check the URL "
+            "(for the sample catalog, start it with `crofuse sample-catalog serve`)"
+        ) from e
+    except (pystac.STACError, json.JSONDecodeError, ValueError, KeyError) as e:
+        raise CatalogError(f"{url} did not answer with a STAC catalog: {e}") from e
+
+
+def search_collection(
+    client: pystac_client.Client, query: Query, *, max_items: int, page_size: int = PAGE_SIZE
+) -> list[pystac.Item]:
+    """All items of one collection intersecting the AOI in the datetime window, following every page."""
+    import pystac
+    import requests
+    from pystac_client.exceptions import APIError
+    from pystac_client.warnings import DoesNotConformTo
+
+    what = f"STAC search at {query.url} ({query.describe()})"
+    try:
+        search = client.search(
+            collections=[query.collection],
+            intersects=query.intersects,
+            bbox=None if query.intersects else list(query.bbox),
+            datetime=query.datetime,
+            limit=page_size,
+            max_items=max_items + 1,
+        )
+        items = list(search.items())
+    except (DoesNotConformTo, NotImplementedError) as e:
+        raise CatalogError(
+            f"{what} failed: {query.url} is not a STAC API with item search ({e}). Serve static catalogs with "
+            "`crofuse sample-catalog serve` (rustac serve)"
+        ) from e
+    except APIError as e:
+        status = getattr(e, "status_code", None)
+        hint = " (no such collection? check --profile or the collection names)" if status == 404 else ""
+        raise CatalogError(f"{what} failed{hint}: {e}") from e
+    except (requests.RequestException, OSError) as e:
+        raise CatalogError(f"{what} failed after retries: {e}") from e
+    except (pystac.STACError, json.JSONDecodeError, KeyError, ValueError) as e:
+        raise CatalogError(f"{what} returned items pystac cannot read: {e}") from e
+    if len(items) > max_items:
+        raise CatalogError(
+            f"{what} returned more than max_items={max_items} items; the AOI or season is probably too large "
+            "(check the bbox axis order) or raise max_items"
+        )
+    seen: dict[str, pystac.Item] = {}
+    for it in items:
+        seen.setdefault(it.id, it)
+    return sorted(seen.values(), key=lambda it: (it.datetime or it.common_metadata.start_datetime, it.id))
+
+
+def _check_assets(items: Sequence[pystac.Item], keys: Sequence[str], *, query: Query, profile: CatalogProfile) -> None:
+    for it in items:
+        missing = [k for k in keys if k not in it.assets]
+        if missing:
+            raise CatalogError(
+                f"item {it.id!r} of {query.collection!r} at {query.url} has no asset(s) {missing} (it has "
+                f"{sorted(it.assets)}); is profile {profile.name!r} the right one for this catalog?"
+            )
+
+
+def resolve_local_hrefs(items: Sequence[pystac.Item]) -> None:
+    """Make asset hrefs readable by GDAL, in place.
+
+    A local catalog served over HTTP (``rustac serve``) hands out hrefs such as ``/data/x/B04.tif``; by URL rules
+    they would resolve against the API host, but they name files on this machine. Absolute paths (or
+    ``file://`` URLs) that exist locally are kept as plain paths; everything else is left to pystac's resolution.
+    """
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    for it in items:
+        local = False
+        for asset in it.assets.values():
+            href = asset.href
+            parsed = urlparse(href)
+            if parsed.scheme == "file":
+                asset.href, local = parsed.path, True
+            elif href.startswith("/") and Path(href).exists():
+                local = True
+            elif not parsed.scheme and not href.startswith("/"):
+                absolute = asset.get_absolute_href()
+                if absolute:
+                    asset.href = absolute
+        if local:
+            # pystac would resolve "/path" against the API's URL; with no self link it stays a local path
+            it.links = [link for link in it.links if link.rel != "self"]
+
+
+def cloud_cover(item: pystac.Item, prop: str) -> float | None:
+    """The item's cloud percentage, or ``None`` when the catalog does not say."""
+    v = item.properties.get(prop)
+    return None if v is None else float(v)
+
+
+def search_season(config: CubeConfig) -> SeasonItems:
+    """Search both collections for the config's AOI and season, then drop scenes above ``max_cloud_cover``.
+
+    The cloud filter runs on the client (every STAC API supports it that way, and the dropped ids explain an
+    all-cloud season); assets the profile needs are checked on every item.
+    """
+    aoi: AOI = config.area
+    when = config.season_window.datetime_range(config.year)
+    opt_prof = config.catalog_profile
+    sar_prof = config.sar_source_profile
+    opt_q = Query(config.catalog, opt_prof.optical_collection, aoi.bbox, when, aoi.geojson)  # type: ignore[arg-type]
+    sar_q = Query(config.sar_source_url, sar_prof.sar_collection or "", aoi.bbox, when, aoi.geojson)
+
+    client = open_catalog(opt_q.url, profile=opt_prof, timeout=config.http_timeout, retries=config.http_retries)
+    optical = search_collection(client, opt_q, max_items=config.max_items)
+    resolve_local_hrefs(optical)
+    _check_assets(optical, [*opt_prof.optical_assets.values(), opt_prof.scl_asset], query=opt_q, profile=opt_prof)
+    kept, cloudy = [], []
+    for it in optical:
+        cc = cloud_cover(it, opt_prof.cloud_cover_property)
+        (cloudy if cc is not None and cc > config.max_cloud_cover else kept).append(it)
+
+    sar: list[pystac.Item] = []
+    if sar_prof.sar_collection is not None:
+        if sar_q.url != opt_q.url or sar_prof is not opt_prof:
+            client = open_catalog(sar_q.url, profile=sar_prof, timeout=config.http_timeout, retries=config.http_retries)
+        sar = search_collection(client, sar_q, max_items=config.max_items)
+        resolve_local_hrefs(sar)
+        _check_assets(sar, list(sar_prof.sar_assets.values()), query=sar_q, profile=sar_prof)
+    log.info(
+        "found %d Sentinel-2 items (%d above %.0f%% cloud) and %d Sentinel-1 items for %s %d",
+        len(optical), len(cloudy), config.max_cloud_cover, len(sar), config.slug, config.year,
+    )
+    return SeasonItems(tuple(kept), tuple(sar), opt_q, sar_q, tuple(it.id for it in cloudy))
+
+
+__all__ = ["Query", "SeasonItems", "cloud_cover", "open_catalog", "search_collection", "search_season"]
