@@ -166,7 +166,7 @@ def parse_aoi(aoi: Any) -> AOI:
         geom = aoi
     elif isinstance(aoi, Mapping):
         geom = _geometry_from_geojson(aoi, source=source)
-    elif isinstance(aoi, Sequence) and len(aoi) == 4 and all(isinstance(v, (int, float)) for v in aoi):
+    elif isinstance(aoi, Sequence) and all(isinstance(v, (int, float)) for v in aoi):
         return parse_bbox(aoi)
     else:
         raise AOIError(

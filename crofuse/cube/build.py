@@ -23,9 +23,9 @@ from crofuse.cube.composite import (
     sar_linear,
 )
 from crofuse.cube.loaders import load_assets
-from crofuse.cube.search import SeasonItems, search_season
+from crofuse.cube.search import SeasonItems, search_season, swapped_axes_hit
 from crofuse.cube.store import cube_path, discard, publish, read_attrs, write_cube
-from crofuse.errors import EmptySearchError, InsufficientDataError, MissingModalityError
+from crofuse.errors import AOIError, EmptySearchError, InsufficientDataError, MissingModalityError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -121,6 +121,13 @@ def _empty_search_message(config: CubeConfig, items: SeasonItems) -> str:
 def _check_modalities(config: CubeConfig, items: SeasonItems) -> list[str]:
     """Raise on an empty or all-cloud search; return the missing modalities the policy lets through."""
     if not items.optical and not items.cloudy and not items.sar:
+        swapped = swapped_axes_hit(config, items)
+        if swapped is not None:
+            raise AOIError(
+                f"the AOI of {config.slug!r} looks like it has latitude and longitude swapped: the catalog has no "
+                f"items at bbox {config.area.bbox} but has some at {swapped}. Give (west, south, east, north) = "
+                f"(lon_min, lat_min, lon_max, lat_max), e.g. --bbox {' '.join(f'{v:g}' for v in swapped)}"
+            )
         raise EmptySearchError(_empty_search_message(config, items))
     if not items.optical and items.cloudy:
         raise InsufficientDataError(

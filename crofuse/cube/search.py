@@ -221,4 +221,32 @@ def search_season(config: CubeConfig) -> SeasonItems:
     return SeasonItems(tuple(kept), tuple(sar), opt_q, sar_q, tuple(it.id for it in cloudy))
 
 
-__all__ = ["Query", "SeasonItems", "cloud_cover", "open_catalog", "search_collection", "search_season"]
+def swapped_axes_hit(config: CubeConfig, items: SeasonItems) -> tuple[float, float, float, float] | None:
+    """After an empty search: the AOI bbox with lon/lat swapped, if the catalog has items there (else ``None``).
+
+    A bbox typed as (south, west, north, east) is still a valid lon/lat box whenever every value is within
+    +-90, so geometry alone cannot tell; the catalog can.
+    """
+    w, s, e, n = config.area.bbox
+    if not all(abs(v) <= 90 for v in (w, s, e, n)):
+        return None
+    swapped = (s, w, n, e)
+    for q, prof in ((items.optical_query, config.catalog_profile), (items.sar_query, config.sar_source_profile)):
+        if not q.collection:
+            continue
+        probe = Query(q.url, q.collection, swapped, q.datetime, None)
+        client = open_catalog(probe.url, profile=prof, timeout=config.http_timeout, retries=config.http_retries)
+        if search_collection(client, probe, max_items=config.max_items):
+            return swapped
+    return None
+
+
+__all__ = [
+    "Query",
+    "SeasonItems",
+    "cloud_cover",
+    "open_catalog",
+    "search_collection",
+    "search_season",
+    "swapped_axes_hit",
+]

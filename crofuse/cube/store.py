@@ -79,7 +79,13 @@ def _compute_to_zarr(ds: xr.Dataset, target: Path, *, progress: bool) -> None:
         from tqdm.dask import TqdmCallback
 
         cb = TqdmCallback(desc=f"cube {target.parent.parent.name}/{target.parent.name}", unit="task")
-    with cb:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with cb, warnings.catch_warnings():
+        # odc-stac reprojects 20 m SCL through in-memory arrays that rasterio flags as not georeferenced
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         ds.to_zarr(target, mode="w-", zarr_format=3, consolidated=False, encoding=zarr_encoding(ds), compute=True)
 
 
