@@ -1,0 +1,48 @@
+"""Blending weights and the weighted accumulation of overlapping window predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crofuse.errors import ConfigError
+
+
+def blend_weights(window: int, *, kind: str = "hann", floor: float = 1e-3) -> np.ndarray:
+    """The ``(window, window)`` float32 weight given to each pixel of a window's prediction.
+
+    ``"hann"``: the separable cosine (Hann) taper ``sin^2(pi (i + 1/2) / window)`` per axis, largest at the window
+    centre where the network sees the most context, clipped below at ``floor`` so that border pixels keep a non-zero
+    weight (pixels covered only by window borders, e.g. where the scene is smaller than a window, still get a value).
+    ``"none"``: all ones (a plain average of the overlapping windows).
+    """
+    if kind == "none":
+        return np.ones((window, window), dtype=np.float32)
+    if kind != "hann":
+        raise ConfigError(f"blend={kind!r} is not allowed; use 'hann' or 'none'")
+    i = np.arange(window, dtype=np.float64)
+    taper = np.sin(np.pi * (i + 0.5) / window) ** 2
+    return np.maximum(np.outer(taper, taper), floor).astype(np.float32)
+
+
+class BlendAccumulator:
+    """Sums ``weight * probability`` and ``weight`` over windows placed in a region, then divides.
+
+    Probabilities are blended before any threshold (class maps come from the blended probability).
+    """
+
+    def __init__(self, shape: tuple[int, int], weights: np.ndarray) -> None:
+        self.weights = weights.astype(np.float32)
+        self.total = np.zeros(shape, dtype=np.float32)
+        self.weight_sum = np.zeros(shape, dtype=np.float32)
+
+    def add(self, probability: np.ndarray, row: int, col: int) -> None:
+        """Add one window's ``(window, window)`` probability with its origin at ``(row, col)`` of the region."""
+        h, w = self.weights.shape
+        self.total[row : row + h, col : col + w] += probability * self.weights
+        self.weight_sum[row : row + h, col : col + w] += self.weights
+
+    def result(self) -> np.ndarray:
+        """Blended probability; NaN where no window contributed."""
+        out = np.full(self.total.shape, np.nan, dtype=np.float32)
+        np.divide(self.total, self.weight_sum, out=out, where=self.weight_sum > 0)
+        return out

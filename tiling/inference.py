@@ -1,0 +1,148 @@
+"""Tiled prediction of one region: read with reflection, run batched windows, blend, crop (no dask in here).
+
+``predict_fn`` is any function ``(optical (N,4,H,W), sar (N,2,H,W)) -> (N,H,W)`` probability on numpy float32 arrays;
+:func:`tiling.model.load_predict_fn` makes one from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from tiling.blend import BlendAccumulator, blend_weights
+from tiling.config import TilingConfig
+from tiling.windows import ChunkPlan, chunk_bounds, plan_chunk, reflect_index
+
+PredictFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Reader = Callable[[slice, slice], tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""``reader(rows, cols) -> (optical (4,h,w), sar (2,h,w), valid (h,w))`` for a slice of scene pixels."""
+
+
+@dataclass(frozen=True)
+class FillValues:
+    """Values that replace NaN inputs (per band, in the cube's units) so that NaN never reaches the model.
+
+    The checkpoint's normalisation means are used, so filled pixels become 0 after normalisation.
+    """
+
+    optical: tuple[float, ...]
+    sar: tuple[float, ...]
+
+
+def read_region(reader: Reader, shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]):
+    """Read global rows/cols (possibly outside the scene) from ``reader``, mirroring at the scene edges.
+
+    Reads only the bounding box of the pixels needed, then gathers; identical to reflection-padding the whole scene.
+    """
+    ridx = reflect_index(np.arange(*rows), shape[0])
+    cidx = reflect_index(np.arange(*cols), shape[1])
+    r0, r1 = int(ridx.min()), int(ridx.max()) + 1
+    c0, c1 = int(cidx.min()), int(cidx.max()) + 1
+    optical, sar, valid = reader(slice(r0, r1), slice(c0, c1))
+    ix = np.ix_(ridx - r0, cidx - c0)
+    return (
+        np.ascontiguousarray(optical[(slice(None), *ix)], dtype=np.float32),
+        np.ascontiguousarray(sar[(slice(None), *ix)], dtype=np.float32),
+        np.asarray(valid[ix], dtype=bool),
+    )
+
+
+def _fill_nan(array: np.ndarray, fill: tuple[float, ...]) -> np.ndarray:
+    for band, value in enumerate(fill):
+        np.copyto(array[band], np.float32(value), where=~np.isfinite(array[band]))
+    return array
+
+
+def _batches(plan: ChunkPlan, valid: np.ndarray, size: int) -> Iterator[list[tuple[int, int]]]:
+    """Window origins relative to the region, row-major, in batches; windows with no valid pixel are skipped
+    (every pixel they would write is nodata anyway)."""
+    r0, c0 = plan.region_rows[0], plan.region_cols[0]
+    w = plan.window
+    batch: list[tuple[int, int]] = []
+    for rs in plan.row_starts:
+        for cs in plan.col_starts:
+            r, c = rs - r0, cs - c0
+            if not valid[r : r + w, c : c + w].any():
+                continue
+            batch.append((r, c))
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class ChunkPrediction:
+    """Blended probability of one chunk (NaN = nodata) and how many windows ran."""
+
+    probability: np.ndarray
+    n_windows: int
+
+
+def predict_chunk_probability(
+    reader: Reader,
+    shape: tuple[int, int],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    predict_fn: PredictFn,
+    *,
+    config: TilingConfig,
+    fill: FillValues,
+) -> ChunkPrediction:
+    """Blended impervious probability for output pixels ``rows x cols`` of a scene of ``shape``.
+
+    Runs every window of the global grid that touches the chunk (one forward per ``batch_size`` windows), blends
+    with the configured weights, crops to the chunk, and sets pixels invalid in the cube to NaN.
+    """
+    plan = plan_chunk(
+        shape, rows, cols, window=config.window, stride=config.stride, pad=config.effective_halo
+    )
+    optical, sar, valid = read_region(reader, shape, plan.region_rows, plan.region_cols)
+    _fill_nan(optical, fill.optical)
+    _fill_nan(sar, fill.sar)
+    w = config.window
+    acc = BlendAccumulator(valid.shape, blend_weights(w, kind=config.blend, floor=config.floor))
+    n = 0
+    for batch in _batches(plan, valid, config.batch_size):
+        opt = np.stack([optical[:, r : r + w, c : c + w] for r, c in batch])
+        sr = np.stack([sar[:, r : r + w, c : c + w] for r, c in batch])
+        probability = np.asarray(predict_fn(opt, sr), dtype=np.float32)
+        if probability.shape != (len(batch), w, w):
+            raise ValueError(f"predict_fn returned shape {probability.shape}, expected {(len(batch), w, w)}")
+        for (r, c), p in zip(batch, probability, strict=True):
+            acc.add(p, r, c)
+        n += len(batch)
+    dr, dc = rows[0] - plan.region_rows[0], cols[0] - plan.region_cols[0]
+    crop = (slice(dr, dr + rows[1] - rows[0]), slice(dc, dc + cols[1] - cols[0]))
+    probability = acc.result()[crop]
+    probability[~valid[crop]] = np.nan
+    return ChunkPrediction(probability=probability, n_windows=n)
+
+
+def predict_scene(
+    optical: np.ndarray,
+    sar: np.ndarray,
+    valid: np.ndarray,
+    predict_fn: PredictFn,
+    *,
+    config: TilingConfig = TilingConfig(),
+    fill: FillValues,
+) -> np.ndarray:
+    """Tiled probability of an in-memory scene, chunk by chunk (same code path as the dask workers use).
+
+    Returns ``(H, W)`` float32 with NaN where ``valid`` is False.
+    """
+    shape = valid.shape
+
+    def reader(r: slice, c: slice):
+        return optical[:, r, c], sar[:, r, c], valid[r, c]
+
+    out = np.empty(shape, dtype=np.float32)
+    for rows in chunk_bounds(shape[0], config.chunk_size):
+        for cols in chunk_bounds(shape[1], config.chunk_size):
+            result = predict_chunk_probability(reader, shape, rows, cols, predict_fn, config=config, fill=fill)
+            out[rows[0] : rows[1], cols[0] : cols[1]] = result.probability
+    return out

@@ -1,0 +1,162 @@
+"""The model on a worker: loaded once per process (cached by checkpoint hash), device chosen per worker.
+
+Each dask worker process keeps its own cache, so a checkpoint is read once per worker, not once per task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crofuse import OPTICAL_BANDS, SAR_BANDS
+from crofuse.errors import CheckpointError, ConfigError
+from tiling.config import TilingConfig
+from tiling.inference import FillValues, PredictFn
+
+_CACHE: dict[tuple, LoadedModel] = {}
+_LOCK = threading.Lock()
+LOAD_COUNT = 0
+"""How many times this process has loaded a checkpoint (tests check it is once per worker)."""
+
+# Used only when a checkpoint's card carries no normalisation means: typical urban Sentinel-2 reflectance and
+# Sentinel-1 gamma0 (dB) values, so that NaN never reaches the model.
+_DEFAULT_FILL = FillValues(optical=(0.08, 0.09, 0.10, 0.22), sar=(-10.0, -17.0))
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` becomes ``"cuda"`` where this process sees a GPU (dask-cuda gives each worker one), else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was asked for but this worker sees no GPU; use device='auto' or 'cpu'")
+    return device
+
+
+def resolve_autocast(device: str, autocast: str):
+    """The autocast dtype for ``device`` (None on CPU or when off): bf16 where the GPU supports it, else fp16."""
+    import torch
+
+    if not device.startswith("cuda") or autocast == "off":
+        return None
+    if autocast == "bf16":
+        return torch.bfloat16
+    if autocast == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-call model on this worker."""
+
+    predict_fn: PredictFn
+    fill: FillValues
+    device: str
+    sha256: str
+
+
+def _fill_from_card(card: object) -> FillValues:
+    norm = getattr(card, "normalization", None)
+    if norm is None:
+        return _DEFAULT_FILL
+    optical = getattr(norm, "optical_mean", None)
+    sar = getattr(norm, "sar_mean", None)
+    if optical is None or sar is None or len(optical) != len(OPTICAL_BANDS) or len(sar) != len(SAR_BANDS):
+        return _DEFAULT_FILL
+    return FillValues(optical=tuple(float(v) for v in optical), sar=tuple(float(v) for v in sar))
+
+
+def _predictor_class():
+    """``crofuse.checkpoint.Predictor`` with a selectable autocast dtype (it picks fp16 on CUDA by itself)."""
+    import torch
+
+    from crofuse.checkpoint import Predictor
+
+    class TilingPredictor(Predictor):
+        autocast_dtype: torch.dtype | None = None
+
+        def _autocast(self):
+            if self.autocast_dtype is None:
+                return super()._autocast()
+            return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype, enabled=self.autocast)
+
+    return TilingPredictor
+
+
+def _build(checkpoint: Path, sha256: str, config: TilingConfig) -> LoadedModel:
+    device = resolve_device(config.device)
+    dtype = resolve_autocast(device, config.autocast)
+    on_gpu = device.startswith("cuda")
+    predictor = _predictor_class().from_checkpoint(
+        checkpoint,
+        device=device,
+        autocast=dtype is not None,
+        channels_last=config.channels_last and on_gpu,
+        expect_bands=(OPTICAL_BANDS, SAR_BANDS),
+    )
+    predictor.autocast_dtype = dtype
+
+    def predict_fn(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        if not on_gpu:
+            return predictor(optical, sar)
+        import torch
+
+        o = torch.from_numpy(optical).pin_memory().to(device, non_blocking=True)
+        s = torch.from_numpy(sar).pin_memory().to(device, non_blocking=True)
+        return predictor(o, s).cpu().numpy()
+
+    return LoadedModel(predict_fn=predict_fn, fill=_fill_from_card(predictor.card), device=device, sha256=sha256)
+
+
+def load_model(checkpoint: str | Path, sha256: str, *, config: TilingConfig) -> LoadedModel:
+    """The model for ``checkpoint`` on this worker, loaded on first use and then reused.
+
+    The file's hash is checked against ``sha256`` (what the client hashed) on first load, so every worker runs the
+    same weights even on a cluster whose workers read the checkpoint from a shared file system.
+    """
+    global LOAD_COUNT
+    key = (str(checkpoint), sha256, config.device, config.autocast, config.channels_last)
+    with _LOCK:
+        model = _CACHE.get(key)
+        if model is not None:
+            return model
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} is not readable on this worker; workers need the same path (a shared file system)"
+            )
+        found = file_sha256(path)
+        if found != sha256:
+            raise CheckpointError(
+                f"checkpoint {path} on this worker has sha256 {found[:12]}..., the client hashed {sha256[:12]}...; "
+                "the file changed during the run or the workers see a different file"
+            )
+        model = _build(path, sha256, config)
+        _CACHE[key] = model
+        LOAD_COUNT += 1
+        return model
+
+
+def set_torch_threads(n: int | None) -> None:
+    """Set intra-op threads for the calling thread's torch work on CPU (no-op for ``None``)."""
+    if n is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

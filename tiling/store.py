@@ -1,0 +1,98 @@
+"""``maps.zarr``: metadata created up front, chunk regions written by the workers, markers for resuming.
+
+Layout (zarr v3): ``impervious(y, x)`` uint8 1/0 and ``probability(y, x)`` uint8 percent 0..100, both with
+``nodata = 255``, the cube's ``x``/``y`` coordinates and a rioxarray ``spatial_ref``. Attributes carry the checkpoint's
+sha256, the tiling settings, the cube's provenance and ``complete`` (set last, after every chunk is written).
+
+Resuming: each chunk writes a marker file under ``<out>/.maps.zarr.progress/`` after its data; a rerun skips chunks
+with a marker. The markers are deleted when the run completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from crofuse import NODATA_LABEL
+
+MAPS_STORE = "maps.zarr"
+PROGRESS_DIR = ".maps.zarr.progress"
+VARIABLES = ("impervious", "probability")
+RUN_KEY_ATTR = "crofuse_run_key"
+COMPLETE_ATTR = "complete"
+
+
+def marker_path(progress_dir: Path, rows: tuple[int, int], cols: tuple[int, int]) -> Path:
+    """The completeness marker of the chunk whose top-left pixel is ``(rows[0], cols[0])``."""
+    return progress_dir / f"r{rows[0]}_c{cols[0]}.done"
+
+
+def write_marker(path: Path, payload: dict) -> None:
+    """Write a marker atomically (temp name + rename), after the chunk's data is on disk."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+def store_state(store: Path) -> tuple[str | None, bool]:
+    """``(run_key, complete)`` of an existing maps store, ``(None, False)`` when there is none."""
+    if not (store / "zarr.json").is_file():
+        return None, False
+    attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+    return attrs.get(RUN_KEY_ATTR), bool(attrs.get(COMPLETE_ATTR, False))
+
+
+def create_store(store: Path, cube, *, chunk_size: int, attrs: dict) -> None:
+    """Write the metadata and coordinates of an empty maps store (no chunk data: ``compute=False``)."""
+    import dask.array as da
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    chunks = (min(chunk_size, shape[0]), min(chunk_size, shape[1]))
+    template = xr.Dataset(
+        {
+            name: (("y", "x"), da.full(shape, NODATA_LABEL, dtype=np.uint8, chunks=chunks))
+            for name in VARIABLES
+        },
+        coords={"y": cube["y"].values, "x": cube["x"].values},
+    )
+    template = template.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
+    template["impervious"].attrs.update(
+        nodata=NODATA_LABEL, long_name="impervious surface", flag_values=[0, 1], flag_meanings="pervious impervious"
+    )
+    template["probability"].attrs.update(
+        nodata=NODATA_LABEL, long_name="impervious surface probability", units="percent", valid_range=[0, 100]
+    )
+    for name in VARIABLES:
+        template[name].encoding.update(
+            {"chunks": chunks, "fill_value": NODATA_LABEL, "coordinates": "spatial_ref", "grid_mapping": "spatial_ref"}
+        )
+    template.attrs.update(attrs)
+    template.attrs[COMPLETE_ATTR] = False
+    if store.exists():
+        shutil.rmtree(store)
+    template.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False)
+
+
+def write_chunk(store: Path, rows: tuple[int, int], cols: tuple[int, int], *, impervious, probability) -> None:
+    """Write one chunk's region of both variables (regions are chunk-aligned, so tasks never share a zarr chunk)."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    region = (slice(*rows), slice(*cols))
+    group["impervious"][region] = impervious
+    group["probability"][region] = probability
+
+
+def mark_complete(store: Path, extra: dict | None = None) -> None:
+    """Set ``complete = True`` (the last thing written) and consolidate the metadata."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    group.attrs.update({**(extra or {}), COMPLETE_ATTR: True})
+    zarr.consolidate_metadata(store)
