@@ -291,12 +291,11 @@ def _fill_and_normalize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace missing pixels by the band mean, then standardise (the filled pixels become 0)."""
     o_mean = np.asarray(normalization.optical_mean, dtype=np.float32)[:, None, None]
-    o_std = np.asarray(normalization.optical_std, dtype=np.float32)[:, None, None]
     s_mean = np.asarray(normalization.sar_mean, dtype=np.float32)[:, None, None]
-    s_std = np.asarray(normalization.sar_std, dtype=np.float32)[:, None, None]
     optical = np.where(np.isfinite(optical), optical, o_mean)
     sar = np.where(np.isfinite(sar), sar, s_mean)
-    return ((optical - o_mean) / o_std).astype(np.float32), ((sar - s_mean) / s_std).astype(np.float32)
+    optical, sar = normalization.apply(optical.astype(np.float32), sar.astype(np.float32))
+    return optical.astype(np.float32, copy=False), sar.astype(np.float32, copy=False)
 
 
 def collate_patches(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
