@@ -1,1 +1,56 @@
-"""synthetic."""
+"""Procedural sample cities and physically plausible Sentinel-1/Sentinel-2 simulation, served as a STAC catalog.
+
+Ground truth is drawn at 5 m (default) and mixed linearly to 10 m; Sentinel-2 L2A (B02, B03, B04, B08, SCL) and
+Sentinel-1 RTC (VV, VH) acquisitions are simulated from it with clouds, shadows, cirrus and speckle, written as COGs
+with STAC items (``build_catalog``), and cut into a WHU-IS style patch dataset (``export_patches``).
+See ``docs/sample-data.md`` for the values used and what is not modelled.
+"""
+
+from __future__ import annotations
+
+from crofuse.synthetic.catalog import (
+    COLLECTIONS,
+    LABELS_COLLECTION,
+    S1_COLLECTION,
+    S2_COLLECTION,
+    CatalogSummary,
+    build_catalog,
+    read_manifest,
+)
+from crofuse.synthetic.cities import DEFAULT_CITIES, NANJING, WUHAN, City, city_by_name
+from crofuse.synthetic.config import SampleConfig
+from crofuse.synthetic.landcover import GroundTruth, generate_landcover, generate_truths, ground_truth
+from crofuse.synthetic.optical import SCL_MASKED, OpticalScene, simulate_optical
+from crofuse.synthetic.sar import SarScene, simulate_sar
+from crofuse.synthetic.schedule import Acquisition, sentinel1_schedule, sentinel2_schedule
+from crofuse.synthetic.signatures import LandCover, Material
+
+__all__ = [
+    "COLLECTIONS",
+    "DEFAULT_CITIES",
+    "LABELS_COLLECTION",
+    "NANJING",
+    "S1_COLLECTION",
+    "S2_COLLECTION",
+    "SCL_MASKED",
+    "WUHAN",
+    "Acquisition",
+    "CatalogSummary",
+    "City",
+    "GroundTruth",
+    "LandCover",
+    "Material",
+    "OpticalScene",
+    "SampleConfig",
+    "SarScene",
+    "build_catalog",
+    "city_by_name",
+    "generate_landcover",
+    "generate_truths",
+    "ground_truth",
+    "read_manifest",
+    "sentinel1_schedule",
+    "sentinel2_schedule",
+    "simulate_optical",
+    "simulate_sar",
+]

@@ -1,0 +1,497 @@
+"""The procedural city: a 2.5 m material map aggregated to the 10 m ground truth by linear mixing.
+
+One plan per (city, size, seed) fixes the layout: urban density falling off from the centre with a fractal edge,
+districts (Voronoi cells) with their own street-grid orientation, block size and land use (residential slabs,
+commercial, industrial sheds, old villages), arterials and a ring road, a meandering turbid river, lakes, parks,
+forest, cropland fields and villages. Years differ by (a) urban growth: fields in a ring just outside the city edge
+are cleared to bare soil the year before they are built on, then get new roads and buildings; (b) the state of each
+crop field (growing, flooded paddy, harvested bare, fallow grass). Everything is a deterministic function of
+(city, year, seed): per-object values come from integer hashes, never from global random state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crofuse.errors import ConfigError
+from crofuse.synthetic.cities import PIXEL_SIZE_M, City, grid_pixels
+from crofuse.synthetic.noise import derive_seed, fractal_noise, hash_uniform, rank_normalise
+from crofuse.synthetic.signatures import (
+    IS_IMPERVIOUS,
+    MATERIAL_TO_LANDCOVER,
+    LandCover,
+    Material,
+    backscatter_db,
+    reflectance,
+)
+
+if TYPE_CHECKING:
+    from odc.geo.geobox import GeoBox
+
+    from crofuse.synthetic.config import SampleConfig
+
+ORBITS = ("ascending", "descending")
+
+# District land uses
+RESIDENTIAL, COMMERCIAL, INDUSTRIAL, VILLAGE, NEW = 0, 1, 2, 3, 4
+# per land use: block side (m) range, street width range, building along/across size range, gaps, green share range
+_USE = {
+    RESIDENTIAL: dict(block=(150, 260), street=(8, 14), la=(40, 75), lb=(12, 18), ga=(10, 25), gb=(22, 40), green=(0.35, 0.7)),
+    COMMERCIAL: dict(block=(110, 200), street=(12, 20), la=(30, 80), lb=(25, 60), ga=(12, 25), gb=(12, 25), green=(0.08, 0.3)),
+    INDUSTRIAL: dict(block=(200, 340), street=(12, 18), la=(60, 140), lb=(30, 80), ga=(15, 35), gb=(15, 35), green=(0.05, 0.2)),
+    VILLAGE: dict(block=(50, 100), street=(4, 7), la=(8, 14), lb=(8, 12), ga=(2, 5), gb=(2, 5), green=(0.15, 0.4)),
+    NEW: dict(block=(0, 0), street=(8, 12), la=(20, 50), lb=(12, 20), ga=(12, 20), gb=(20, 30), green=(0.15, 0.4)),
+}
+# roof material weights per land use
+_ROOFS = {
+    RESIDENTIAL: {Material.ROOF_CONCRETE: 0.45, Material.ROOF_TILE: 0.15, Material.ROOF_DARK: 0.15, Material.ROOF_METAL: 0.15, Material.ROOF_BLUE: 0.10},
+    COMMERCIAL: {Material.ROOF_CONCRETE: 0.45, Material.ROOF_METAL: 0.35, Material.ROOF_DARK: 0.20},
+    INDUSTRIAL: {Material.ROOF_BLUE: 0.45, Material.ROOF_METAL: 0.35, Material.ROOF_CONCRETE: 0.20},
+    VILLAGE: {Material.ROOF_TILE: 0.70, Material.ROOF_CONCRETE: 0.15, Material.ROOF_DARK: 0.15},
+    NEW: {Material.ROOF_CONCRETE: 0.50, Material.ROOF_METAL: 0.25, Material.ROOF_BLUE: 0.15, Material.ROOF_TILE: 0.10},
+}
+_ROOF_TABLE = np.zeros((5, 5), dtype=np.uint8)
+_ROOF_CDF = np.zeros((5, 5), dtype=np.float32)
+for _u, _w in _ROOFS.items():
+    _mats = list(_w)
+    _cdf = np.cumsum(list(_w.values()))
+    _ROOF_TABLE[_u, : len(_mats)] = _mats
+    _ROOF_TABLE[_u, len(_mats) :] = _mats[-1]
+    _ROOF_CDF[_u, : len(_mats)] = _cdf
+    _ROOF_CDF[_u, len(_mats) :] = 1.0
+_ROOF_CDF[:, -1] = 1.0
+
+URBAN_THRESHOLD = float(np.exp(-1.0))
+GROWTH_RING = 0.14
+"""Fields whose urban density lies within this much below the urban threshold may be developed."""
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The exact 10 m truth of one city and year (what every simulated acquisition is drawn from).
+
+    reflectance: ``(4, y, x)`` float32 surface reflectance B02, B03, B04, B08, before per-acquisition effects.
+    backscatter: orbit state -> ``(2, y, x)`` float32 gamma0 VV, VH in linear power, before speckle.
+    impervious_fraction: ``(y, x)`` share of the 10 m pixel covered by impervious materials.
+    label: ``(y, x)`` uint8, 1 where ``impervious_fraction >= 0.5`` else 0.
+    landcover: ``(y, x)`` uint8 majority :class:`~crofuse.synthetic.signatures.LandCover` class.
+    fractions: ``(8, y, x)`` float32 share of each LandCover class (index = class value; 0 unused).
+    growth: ``(y, x)`` uint8, 1 where the label is 1 this year and was 0 the year before (urban growth).
+    """
+
+    city: City
+    year: int
+    geobox: GeoBox
+    reflectance: np.ndarray
+    backscatter: dict[str, np.ndarray]
+    impervious_fraction: np.ndarray
+    label: np.ndarray
+    landcover: np.ndarray
+    fractions: np.ndarray
+    growth: np.ndarray
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.label.shape  # type: ignore[return-value]
+
+    def pure(self, cls: LandCover) -> np.ndarray:
+        """Mask of pixels made entirely of one land-cover class (homogeneous areas for statistics)."""
+        return self.fractions[int(cls)] >= 0.999
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Year-independent layout of one city: noise fields at 10 m and per-district parameters."""
+
+    n: int
+    sub: int
+    seed: int
+    size_m: float
+    density: np.ndarray  # (n, n) urban density at 10 m pixel centres
+    lakes: np.ndarray  # (n, n) rank noise; lake where > lake_q
+    forest: np.ndarray  # (n, n) rank noise
+    villages: np.ndarray  # (n, n) rank noise
+    green: np.ndarray  # (n, n) rank noise: open space inside blocks is green where < block greenness
+    district: np.ndarray  # (n, n) int district id
+    d_theta: np.ndarray  # per district: street-grid orientation (deg, 0-90)
+    d_use: np.ndarray  # per district land use
+    d_block: np.ndarray  # per district block side (m)
+    d_street: np.ndarray
+    d_field_a: np.ndarray  # rural field length / width (m)
+    d_field_b: np.ndarray
+    d_offset: np.ndarray  # (k, 2) grid offsets
+    arterials: list[tuple[float, float, float, float]]  # (nx, ny, c, width): |nx*x + ny*y - c| < width/2
+    ring_roads: list[tuple[float, float]]  # (radius, width)
+    river: tuple[float, float, float, float, float, float]  # angle, offset, amplitude, wavelength, phase, width
+    lake_q: float
+
+
+def _plan(city: City, *, size_km: float, seed: int, subpixel: int) -> _Plan:
+    from scipy.spatial import cKDTree
+
+    n = grid_pixels(size_km)
+    size_m = n * PIXEL_SIZE_M
+    s = derive_seed(seed, "plan", city.key)
+    rng = np.random.default_rng(s)
+    half = size_m / 2
+    c = (np.arange(n) + 0.5) * PIXEL_SIZE_M - half
+    X, Y = np.meshgrid(c, -c)
+    # urban density: Gaussian fall-off around a slightly off-centre core, fractal edge
+    cx, cy = rng.uniform(-0.05, 0.05, 2) * size_m
+    radius = 0.34 * size_m
+    r2 = ((X - cx) ** 2 + (Y - cy) ** 2) / radius**2
+    edge = fractal_noise((n, n), seed=derive_seed(s, "edge"), beta=3.2)
+    density = (np.exp(-r2) * (1.0 + 0.22 * edge)).astype(np.float32)
+    lakes = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "lakes"), beta=3.6, min_period=3))
+    forest = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "forest"), beta=3.0))
+    villages = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "villages"), beta=3.4))
+    green = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "green"), beta=2.2, min_period=1.5))
+    # districts
+    k = max(4, int(round(size_m**2 / 1.2e6)))
+    pts = rng.uniform(-half, half, (k, 2))
+    district = cKDTree(pts).query(np.column_stack([X.ravel(), Y.ravel()]), workers=1)[1].reshape(n, n)
+    dr = np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) / radius
+    u = rng.uniform(size=k)
+    use = np.where(
+        dr < 0.45,
+        np.where(u < 0.55, COMMERCIAL, RESIDENTIAL),
+        np.where(u < 0.55, RESIDENTIAL, np.where(u < 0.85, INDUSTRIAL, VILLAGE)),
+    ).astype(np.int8)
+    theta = rng.uniform(0, 90, k)
+    theta[rng.uniform(size=k) < 0.4] = rng.choice([0.0, 2.0, 88.0], size=int(np.sum(rng.uniform(size=k) < 0.4)) or 1)[0]
+    lo = np.array([_USE[int(v)]["block"][0] for v in use])
+    hi = np.array([_USE[int(v)]["block"][1] for v in use])
+    block = rng.uniform(lo, hi)
+    slo = np.array([_USE[int(v)]["street"][0] for v in use])
+    shi = np.array([_USE[int(v)]["street"][1] for v in use])
+    street = rng.uniform(slo, shi)
+    field_a = rng.uniform(70, 160, k)
+    field_b = rng.uniform(30, 80, k)
+    offset = rng.uniform(0, 400, (k, 2))
+    # arterials through the core, a ring road
+    n_art = max(3, int(round(size_m / 1500)))
+    arterials = []
+    for i in range(n_art):
+        ang = np.deg2rad(rng.uniform(0, 180) if i >= 2 else (90.0 * i + rng.uniform(-8, 8)))
+        nx, ny = np.cos(ang), np.sin(ang)
+        px, py = cx + rng.uniform(-0.4, 0.4) * radius, cy + rng.uniform(-0.4, 0.4) * radius
+        arterials.append((float(nx), float(ny), float(nx * px + ny * py), float(rng.uniform(20, 36))))
+    ring_roads = [(float(0.6 * radius), 30.0)] if size_m >= 4000 else []
+    river = (
+        float(rng.uniform(0, np.pi)),
+        float(rng.uniform(-0.25, 0.25) * size_m),
+        float(0.04 * size_m),
+        float(rng.uniform(0.5, 0.9) * size_m),
+        float(rng.uniform(0, 2 * np.pi)),
+        float(np.clip(0.05 * size_m, 60.0, 450.0)),
+    )
+    return _Plan(
+        n=n, sub=subpixel, seed=s, size_m=size_m, density=density, lakes=lakes, forest=forest, villages=villages,
+        green=green, district=district.astype(np.int32), d_theta=theta.astype(np.float32), d_use=use,
+        d_block=block.astype(np.float32), d_street=street.astype(np.float32), d_field_a=field_a.astype(np.float32),
+        d_field_b=field_b.astype(np.float32), d_offset=offset.astype(np.float32), arterials=arterials,
+        ring_roads=ring_roads, river=river, lake_q=0.94,
+    )
+
+
+def _upsample_rows(f: np.ndarray, r0: int, r1: int, sub: int) -> np.ndarray:
+    """Bilinear values of a 10 m field at the centres of fine rows ``r0:r1`` (all columns)."""
+    n = f.shape[0]
+    fr = (np.arange(r0, r1) + 0.5) / sub - 0.5
+    i0 = np.clip(np.floor(fr).astype(int), 0, n - 1)
+    i1 = np.clip(i0 + 1, 0, n - 1)
+    wy = np.clip(fr - np.floor(fr), 0, 1).astype(np.float32)[:, None]
+    rows = f[i0] * (1 - wy) + f[i1] * wy  # (h, n)
+    fc = (np.arange(n * sub) + 0.5) / sub - 0.5
+    j0 = np.clip(np.floor(fc).astype(int), 0, n - 1)
+    j1 = np.clip(j0 + 1, 0, n - 1)
+    wx = np.clip(fc - np.floor(fc), 0, 1).astype(np.float32)[None, :]
+    return (rows[:, j0] * (1 - wx) + rows[:, j1] * wx).astype(np.float32)
+
+
+def _pick_roof(use: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Roof material drawn from the land use's weights (``u`` uniform in [0, 1))."""
+    idx = np.zeros(u.shape, dtype=np.int64)
+    for k in range(4):
+        idx += u >= _ROOF_CDF[use, k]
+    return _ROOF_TABLE[use, idx]
+
+
+def _buildings(
+    a: np.ndarray, b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray, use: np.ndarray, key: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Buildings inside a block interior ``[0, size_a) x [0, size_b)``: returns (is_building, building id hash)."""
+    la_lo = np.array([_USE[i]["la"][0] for i in range(5)], np.float32)[use]
+    la_hi = np.array([_USE[i]["la"][1] for i in range(5)], np.float32)[use]
+    lb_lo = np.array([_USE[i]["lb"][0] for i in range(5)], np.float32)[use]
+    lb_hi = np.array([_USE[i]["lb"][1] for i in range(5)], np.float32)[use]
+    ga_lo = np.array([_USE[i]["ga"][0] for i in range(5)], np.float32)[use]
+    ga_hi = np.array([_USE[i]["ga"][1] for i in range(5)], np.float32)[use]
+    gb_lo = np.array([_USE[i]["gb"][0] for i in range(5)], np.float32)[use]
+    gb_hi = np.array([_USE[i]["gb"][1] for i in range(5)], np.float32)[use]
+    la = la_lo + hash_uniform(seed, key, 1) * (la_hi - la_lo)
+    lb = lb_lo + hash_uniform(seed, key, 2) * (lb_hi - lb_lo)
+    pa = la + ga_lo + hash_uniform(seed, key, 3) * (ga_hi - ga_lo)
+    pb = lb + gb_lo + hash_uniform(seed, key, 4) * (gb_hi - gb_lo)
+    margin = np.where(use == VILLAGE, 1.0, 5.0).astype(np.float32)
+    aa, bb = a - margin, b - margin
+    ia, ib = np.floor(aa / pa), np.floor(bb / pb)
+    inside = (aa >= 0) & (bb >= 0) & (a < size_a - margin) & (b < size_b - margin)
+    bld = inside & (aa - ia * pa < la) & (bb - ib * pb < lb)
+    bid = key * np.int64(4099) + ia.astype(np.int64) * 131 + ib.astype(np.int64)
+    return bld, bid
+
+
+def _fine_strip(
+    plan: _Plan, r0: int, r1: int, years: list[int], full_years: set[int], *, growth_rate: float, base_year: int
+):
+    """Materials, object positions ``t`` and facade orientations of fine rows ``r0:r1`` for each year."""
+    sub, n, s = plan.sub, plan.n, plan.seed
+    rf = PIXEL_SIZE_M / sub
+    half = plan.size_m / 2
+    W = n * sub
+    x = ((np.arange(W) + 0.5) * rf - half).astype(np.float32)[None, :]
+    y = (half - (np.arange(r0, r1) + 0.5) * rf).astype(np.float32)[:, None]
+    x = np.broadcast_to(x, (r1 - r0, W))
+    y = np.broadcast_to(y, (r1 - r0, W))
+    density = _upsample_rows(plan.density, r0, r1, sub)
+    lakes = _upsample_rows(plan.lakes, r0, r1, sub)
+    forest = _upsample_rows(plan.forest, r0, r1, sub)
+    villages = _upsample_rows(plan.villages, r0, r1, sub)
+    green = _upsample_rows(plan.green, r0, r1, sub)
+    d = np.repeat(np.repeat(plan.district[r0 // sub : (r1 + sub - 1) // sub], sub, 0), sub, 1)
+    d = d[r0 % sub : r0 % sub + (r1 - r0)]
+    theta = plan.d_theta[d]
+    rad = np.deg2rad(theta)
+    cs, sn = np.cos(rad), np.sin(rad)
+    u = x * cs + y * sn + plan.d_offset[d, 0]
+    v = -x * sn + y * cs + plan.d_offset[d, 1]
+    d64 = d.astype(np.int64)
+
+    urban = density > URBAN_THRESHOLD
+    ring = (density > URBAN_THRESHOLD - GROWTH_RING) & ~urban
+
+    # ---- urban blocks
+    use = plan.d_use[d]
+    blk = plan.d_block[d]
+    street = plan.d_street[d]
+    bi, bj = np.floor(u / blk), np.floor(v / blk)
+    a, b = u - bi * blk, v - bj * blk
+    bkey = d64 * np.int64(1_000_003) + (bi.astype(np.int64) + 5000) * 10007 + (bj.astype(np.int64) + 5000)
+    on_street = (a < street) | (b < street)
+    inner = blk - street
+    bld, bid = _buildings(a - street, b - street, inner, inner, use, bkey, s)
+    kind = hash_uniform(s, bkey, 10)
+    tblk = hash_uniform(s, bkey, 11)
+    greenness_lo = np.array([_USE[i]["green"][0] for i in range(5)], np.float32)[use]
+    greenness_hi = np.array([_USE[i]["green"][1] for i in range(5)], np.float32)[use]
+    greenness = greenness_lo + tblk * (greenness_hi - greenness_lo)
+    roof_u = hash_uniform(s, bid, 20)
+    mat_u = np.where(green < greenness, np.where(forest > 0.45, Material.FOREST, Material.GRASS),
+                     np.where((use == VILLAGE) & (green > 0.8), Material.BARE_SOIL,
+                              np.where(hash_uniform(s, bkey, 12) < 0.6, Material.CONCRETE, Material.ASPHALT))).astype(np.uint8)
+    mat_u[bld] = _pick_roof(use[bld].astype(np.int64), roof_u[bld])
+    t_u = np.where(bld, hash_uniform(s, bid, 21), hash_uniform(s, bkey, 13))
+    # whole-block uses: park, plaza, parking, construction site
+    park = kind < 0.08
+    plaza = (kind >= 0.08) & (kind < 0.11)
+    parking = (kind >= 0.11) & (kind < 0.14)
+    site = (kind >= 0.14) & (kind < 0.19) & (use != VILLAGE)
+    mat_u = np.where(park, np.where(forest > 0.5, Material.FOREST, Material.GRASS), mat_u)
+    mat_u = np.where(plaza, Material.CONCRETE, mat_u)
+    mat_u = np.where(parking, Material.ASPHALT, mat_u)
+    mat_u = np.where(site, Material.BARE_SOIL, mat_u)
+    mat_u = np.where(on_street, Material.ASPHALT, mat_u)
+    t_u = np.where(on_street, hash_uniform(s, d64, 14), t_u)
+
+    # ---- rural fields (oriented per district), villages and woods
+    fa, fb = plan.d_field_a[d], plan.d_field_b[d]
+    fi, fj = np.floor(u / fa), np.floor(v / fb)
+    fkey = d64 * np.int64(1_000_033) + (fi.astype(np.int64) + 20000) * 40009 + (fj.astype(np.int64) + 20000)
+    ea, eb = u - fi * fa, v - fj * fb
+    path = (ea < 2.5) | (eb < 2.5)
+    woods = forest > 0.86
+    vil = (villages > 0.93) & ~urban
+    vil_use = np.full(use.shape, VILLAGE, dtype=use.dtype)
+    vblk = np.float32(70.0)
+    vi_, vj_ = np.floor(u / vblk), np.floor(v / vblk)
+    va, vb = u - vi_ * vblk, v - vj_ * vblk
+    vkey = bkey * 7 + 3 + (vi_.astype(np.int64) * 31 + vj_.astype(np.int64))
+    vbld, vbid = _buildings(va - 5.0, vb - 5.0, vblk - 5.0, vblk - 5.0, vil_use, vkey, s)
+    vlane = (va < 5.0) | (vb < 5.0)
+    vmat = np.where(vlane, Material.CONCRETE, np.where(green < 0.4, Material.GRASS, Material.BARE_SOIL)).astype(np.uint8)
+    vmat[vbld] = _pick_roof(np.full(int(vbld.sum()), VILLAGE), hash_uniform(s, vbid[vbld], 22))
+    vt = np.where(vbld, hash_uniform(s, vbid, 23), hash_uniform(s, vkey, 24))
+
+    # ---- development of ring fields: year built, cleared the year before
+    hz = hash_uniform(s, fkey, 30).astype(np.float64)
+    if growth_rate > 0:
+        years_after = np.floor(np.log1p(-hz) / np.log1p(-growth_rate)) if growth_rate < 1 else np.zeros_like(hz)
+    else:
+        years_after = np.full(hz.shape, 1e9)
+    dev_year = base_year + 1 + years_after
+    candidate = ring & ~woods & ~vil & (hash_uniform(s, fkey, 31) < 0.85)
+    # new neighbourhood inside a developed field: boundary road, buildings
+    new_use = np.full(use.shape, NEW, dtype=use.dtype)
+    road_w = np.float32(10.0)
+    nbld, nbid = _buildings(ea - road_w, eb - road_w, fa - road_w, fb - road_w, new_use, fkey, s)
+    nroad = (ea < road_w) | (eb < road_w)
+    mat_new = np.where(green < 0.25, Material.GRASS, Material.CONCRETE).astype(np.uint8)
+    mat_new[nbld] = _pick_roof(np.full(int(nbld.sum()), NEW), hash_uniform(s, nbid[nbld], 32))
+    mat_new = np.where(nroad, Material.ASPHALT, mat_new)
+    t_new = np.where(nbld, hash_uniform(s, nbid, 33), hash_uniform(s, fkey, 34))
+
+    # ---- water and arterials
+    ang, off, amp, wl, ph, width = plan.river
+    along = x * np.cos(ang) + y * np.sin(ang)
+    across = -x * np.sin(ang) + y * np.cos(ang)
+    river = np.abs(across - off - amp * np.sin(2 * np.pi * along / wl + ph)) < width / 2
+    lake = lakes > plan.lake_q
+    art = np.zeros(x.shape, bool)
+    for nx, ny, cc, w in plan.arterials:
+        art |= np.abs(nx * x + ny * y - cc) < w / 2
+    rr = np.hypot(x, y)
+    for radius, w in plan.ring_roads:
+        art |= np.abs(rr - radius) < w / 2
+    art_key = np.int64(77)
+
+    facade = np.where(urban | vil, theta, np.float32(0)).astype(np.float32)
+    t_rural_field = hash_uniform(s, fkey, 40)
+    out = {}
+    for year in years:
+        if year not in full_years:
+            # only the impervious mask is needed (growth reference year)
+            built = candidate & (dev_year <= year)
+            imp = IS_IMPERVIOUS[np.where(vil, vmat, Material.GRASS)]
+            imp = np.where(built, IS_IMPERVIOUS[mat_new], imp)
+            imp = np.where(urban, IS_IMPERVIOUS[mat_u], imp)
+            imp = np.where(lake | river, False, imp) | art
+            out[year] = (imp, None, None)
+            continue
+        st = hash_uniform(s, fkey, 41, year)
+        mat_field = np.where(st < 0.55, Material.CROP, np.where(st < 0.70, Material.PADDY,
+                             np.where(st < 0.90, Material.BARE_SOIL, Material.GRASS)))
+        mat_field = np.where(path, Material.GRASS, mat_field)
+        t_field = hash_uniform(s, fkey, 42, year) * 0.5 + t_rural_field * 0.5
+        mat = np.where(woods, Material.FOREST, mat_field)
+        t = np.where(woods, t_rural_field, t_field)
+        mat = np.where(vil, vmat, mat)
+        t = np.where(vil, vt, t)
+        built = candidate & (dev_year <= year)
+        cleared = candidate & (dev_year == year + 1)
+        mat = np.where(cleared, Material.BARE_SOIL, mat)
+        mat = np.where(built, mat_new, mat)
+        t = np.where(built, t_new, t)
+        fac = np.where(built, theta, facade)
+        mat = np.where(urban, mat_u, mat)
+        t = np.where(urban, t_u, t)
+        mat = np.where(lake | river, np.where(river, Material.RIVER, Material.LAKE), mat)
+        t = np.where(lake | river, hash_uniform(s, np.where(river, 1, 2), 50), t)
+        mat = np.where(art, Material.ASPHALT, mat)
+        t = np.where(art, hash_uniform(s, art_key, 51), t)
+        out[year] = (mat.astype(np.uint8), t.astype(np.float32), fac)
+    return out
+
+
+def _block_mean(a: np.ndarray, sub: int) -> np.ndarray:
+    """Mean over ``sub x sub`` blocks of the last two axes."""
+    *lead, h, w = a.shape
+    return a.reshape(*lead, h // sub, sub, w // sub, sub).sum(axis=(-3, -1), dtype=np.float32) / np.float32(sub * sub)
+
+
+def generate_truths(
+    city: City,
+    years: Iterable[int],
+    *,
+    size_km: float = 10.0,
+    seed: int = 0,
+    subpixel: int = 2,
+    growth_rate: float = 0.15,
+    base_year: int = 2018,
+    texture: float = 0.03,
+) -> dict[int, GroundTruth]:
+    """Ground truth of one city for several years in one pass (cheaper than one call per year)."""
+    years = sorted(set(int(y) for y in years))
+    if not years:
+        raise ConfigError("generate_truths needs at least one year")
+    if min(years) <= base_year:
+        raise ConfigError(f"years {years} must be after base_year={base_year}")
+    plan = _plan(city, size_km=size_km, seed=seed, subpixel=subpixel)
+    all_years = sorted(set(years) | {y - 1 for y in years})
+    n, sub = plan.n, plan.sub
+    refl = {y: np.empty((4, n, n), np.float32) for y in years}
+    sar = {y: {o: np.empty((2, n, n), np.float32) for o in ORBITS} for y in years}
+    isf = {y: np.empty((n, n), np.float32) for y in all_years}
+    frac = {y: np.empty((8, n, n), np.float32) for y in years}
+    rows10 = max(1, 65536 // (n * sub * sub)) * 4
+    for i0 in range(0, n, rows10):
+        i1 = min(n, i0 + rows10)
+        strip = _fine_strip(
+            plan, i0 * sub, i1 * sub, all_years, set(years), growth_rate=growth_rate, base_year=base_year
+        )
+        h = i1 - i0
+        pix = (np.arange(h * sub)[:, None] // sub) * n + (np.arange(n * sub)[None, :] // sub)
+        for y, (mat, t, fac) in strip.items():
+            if t is None:  # label-only year: ``mat`` is the impervious mask
+                isf[y][i0:i1] = _block_mean(mat.astype(np.float32), sub)
+                continue
+            refl[y][:, i0:i1] = _block_mean(reflectance(mat, t), sub)
+            for o in ORBITS:
+                db = backscatter_db(mat, t, fac, o)
+                sar[y][o][:, i0:i1] = _block_mean(np.exp(db * np.float32(np.log(10) / 10)), sub)
+            lc = MATERIAL_TO_LANDCOVER[mat]
+            counts = np.bincount((pix * 8 + lc).ravel(), minlength=h * n * 8).reshape(h, n, 8)
+            frac[y][:, i0:i1] = np.moveaxis(counts, -1, 0).astype(np.float32) / np.float32(sub * sub)
+            isf[y][i0:i1] = frac[y][LandCover.PAVED, i0:i1] + frac[y][LandCover.BUILDING, i0:i1]
+    # per-pixel texture: fixed for the place (not the year), shared by all bands plus a little per band
+    rng = np.random.default_rng(derive_seed(plan.seed, "texture"))
+    common = 1.0 + texture * rng.standard_normal((n, n)).astype(np.float32)
+    per_band = 1.0 + (texture / 3) * rng.standard_normal((4, n, n)).astype(np.float32)
+    gb = city.geobox(size_km)
+    out = {}
+    for y in years:
+        r = np.clip(refl[y] * common * per_band, 0.001, 1.0).astype(np.float32)
+        label = (isf[y] >= 0.5).astype(np.uint8)
+        prev = (isf[y - 1] >= 0.5).astype(np.uint8)
+        growth = ((label == 1) & (prev == 0)).astype(np.uint8)
+        lc = np.argmax(frac[y], axis=0).astype(np.uint8)
+        out[y] = GroundTruth(
+            city=city, year=y, geobox=gb, reflectance=r, backscatter=sar[y], impervious_fraction=isf[y],
+            label=label, landcover=lc, fractions=frac[y], growth=growth, seed=seed,
+        )
+    return out
+
+
+def generate_landcover(
+    city: City,
+    year: int,
+    *,
+    size_km: float = 10.0,
+    seed: int = 0,
+    subpixel: int = 2,
+    growth_rate: float = 0.15,
+    base_year: int = 2018,
+) -> GroundTruth:
+    """The 10 m ground truth of ``city`` in ``year`` (deterministic in city, year, seed and the settings)."""
+    return generate_truths(
+        city, [year], size_km=size_km, seed=seed, subpixel=subpixel, growth_rate=growth_rate, base_year=base_year
+    )[year]
+
+
+def ground_truth(config: SampleConfig, city: str | City, year: int) -> GroundTruth:
+    """The exact ground truth behind a catalog built with ``config`` (same settings, same numbers)."""
+    from crofuse.synthetic.cities import city_by_name
+
+    c = city if isinstance(city, City) else city_by_name(city, config.cities)
+    if year not in config.years:
+        raise ConfigError(f"year {year} is not in the catalog's years {config.years}")
+    return generate_truths(
+        c, [year], size_km=config.size_km, seed=config.seed, subpixel=config.subpixel,
+        growth_rate=config.growth_rate, base_year=config.base_year,
+    )[year]
