@@ -88,15 +88,17 @@ class ChannelAttention(nn.Module):
     """SE channel attention, Fig. 6(b), eqs. (7)-(10) (Hu et al., squeeze-and-excitation).
 
     ``F_Sq = GAP(F)`` (7); ``F_Ex1 = ReLU(FC1(F_Sq))`` (8) with ``C -> C/r``; ``F_Ex = sigmoid(FC2(F_Ex1))`` (9)
-    with ``C/r -> C``; ``F' = F * F_Ex`` (10). The paper uses ``r = 16``; for fewer than ``r`` channels the hidden
-    width is clamped to 1 so small test models still build.
+    with ``C/r -> C``; ``F' = F * F_Ex`` (10). The paper uses ``r = 16``. The hidden width is
+    ``max(C // r, min(C, min_hidden))`` with ``min_hidden = 8`` (timm's SE rounds to multiples of 8 the same way):
+    with r = 16 the 32- and 64-channel levels would get 2 and 4 hidden units, which all die (ReLU <= 0 for the whole
+    batch) often enough to freeze the attention at ``sigmoid(bias)``. From 128 channels on the paper's C/16 holds.
     """
 
-    def __init__(self, channels: int, *, reduction: int = 16) -> None:
+    def __init__(self, channels: int, *, reduction: int = 16, min_hidden: int = 8) -> None:
         super().__init__()
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
-        hidden = max(1, channels // reduction)
+        if reduction < 1 or min_hidden < 1:
+            raise ValueError(f"reduction and min_hidden must be >= 1, got {reduction} and {min_hidden}")
+        hidden = max(channels // reduction, min(channels, min_hidden))
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 

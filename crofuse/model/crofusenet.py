@@ -36,7 +36,9 @@ Decisions the paper leaves open (each documented in ``docs/model.md``):
    previous-feature concat + conv as the CFM, so only the cross fusion itself (attention, product, maximum) differs.
 6. **"MFA removed"** (``mfa=False``, cases 1 and 3): the shared decoder runs as a plain UNet decoder on the
    shared-encoder features; the specific decoders only feed their own heads (and the loss).
-7. **SE reduction** ``r = 16`` (paper) with the hidden width clamped to at least 1 channel.
+7. **SE reduction** ``r = 16`` (paper), with at least ``min(C, 8)`` hidden units: with C/16 the 32- and 64-channel
+   levels would have 2 and 4 hidden ReLUs, which all die often enough to freeze the attention (seen in testing).
+   Levels with >= 128 channels use exactly C/16.
 """
 
 from __future__ import annotations
