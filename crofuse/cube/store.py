@@ -86,7 +86,11 @@ def _compute_to_zarr(ds: xr.Dataset, target: Path, *, progress: bool) -> None:
     with cb, warnings.catch_warnings():
         # odc-stac reprojects 20 m SCL through in-memory arrays that rasterio flags as not georeferenced
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        ds.to_zarr(target, mode="w-", zarr_format=3, consolidated=False, encoding=zarr_encoding(ds), compute=True)
+        # chunks go into each variable's encoding (an ``encoding=`` argument would replace it and drop the
+        # ``grid_mapping`` that points rioxarray at ``spatial_ref``)
+        for name, enc in zarr_encoding(ds).items():
+            ds[name].encoding.update(enc)
+        ds.to_zarr(target, mode="w-", zarr_format=3, consolidated=False, compute=True)
 
 
 def _distributed_client_active() -> bool:

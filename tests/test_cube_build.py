@@ -1,0 +1,248 @@
+"""Input cubes built from the served sample catalog (``stac_api``): values against the generator's truth and against
+an independent rasterio+numpy reference, cloud masking, the baseline offset, dB, CRS round trip, both loaders,
+idempotent and crash-safe writes, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crofuse.cube import CubeConfig, build_cube, cube_path, open_cube
+from crofuse.errors import CubeError
+from tests.fixtures.cube import catalog_items, inner_bbox, reference_optical, reference_sar, window_of
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _config(stac_api: str, out: Path, year: int, **kw) -> CubeConfig:
+    from crofuse.synthetic import WUHAN
+
+    from tests.fixtures.catalog import SMALL_CATALOG
+
+    return CubeConfig(
+        **({"city": "Wuhan", "year": year, "aoi": inner_bbox(WUHAN, SMALL_CATALOG.size_km, margin=0.25),
+            "catalog": stac_api, "output": out, "chunk_size": 64} | kw)
+    )
+
+
+@pytest.fixture(scope="module")
+def cubes(stac_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Cubes of 2021 (baseline 03.01) and 2022 (baseline 04.00) with odc-stac, and 2022 with stackstac."""
+    out = tmp_path_factory.mktemp("cubes")
+    return {
+        "2021": build_cube(_config(stac_api, out / "odc", 2021), progress=False),
+        "2022": build_cube(_config(stac_api, out / "odc", 2022), progress=False),
+        "2022-stackstac": build_cube(_config(stac_api, out / "stackstac", 2022, loader="stackstac"), progress=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def truths():
+    from crofuse.synthetic import ground_truth
+
+    from tests.fixtures.catalog import SMALL_CATALOG
+
+    return {y: ground_truth(SMALL_CATALOG, "wuhan", y) for y in (2021, 2022)}
+
+
+# --------------------------------------------------------------------------------------------- layout/contract
+def test_cube_follows_the_contract(cubes):
+    path = cubes["2022"]
+    assert path.parts[-3:] == ("wuhan", "2022", "inputs.zarr")
+    ds = open_cube(path)
+    assert ds["optical"].dims == ("band", "y", "x") and list(ds["band"].values) == ["B02", "B03", "B04", "B08"]
+    assert ds["sar"].dims == ("sar_band", "y", "x") and list(ds["sar_band"].values) == ["VV", "VH"]
+    assert ds["optical"].dtype == np.float32 and ds["sar"].dtype == np.float32 and ds["valid"].dtype == bool
+    assert ds["optical"].chunks[1][0] == 64 and ds["optical"].chunks[0] == (4,)
+    for key in ("city", "year", "catalog", "optical_items", "sar_items", "crofuse_version", "season", "crs"):
+        assert key in ds.attrs, key
+    assert ds.attrs["city"] == "wuhan" and ds.attrs["year"] == 2022 and ds.attrs["season"] == "2022-06-01/2022-06-30"
+    assert ds.attrs["crs"] == "EPSG:32650" and ds.attrs["valid_fraction"] > 0.9
+    assert all(i.endswith("_wuhan") for i in ds.attrs["optical_items"]) and len(ds.attrs["sar_items"]) >= 3
+
+
+def test_crs_and_transform_round_trip_into_rioxarray(cubes, tmp_path: Path):
+    import rasterio
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    ds = open_cube(cubes["2022"])
+    assert ds.rio.crs.to_epsg() == 32650
+    t = ds.rio.transform()
+    assert (t.a, t.e) == (10.0, -10.0) and t.c % 10 == 0 and t.f % 10 == 0
+    assert float(ds.x[0]) == t.c + 5 and float(ds.y[0]) == t.f - 5  # pixel centres
+    raw = xr.open_zarr(cubes["2022"], consolidated=False, decode_coords="all")  # plain xarray, no crofuse
+    assert raw.rio.crs == ds.rio.crs and raw.rio.transform() == t
+    tif = tmp_path / "b04.tif"
+    ds["optical"].sel(band="B04").rio.to_raster(tif)
+    with rasterio.open(tif) as src:
+        assert src.crs.to_epsg() == 32650 and src.transform == t
+
+
+# ------------------------------------------------------------------------------------------------------ values
+@pytest.mark.parametrize("year", [2021, 2022])
+def test_optical_equals_independent_reference_composite(cubes, sample_catalog, year):
+    ds = open_cube(cubes[str(year)]).load()
+    every = catalog_items(sample_catalog, "sentinel-2-l2a", city="wuhan", year=year)
+    items = [d for d in every if d["properties"]["eo:cloud_cover"] <= 80]
+    assert [d["id"] for d in items] == ds.attrs["optical_items"]
+    assert ds.attrs["optical_items_too_cloudy"] == [d["id"] for d in every if d not in items]
+    med, count, transform = reference_optical(items)
+    rows, cols = window_of(ds, transform)
+    np.testing.assert_array_equal(ds["optical_count"].values, count[rows, cols])
+    np.testing.assert_allclose(ds["optical"].values, med[:, rows, cols], rtol=0, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("year", [2021, 2022])
+def test_optical_matches_true_reflectance_and_offset_follows_baseline(cubes, truths, sample_catalog, year):
+    ds = open_cube(cubes[str(year)]).load()
+    truth = truths[year]
+    rows, cols = window_of(ds, truth.geobox.affine)
+    ref = truth.reflectance[:, rows, cols]
+    ok = ds["optical_count"].values > 0
+    err = ds["optical"].values[:, ok] - ref[:, ok]
+    baselines = {d["properties"]["s2:processing_baseline"] for d in catalog_items(sample_catalog, "sentinel-2-l2a",
+                                                                                 city="wuhan", year=year)}
+    assert baselines == ({"03.01"} if year == 2021 else {"04.00"})
+    # per-pass gain/offset (~2 %), residual sub-threshold haze: small; a missed 1000 DN offset would be +0.1
+    assert abs(float(np.median(err))) < 0.005
+    assert float(np.percentile(np.abs(err), 90)) < 0.03
+
+
+def test_clouds_and_shadows_are_masked(cubes, sample_catalog, truths):
+    """Where a pixel is cloudy in some passes, the composite still sees the ground; an unmasked median does not."""
+    ds = open_cube(cubes["2022"]).load()
+    items = [d for d in catalog_items(sample_catalog, "sentinel-2-l2a", city="wuhan", year=2022)
+             if d["id"] in ds.attrs["optical_items"]]
+    unmasked, _, transform = reference_optical(items, scl_mask=(0,))
+    masked_any, _, _ = reference_optical(items)
+    rows, cols = window_of(ds, transform)
+    n_items = len(items)
+    cloudy_often = (n_items - ds["optical_count"].values) * 2 >= n_items  # masked in at least half the passes
+    cloudy_often &= ds["optical_count"].values > 0
+    assert cloudy_often.sum() > 100, "the sample season should have clouds"
+    ref = truths[2022].reflectance[:, rows, cols]
+    cube_err = np.abs(ds["optical"].values - ref)[:, cloudy_often].mean()
+    naive_err = np.abs(unmasked[:, rows, cols] - ref)[:, cloudy_often].mean()
+    assert cube_err < 0.02 < 0.05 < naive_err
+    assert np.isfinite(masked_any).any()
+
+
+def test_sar_is_db_of_mean_linear_power(cubes, sample_catalog, truths):
+    ds = open_cube(cubes["2022"]).load()
+    items = catalog_items(sample_catalog, "sentinel-1-rtc", city="wuhan", year=2022)
+    assert [d["id"] for d in items] == ds.attrs["sar_items"]
+    db, count, transform = reference_sar(items)
+    rows, cols = window_of(ds, transform)
+    np.testing.assert_array_equal(ds["sar_count"].values, count[rows, cols])
+    np.testing.assert_allclose(ds["sar"].values, db[:, rows, cols], rtol=0, atol=1e-4)
+    # against the speckle-free truth: mean over passes of each orbit's gamma0, then dB
+    truth = truths[2022]
+    orbits = [d["properties"]["sat:orbit_state"] for d in items]
+    expected = 10 * np.log10(np.mean([truth.backscatter[o][:, rows, cols] for o in orbits], axis=0))
+    err = ds["sar"].values - expected
+    looks = 4.5 * len(items)
+    assert abs(float(np.median(err))) < 0.25  # the mean of Gamma speckle is unbiased in linear power
+    assert float(np.std(err)) < 2.0 * 10 / np.log(10) / np.sqrt(looks)
+    averaged_in_db = 10 * np.log10(np.stack([_lin(d) for d in items])[:, :, rows, cols]).mean(0)
+    assert float(np.median(averaged_in_db - expected)) < -0.3  # averaging dB would be biased low; we do not
+
+
+def _lin(item: dict) -> np.ndarray:
+    import rasterio
+
+    out = []
+    for pol in ("vv", "vh"):
+        with rasterio.open(item["assets"][pol]["href"]) as src:
+            out.append(src.read(1))
+    return np.stack(out)
+
+
+def test_valid_mask_is_both_modalities(cubes):
+    ds = open_cube(cubes["2022"]).load()
+    both = (ds["optical_count"] > 0) & (ds["sar_count"] > 0)
+    np.testing.assert_array_equal(ds["valid"].values, both.values)
+    assert np.isnan(ds["optical"].values[:, ~ds["valid"].values]).all() or ds["valid"].values.all()
+
+
+def test_stackstac_and_odc_stac_agree(cubes):
+    a = open_cube(cubes["2022"]).load()
+    b = open_cube(cubes["2022-stackstac"]).load()
+    assert a.attrs["loader"] == "odc-stac" and b.attrs["loader"] == "stackstac"
+    for name in ("optical", "sar", "valid", "optical_count", "sar_count"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    np.testing.assert_array_equal(a.x.values, b.x.values)
+    np.testing.assert_array_equal(a.y.values, b.y.values)
+
+
+# ----------------------------------------------------------------------------------------- idempotent, crashes
+def test_rebuild_is_idempotent_and_force_rewrites(stac_api, tmp_path: Path):
+    cfg = _config(stac_api, tmp_path, 2022, aoi=(114.296, 30.586, 114.302, 30.592))
+    path = build_cube(cfg, progress=False)
+    stamp = (path / "zarr.json").stat().st_mtime_ns
+    first = open_cube(path).load()
+    assert build_cube(cfg, progress=False) == path
+    assert (path / "zarr.json").stat().st_mtime_ns == stamp  # reused, not rewritten
+    build_cube(cfg, progress=False, force=True)
+    assert (path / "zarr.json").stat().st_mtime_ns != stamp
+    again = open_cube(path).load()
+    for name in ("optical", "sar", "valid"):
+        np.testing.assert_array_equal(first[name].values, again[name].values)
+    assert not list(path.parent.glob(".inputs.zarr.*"))
+
+
+def test_killed_build_leaves_nothing_that_looks_complete(stac_api, tmp_path: Path):
+    """SIGKILL a real build while it writes chunks: no inputs.zarr appears, open_cube says why, a rerun recovers."""
+    from crofuse.synthetic import WUHAN
+
+    from tests.fixtures.catalog import SMALL_CATALOG
+
+    aoi = inner_bbox(WUHAN, SMALL_CATALOG.size_km, margin=0.05)
+    script = (
+        "from crofuse.cube import CubeConfig, build_cube\n"
+        f"build_cube(CubeConfig(city='wuhan', year=2022, aoi={aoi!r}, catalog={stac_api!r}, output={str(tmp_path)!r},"
+        " chunk_size=64), progress=False)\n"
+    )
+    path = cube_path(tmp_path, "wuhan", 2022)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(path.parent.glob(".inputs.zarr.tmp-*/zarr.json")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the build ended before it was killed"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert list(path.parent.glob(".inputs.zarr.tmp-*")) and not path.exists()
+    with pytest.raises(CubeError, match="interrupted build"):
+        open_cube(path)
+    build_cube(_config(stac_api, tmp_path, 2022, aoi=aoi), progress=False)
+    assert open_cube(path).attrs["crofuse_complete"] is True
+    assert not list(path.parent.glob(".inputs.zarr.tmp-*"))
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def test_cli_builds_a_cube_and_reports_errors(stac_api, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from crofuse.cli import app
+
+    runner = CliRunner()
+    bbox = ["114.296", "30.586", "114.302", "30.592"]
+    res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--catalog", stac_api, "--out", str(tmp_path),
+                              "--bbox", *bbox, "--chunk-size", "64", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert str(cube_path(tmp_path, "wuhan", 2022)) in res.output and "valid" in res.output
+    res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--catalog", stac_api, "--out", str(tmp_path),
+                              "--bbox", "30.586", "114.296", "30.592", "114.302", "--no-progress"])
+    assert res.exit_code == 1 and "swapped" in res.output
+    t0 = time.perf_counter()
+    res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--out", str(tmp_path), "--bbox", *bbox])
+    assert res.exit_code == 1 and "no default catalog URL" in res.output and time.perf_counter() - t0 < 5
