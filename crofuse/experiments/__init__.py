@@ -1,1 +1,45 @@
-"""experiments."""
+"""The paper's experiments on the sample benchmark: suites, profiles, the runner, and the report.
+
+- :mod:`crofuse.experiments.profiles`: :class:`Profile` (``paper``, ``cpu-small``, ``micro``);
+- :mod:`crofuse.experiments.suites`: :class:`Suite`/:class:`Method` for Tables II-IV, Figs. 9 and 11, and transfer,
+  with the paper's values;
+- :mod:`crofuse.experiments.runner`: :func:`run_suite` (one JSON record per method and seed);
+- :mod:`crofuse.experiments.report`: :func:`render_report`/:func:`write_report` (mean ± std over seeds, no ranking
+  claimed within the seed spread); :mod:`crofuse.experiments.figure`: the Fig. 7-style PNG.
+
+Heavy imports (torch, training, the generator) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from crofuse.experiments.profiles import PROFILES, DataSettings, Domain, Profile, get_profile
+from crofuse.experiments.report import aggregate, render_report, write_report
+from crofuse.experiments.stats import Summary, compare, rank_chain, summarize
+from crofuse.experiments.suites import SUITES, Method, Suite, get_suite
+
+__all__ = [
+    "PROFILES",
+    "SUITES",
+    "DataSettings",
+    "Domain",
+    "Method",
+    "Profile",
+    "Suite",
+    "Summary",
+    "aggregate",
+    "compare",
+    "get_profile",
+    "get_suite",
+    "rank_chain",
+    "render_report",
+    "run_suite",
+    "summarize",
+    "write_report",
+]
+
+
+def run_suite(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """See :func:`crofuse.experiments.runner.run_suite` (imported lazily: it pulls in torch)."""
+    from crofuse.experiments.runner import run_suite as _run_suite
+
+    return _run_suite(*args, **kwargs)
