@@ -54,9 +54,9 @@ def _band_dim(da) -> str:
 
 
 def _cube_layers(cube: Path, step: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    import xarray as xr
+    from crofuse.cube import open_cube
 
-    ds = xr.open_zarr(cube, consolidated=None)
+    ds = open_cube(cube)
     rgb = vv = None
     if "optical" in ds:
         opt = ds["optical"]
@@ -153,7 +153,7 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
     store = Path(output) / STATISTICS_ZARR
     if not store.exists():
         raise DataError(f"{store} does not exist; map at least one city-year first")
-    ds = xr.open_zarr(store, consolidated=None).load()
+    ds = xr.open_zarr(store).load()
     plt = _pyplot()
     fig, (ax_area, ax_net) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     years = ds["year"].values

@@ -32,7 +32,7 @@ Years = Annotated[list[Annotated[int, Field(ge=2015, le=2100)]], Field(min_lengt
 @flow(name="remap-cities", log_prints=True, validate_parameters=True)
 def remap_cities(
     cities_file: str,
-    years: Years,
+    years: Years | None = None,
     catalog: str = DEFAULT_CATALOG,
     checkpoint: str = DEFAULT_CHECKPOINT,
     output: str = DEFAULT_OUTPUT,
@@ -47,7 +47,7 @@ def remap_cities(
     Args:
         cities_file: YAML or GeoJSON file of cities (``flows.params`` describes the format; ``infra/cities.yaml``
             is an example). Relative paths are relative to the working directory (the repository in deployments).
-        years: years to map, e.g. ``[2020, 2021]``.
+        years: years to map, e.g. ``[2020, 2021]``; None (the yearly schedule) maps the previous calendar year.
         catalog: default STAC API URL for cities that do not name their own.
         checkpoint, output, season, tiling, cube_options, quicklooks: as in ``map-city``.
         dask_address: None/``"local"`` starts one local cluster for the whole run; ``"in-process"`` uses none;
@@ -56,6 +56,10 @@ def remap_cities(
     from flows.map_city import map_city
 
     log = get_run_logger()
+    if years is None:
+        import datetime as dt
+
+        years = [dt.datetime.now(dt.timezone.utc).year - 1]
     cities = read_cities_file(cities_file)
     done: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []

@@ -90,24 +90,11 @@ def dask_for_run(dask_address: str | None):
     if dask_address == IN_PROCESS:
         yield None
         return
-    if dask_address in (None, LOCAL_CLUSTER):
-        from infra.cluster import ClusterConfig, dask_client
+    from infra.cluster import ClusterConfig, dask_client
 
-        with dask_client(ClusterConfig()) as client:
-            yield client
-        return
-    from distributed import Client
-
-    try:
-        client = Client(dask_address, timeout=30)
-    except OSError as e:
-        from crofuse.errors import ClusterError
-
-        raise ClusterError(f"could not reach the dask scheduler at {dask_address}: {e}. Is it running?") from e
-    try:
+    config = ClusterConfig() if dask_address in (None, LOCAL_CLUSTER) else ClusterConfig(address=dask_address)
+    with dask_client(config) as client:
         yield client
-    finally:
-        client.close()
 
 
 def current_client() -> Any:

@@ -291,17 +291,22 @@ class ProcessWorker:
         self.stop()
 
 
-def deploy(server: PrefectServer, *, names: list[str] | None = None, cwd: Path | None = None) -> str:
+def deploy(
+    server: PrefectServer, *, names: list[str] | None = None, cwd: Path | None = None, pool: str = DEFAULT_POOL
+) -> str:
     """``prefect deploy`` the deployments of ``prefect.yaml`` in ``cwd`` (default: all) to ``server``.
 
-    Returns the CLI output. Raises :class:`ServiceError` with that output when deploying fails.
+    Creates the ``process`` work pool first. Returns the CLI output; raises :class:`ServiceError` with that output
+    when deploying fails.
     """
-    cmd = [prefect_executable(), "--no-prompt", "deploy"]
+    create_process_pool(server, pool)
+    cmd = [prefect_executable(), "deploy"]
     if names:
         for name in names:
             cmd += ["--name", name]
     else:
         cmd.append("--all")
+    cmd.append("--no-prompt")
     proc = subprocess.run(
         cmd, env=server.env, cwd=cwd or REPO_ROOT, capture_output=True, text=True, timeout=300
     )

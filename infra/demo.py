@@ -1,0 +1,189 @@
+"""``make demo``: the whole system on this machine, offline, in one command.
+
+1. builds the sample catalog (2 cities × 2 years by default) under ``demo-output/catalog`` and serves it with
+   ``rustac serve`` on 127.0.0.1;
+2. obtains a checkpoint: reuses ``demo-output/checkpoint/crofuse-demo.safetensors`` or trains a *reduced-width*
+   CroFuseNet for a few epochs on patches exported from the sample catalog (CPU, a few minutes; a demo model, not
+   the paper's);
+3. starts a Prefect server (SQLite under ``.prefect/``) and a ``process`` worker, deploys ``prefect.yaml`` and runs
+   ``prefect deployment run map-city/map-city`` for every city-year;
+4. waits, prints the statistics table, writes quicklooks and the change plot, stops everything it started and says
+   where the outputs are.
+
+A rerun reuses the catalog, the checkpoint and every finished city-year. Nothing here reaches the internet.
+
+    python -m infra.demo [--years 2021 2022] [--size-km 4] [--epochs 6] [--fresh-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from infra.prefect_server import REPO_ROOT, PrefectServer, ProcessWorker, deploy, free_port, run_deployment, wait_for_flow_run
+
+DEMO_ROOT = REPO_ROOT / "demo-output"
+CATALOG_DIR = DEMO_ROOT / "catalog"
+PATCHES_DIR = DEMO_ROOT / "patches"
+TRAIN_DIR = DEMO_ROOT / "training"
+CHECKPOINT = DEMO_ROOT / "checkpoint" / "crofuse-demo.safetensors"
+MAPS_DIR = DEMO_ROOT / "maps"
+PREFECT_HOME = REPO_ROOT / ".prefect"
+CATALOG_PORT = 8765  # the default `catalog` of prefect.yaml; another free port is used if it is taken
+
+
+def say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--years", type=int, nargs="+", default=[2021, 2022], help="years to simulate and map")
+    p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city (km)")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs of the demo model")
+    p.add_argument("--width", type=int, default=8, help="base_channels of the demo CroFuseNet (paper: 32)")
+    p.add_argument("--fresh-model", action="store_true", help="retrain even if a demo checkpoint exists")
+    p.add_argument("--timeout", type=float, default=1500, help="seconds to wait for the flow runs")
+    return p.parse_args(argv)
+
+
+def build_sample_catalog(years: list[int], size_km: float) -> Path:
+    from crofuse.synthetic.catalog import build_catalog
+    from crofuse.synthetic.config import SampleConfig
+
+    say(f"sample catalog: {len(years)} years × 2 cities, {size_km:g} km each -> {CATALOG_DIR}")
+    summary = build_catalog(CATALOG_DIR, SampleConfig(years=tuple(years), size_km=size_km), progress=True)
+    say(f"catalog ready: {summary.written} items written, {summary.reused} reused ({summary.seconds:.0f} s)")
+    return CATALOG_DIR
+
+
+def obtain_checkpoint(*, epochs: int, width: int, fresh: bool) -> Path:
+    if CHECKPOINT.exists() and not fresh:
+        say(f"checkpoint: reusing {CHECKPOINT} (delete it or pass --fresh-model to retrain)")
+        return CHECKPOINT
+    from crofuse.synthetic import export_patches
+    from crofuse.training import TrainConfig, train
+
+    say(f"patches: exporting 128×128 patches from the sample catalog -> {PATCHES_DIR}")
+    export_patches(CATALOG_DIR, PATCHES_DIR)
+    say(
+        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32) for {epochs} epochs on CPU; "
+        "expect rough maps, this shows the pipeline, not the paper's accuracy"
+    )
+    if fresh:
+        shutil.rmtree(TRAIN_DIR, ignore_errors=True)
+    result = train(
+        TrainConfig(
+            data_root=PATCHES_DIR,
+            out_dir=TRAIN_DIR,
+            model="crofusenet",
+            model_options={"base_channels": width},
+            lr=1e-3,
+            batch_size=16,
+            max_epochs=epochs,
+            patience=epochs,
+            progress=True,
+        )
+    )
+    CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = CHECKPOINT.with_suffix(".tmp")
+    shutil.copyfile(result.best_checkpoint, tmp)
+    tmp.replace(CHECKPOINT)
+    say(f"checkpoint: {CHECKPOINT} (validation: {json.dumps(result.metrics.get('val', {}), default=str)[:200]})")
+    return CHECKPOINT
+
+
+def city_names() -> list[str]:
+    from crofuse.synthetic.cities import DEFAULT_CITIES
+
+    return [c.name for c in DEFAULT_CITIES]
+
+
+def run_flows(server: PrefectServer, catalog_url: str, years: list[int], timeout: float) -> list[tuple[str, int, object]]:
+    runs = []
+    for city in city_names():
+        for year in years:
+            params = {
+                "city": city,
+                "year": str(year),
+                "catalog": catalog_url,
+                "checkpoint": str(CHECKPOINT.relative_to(REPO_ROOT)),
+                "output": str(MAPS_DIR.relative_to(REPO_ROOT)),
+            }
+            run_id = run_deployment(server, "map-city/map-city", parameters=params)
+            say(f"prefect deployment run map-city/map-city -p city={city} -p year={year} -> flow run {run_id}")
+            runs.append((city, year, run_id))
+    finished = []
+    deadline = time.monotonic() + timeout
+    for city, year, run_id in runs:
+        run = wait_for_flow_run(server, run_id, timeout=max(10.0, deadline - time.monotonic()))
+        say(f"{city} {year}: {run.state.name}" + ("" if run.state.is_completed() else f" — {run.state.message}"))
+        finished.append((city, year, run))
+    return finished
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    from infra.stac import StacServer
+
+    DEMO_ROOT.mkdir(parents=True, exist_ok=True)
+    build_sample_catalog(args.years, args.size_km)
+    obtain_checkpoint(epochs=args.epochs, width=args.width, fresh=args.fresh_model)
+
+    port = CATALOG_PORT
+    try:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        port = free_port()
+    failed = []
+    with StacServer(CATALOG_DIR, port=port) as stac:
+        say(f"STAC API (rustac serve): {stac.url}")
+        say(f"Prefect server: starting with SQLite under {PREFECT_HOME} (first start migrates the database)")
+        with PrefectServer(PREFECT_HOME) as server:
+            say(f"Prefect API: {server.api_url}; deploying prefect.yaml")
+            deploy(server)
+            with ProcessWorker(server, extra_env={"CROFUSE_ROOT": str(REPO_ROOT)}):
+                say("process worker polling work pool 'crofuse-process'")
+                for city, year, run in run_flows(server, stac.url, args.years, args.timeout):
+                    if not run.state.is_completed():
+                        failed.append((city, year, run.state.message))
+    say("stopped the worker, the Prefect server and the STAC API")
+
+    from crofuse.quicklooks import change_plot
+    from crofuse.statistics import STATISTICS_CSV, STATISTICS_ZARR, format_table
+
+    import xarray as xr
+
+    zarr_path = MAPS_DIR / STATISTICS_ZARR
+    if zarr_path.exists():
+        ds = xr.open_zarr(zarr_path).load()
+        print()
+        print("Impervious-surface statistics (km², equal-area; 'ref gain' from the generator's labels, 'err' = "
+              "mapped − reference gain):")
+        print(format_table(ds))
+        print()
+        plot = change_plot(MAPS_DIR)
+        looks = sorted(MAPS_DIR.glob("*/*/quicklook.png"))
+        say(f"statistics: {zarr_path} and {MAPS_DIR / STATISTICS_CSV}")
+        say(f"change plot: {plot}")
+        for look in looks:
+            say(f"quicklook: {look}")
+        say(f"maps: {MAPS_DIR}/<city>/<year>/impervious.tif, probability.tif, change.tif, maps.zarr")
+    say(f"done in {(time.monotonic() - started) / 60:.1f} min; `make clean-demo` removes demo-output/ and .prefect/")
+    if failed:
+        for city, year, message in failed:
+            say(f"FAILED {city} {year}: {message}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

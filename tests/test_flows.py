@@ -1,0 +1,185 @@
+"""The Prefect flows end to end on the session's sample catalog (real rustac STAC API, real Prefect API).
+
+One small city (Wuhan, 2.5 km, 2021 and 2022) is mapped with a tiny untrained CroFuseNet: the test checks the
+plumbing (files, grids, CRS, statistics, reruns, failure handling), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from crofuse import statistics as st
+
+pytestmark = pytest.mark.slow
+
+YEARS = (2021, 2022)
+
+
+@pytest.fixture(scope="module")
+def mapped(prefect_harness, stac_api: str, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Wuhan mapped for both years: 2021 in-process, 2022 on a local dask cluster (one per run)."""
+    from flows import map_city
+
+    output = tmp_path_factory.mktemp("flow-output")
+    results = {}
+    for year, dask in zip(YEARS, ("in-process", "local"), strict=True):
+        results[year] = map_city(
+            city="wuhan", year=year, catalog=stac_api, checkpoint=str(tiny_checkpoint), output=str(output),
+            dask_address=dask, tiling={"chunk_size": 256},
+        )
+    return output, results
+
+
+def test_map_city_writes_valid_maps(mapped) -> None:
+    import rioxarray  # noqa: F401
+    from rio_cogeo.cogeo import cog_validate
+
+    output, results = mapped
+    for year in YEARS:
+        folder = output / "wuhan" / str(year)
+        assert results[year]["skipped"] is False and results[year]["chunks_computed"] >= 1
+        for name in ("impervious.tif", "probability.tif", "reference.tif", "quicklook.png", "mapped.json"):
+            assert (folder / name).exists(), name
+        for cog in ("impervious.tif", "probability.tif"):
+            valid, errors, _ = cog_validate(folder / cog)
+            assert valid, errors
+        maps = xr.open_zarr(folder / "maps.zarr")
+        assert maps.rio.crs is not None and maps.rio.crs.to_epsg() == 32650
+        assert set(np.unique(maps["impervious"].values)) <= {0, 1, 255}
+        assert json.loads((folder / "mapped.json").read_text())["checkpoint_sha256"] == results[year]["checkpoint_sha256"]
+    change = output / "wuhan" / "2022" / "change.tif"
+    assert cog_validate(change)[0]
+    assert set(np.unique(st.read_map(change).values)) <= {0, 1, 2, 255}
+    assert not (output / "wuhan" / "2021" / "change.tif").exists()
+    assert (output / "change.png").exists()
+
+
+def test_map_city_statistics(mapped) -> None:
+    output, results = mapped
+    ds = xr.open_zarr(output / st.STATISTICS_ZARR)
+    assert dict(ds.sizes) == {"city": 1, "year": 2}
+    assert list(ds.year.values) == list(YEARS)
+    wuhan = ds.sel(city="wuhan")
+    # the AOI is the sample city's 2.5 km square, taken from the catalog's labels items
+    assert wuhan.aoi_km2.values == pytest.approx([6.25, 6.25], rel=0.01)
+    assert np.all((wuhan.fraction_of_aoi.values >= 0) & (wuhan.fraction_of_aoi.values <= 1))
+    assert np.all(wuhan.valid_km2.values <= wuhan.aoi_km2.values + 1e-9)
+    later = wuhan.sel(year=2022)
+    assert int(later.previous_year) == 2021
+    assert float(later.net_km2) == pytest.approx(float(later.gain_km2 - later.loss_km2))
+    # the catalog has labels: the reference growth is reported and the map's gain lies within the model's error
+    assert float(later.reference_gain_km2) > 0
+    assert abs(float(later.gain_error_km2)) <= float(later.gain_error_bound_km2) + 1e-9
+    # the flow's returned record is the table's row
+    assert results[2022]["statistics"]["gain_km2"] == pytest.approx(float(later.gain_km2))
+    rows = st.read_statistics_csv(output / st.STATISTICS_CSV)
+    assert [(r["city"], r["year"]) for r in rows] == [("wuhan", 2021), ("wuhan", 2022)]
+    # equal-area correction: Wuhan (114.3°E) is 2.7° west of zone 50's central meridian, where UTM
+    # over-states areas by k² ≈ 1.00085
+    imp, naive = float(later.impervious_km2), float(later.naive_impervious_km2)
+    if imp > 0:
+        assert naive / imp == pytest.approx(1.00085, abs=5e-5)
+
+
+def test_rerun_of_finished_city_year_does_no_model_work(mapped, stac_api: str, tiny_checkpoint: Path) -> None:
+    from flows import map_city
+
+    output, _ = mapped
+    folder = output / "wuhan" / "2022"
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+    again = map_city(
+        city="wuhan", year=2022, catalog=stac_api, checkpoint=str(tiny_checkpoint), output=str(output),
+        dask_address="in-process",
+    )
+    assert again["skipped"] is True and again["chunks_computed"] == 0
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+    assert after == before  # maps, change map, statistics record and marker untouched
+
+
+def test_map_city_fails_loudly_with_the_real_cause(prefect_harness, stac_api: str, tiny_checkpoint: Path, tmp_path) -> None:
+    from crofuse.errors import AOIError, CheckpointError
+    from flows import map_city
+
+    with pytest.raises(AOIError, match="swapped"):
+        map_city(city="wuhan", year=2021, aoi=[30.5, 114.2, 30.6, 114.3], catalog=stac_api,
+                 checkpoint=str(tiny_checkpoint), output=str(tmp_path), dask_address="in-process")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        map_city(city="wuhan", year=2021, catalog=stac_api, checkpoint=str(tmp_path / "nope.safetensors"),
+                 output=str(tmp_path), dask_address="in-process")
+    state = map_city(city="wuhan", year=1999, catalog=stac_api, checkpoint=str(tiny_checkpoint),
+                     output=str(tmp_path), return_state=True)
+    assert state.is_failed() and "year" in state.message  # rejected by parameter validation
+
+
+def test_remap_keeps_going_past_a_broken_city(mapped, stac_api: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from flows import remap_cities
+    from flows.remap import REPORT_NAME
+
+    output, _ = mapped
+    cities = tmp_path / "cities.yaml"
+    cities.write_text(
+        "cities:\n"
+        "  - name: Atlantis\n"
+        "    aoi: [10.0, 5.0, 9.0, 6.0]   # west > east\n"
+        "  - name: wuhan\n"
+    )
+    mtime = (output / "wuhan/2022/impervious.tif").stat().st_mtime_ns
+    state = remap_cities(
+        cities_file=str(cities), years=list(YEARS), catalog=stac_api, checkpoint=str(tiny_checkpoint),
+        output=str(output), dask_address="in-process", return_state=True,
+    )
+    assert state.is_failed()
+    assert "atlantis 2021" in state.message.lower() and "AOIError" in state.message
+    report = json.loads((output / REPORT_NAME).read_text())
+    assert {(f["city"], f["year"]) for f in report["failed"]} == {("Atlantis", 2021), ("Atlantis", 2022)}
+    assert all("west" in f["error"] for f in report["failed"])
+    # Wuhan came after the broken city and was still handled (already done: no model work)
+    assert {(d["city"], d["year"]) for d in report["already_done"]} == {("wuhan", 2021), ("wuhan", 2022)}
+    assert (output / "wuhan/2022/impervious.tif").stat().st_mtime_ns == mtime
+    ds = xr.open_zarr(output / st.STATISTICS_ZARR)
+    assert list(ds.city.values) == ["wuhan"]  # the failed city left no half-made rows
+    assert not math.isnan(float(ds.gain_km2.sel(city="wuhan", year=2022)))
+
+
+def test_cities_file_formats(tmp_path: Path) -> None:
+    from crofuse.errors import ConfigError
+    from flows.params import read_cities_file
+
+    geo = tmp_path / "cities.geojson"
+    geo.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "Wuhan", "catalog": "http://x"},
+         "geometry": {"type": "Polygon", "coordinates": [[[114, 30], [114.1, 30], [114.1, 30.1], [114, 30]]]}},
+    ]}))
+    (spec,) = read_cities_file(geo)
+    assert spec.name == "Wuhan" and spec.catalog == "http://x" and spec.aoi["type"] == "Polygon"
+    sample = read_cities_file(Path(__file__).parent.parent / "infra" / "cities.yaml")
+    assert [c.name for c in sample] == ["wuhan", "nanjing"]
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("cities: [{name: São Paulo}, {name: sao paulo}]\n")
+    with pytest.raises(ConfigError, match="share the folder name"):
+        read_cities_file(dup)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_cities_file(tmp_path / "missing.yaml")
+
+
+def test_only_network_failures_are_retried() -> None:
+    from crofuse.errors import AOIError, CatalogError, EmptySearchError
+    from flows.tasks import is_transient
+
+    assert is_transient(ConnectionRefusedError("refused"))
+    try:
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError as inner:
+            raise CatalogError("search failed") from inner
+    except CatalogError as wrapped:
+        assert is_transient(wrapped)
+    assert not is_transient(EmptySearchError("no items"))
+    assert not is_transient(AOIError("west must be less than east"))
+    assert not is_transient(ValueError("bug"))
