@@ -256,16 +256,29 @@ def test_cli_report(micro_results: Path) -> None:
     assert bad.exit_code == 2 and "unknown suite" in bad.output
 
 
-def test_patch_set_cache_uses_export_patches(tmp_path: Path) -> None:
-    pytest.importorskip("crofuse.synthetic", reason="needs crofuse.synthetic.export_patches")
-    from crofuse.experiments.data import MARKER, ensure_patch_set
-    from crofuse.experiments.profiles import Domain
+def test_transfer_micro_suite_builds_cached_sample_patch_sets(tmp_path: Path) -> None:
+    """Transfer (paper V-C) end to end on generated sample cities: train on Wuhan 2021, test on Nanjing 2021 and
+    Wuhan 2022; the three patch sets come from export_patches and are reused by a second suite."""
+    from crofuse.experiments.data import MARKER
+    from crofuse.experiments.runner import run_suite
 
-    settings = DataSettings(size_km=3.0, seed=0)
-    root = ensure_patch_set(tmp_path, Domain("wuhan", 2021), settings)
-    assert (root / MARKER).exists()
-    mtime = (root / MARKER).stat().st_mtime_ns
-    assert ensure_patch_set(tmp_path, Domain("wuhan", 2021), settings) == root
-    assert (root / MARKER).stat().st_mtime_ns == mtime  # reused, not exported again
-    other = ensure_patch_set(tmp_path, Domain("nanjing", 2021), settings)
-    assert other != root and (other / "test" / "label").is_dir()
+    profile = PROFILES["micro"].with_changes(data=DataSettings(size_km=2.6))
+    out = tmp_path / "results"
+    [path] = run_suite("transfer", profile=profile, seeds=1, out=out, progress=False)
+    rec = json.loads(path.read_text())
+    assert set(rec["domains"]) == {"spatial", "temporal"}
+    assert (rec["domains"]["spatial"]["city"], rec["domains"]["spatial"]["year"]) == ("nanjing", 2021)
+    assert (rec["domains"]["temporal"]["city"], rec["domains"]["temporal"]["year"]) == ("wuhan", 2022)
+    for dom in rec["domains"].values():
+        assert 0.0 <= dom["metrics"]["miou"] <= 1.0
+    sets = sorted(p.parent.name for p in (out / "_data").glob(f"*/{MARKER}"))
+    assert [s.rsplit("-", 1)[0] for s in sets] == ["nanjing-2021", "wuhan-2021", "wuhan-2022"]
+    markers = {p: p.stat().st_mtime_ns for p in (out / "_data").glob(f"*/{MARKER}")}
+    # the modality suite's CroFuseNet is the same run: reused, not retrained, and the patch sets are not rebuilt
+    [mod] = run_suite("modality", profile=profile, seeds=1, out=out, methods=["crofusenet"], progress=False)
+    mod_rec = json.loads(mod.read_text())
+    assert mod_rec["reused"] is True and mod_rec["metrics"] == rec["metrics"]
+    assert mod_rec["artifacts"]["run_dir"] == rec["artifacts"]["run_dir"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "_data").glob(f"*/{MARKER}")} == markers
+    text = render_report(out)
+    assert "| CroFuseNet | spatial: nanjing 2021 |" in text and "(n=1)" in text

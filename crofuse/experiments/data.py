@@ -44,7 +44,7 @@ def ensure_patch_set(data_dir: Path | str, domain: Domain, settings: DataSetting
 
     Returns the dataset root (``ROOT/{train,val,test}/{optical,sar,label}/<name>.tif``).
     """
-    from crofuse.synthetic import export_patches
+    from crofuse.synthetic import city_by_name, export_patches
 
     data_dir = Path(data_dir)
     key = patch_set_key(domain, settings)
@@ -62,7 +62,7 @@ def ensure_patch_set(data_dir: Path | str, domain: Domain, settings: DataSetting
     if tmp.exists():
         shutil.rmtree(tmp)
     export_patches(
-        tmp, cities=[domain.city], years=[domain.year], size_km=settings.size_km, seed=settings.seed,
+        tmp, cities=[city_by_name(domain.city)], years=[domain.year], size_km=settings.size_km, seed=settings.seed,
         **settings.extra,
     )
     counts = {s: len(list((tmp / s / "label").glob("*.tif"))) for s in ("train", "val", "test")}

@@ -125,12 +125,11 @@ PAPER = Profile(
 
 CPU_SMALL = Profile(
     name="cpu-small",
-    epochs=12,
-    patience=4,
+    epochs=15,
+    patience=5,
     batch_size=8,
     lr=1e-3,
-    data=DataSettings(size_km=6.0),
-    max_patches=48,
+    data=DataSettings(size_km=8.0),
     unet_base_channels=8,
     fcn_base_channels=8,
     hrnet={"width": 6, "stem_channels": 16, "num_blocks": 1, "num_modules": [1, 1, 1]},
