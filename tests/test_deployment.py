@@ -1,0 +1,66 @@
+"""``prefect.yaml`` against a real Prefect server and process worker: deploy, ``prefect deployment run``, Completed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.prefect_server import REPO_ROOT, prefect_executable, run_deployment, wait_for_flow_run
+from tests.fixtures.prefect import prefect_logs
+
+pytestmark = pytest.mark.slow
+
+
+def test_prefect_yaml_declares_both_deployments() -> None:
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert set(deployments) == {"map-city", "yearly-remap"}
+    assert deployments["map-city"]["entrypoint"] == "flows/map_city.py:map_city"
+    assert deployments["yearly-remap"]["entrypoint"] == "flows/remap.py:remap_cities"
+    assert deployments["yearly-remap"]["schedules"][0]["cron"].split()[2:4] == ["1", "2"]  # once a year
+    assert {d["work_pool"]["name"] for d in deployments.values()} == {"crofuse-process"}
+    (pull,) = spec["pull"]
+    assert "prefect.deployments.steps.set_working_directory" in pull
+
+
+def test_deployment_run_completes(prefect_server, stac_api: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    listed = subprocess.run(
+        [prefect_executable(), "deployment", "ls"], env=prefect_server.env, capture_output=True, text=True, timeout=120
+    )
+    assert "map-city/map-city" in listed.stdout and "remap-cities/yearly-remap" in listed.stdout
+
+    run_id = run_deployment(
+        prefect_server,
+        "map-city/map-city",
+        parameters={
+            "city": "wuhan",
+            "year": "2021",
+            "catalog": stac_api,
+            "checkpoint": str(tiny_checkpoint),
+            "output": str(tmp_path),
+            "dask_address": "in-process",
+        },
+    )
+    run = wait_for_flow_run(prefect_server, run_id, timeout=600)
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}\n{prefect_logs(prefect_server.home)}"
+    assert (tmp_path / "wuhan" / "2021" / "impervious.tif").exists()
+    assert (tmp_path / "statistics.csv").read_text().splitlines()[1].startswith("wuhan,2021,")
+
+    # the yearly deployment carries its cron schedule on the server
+    shown = subprocess.run(
+        [prefect_executable(), "deployment", "inspect", "remap-cities/yearly-remap"],
+        env=prefect_server.env, capture_output=True, text=True, timeout=120,
+    )
+    assert "0 3 1 2 *" in shown.stdout
+
+
+def test_bad_parameters_are_rejected_by_the_server(prefect_server) -> None:
+    proc = subprocess.run(
+        [prefect_executable(), "deployment", "run", "map-city/map-city", "-p", "city=wuhan", "-p", "year=1999"],
+        env=prefect_server.env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "1999" in proc.stdout + proc.stderr or "minimum" in (proc.stdout + proc.stderr).lower()
