@@ -50,7 +50,7 @@ def _nan_layer(bands: tuple[str, ...], geobox: GeoBox, chunk: int) -> xr.DataArr
     import xarray as xr
 
     ny, nx = geobox.shape
-    data = da.full((len(bands), ny, nx), np.nan, dtype="float32", chunks=(len(bands), chunk, chunk))
+    data = da.full((len(bands), int(ny), int(nx)), np.nan, dtype="float32", chunks=(len(bands), chunk, chunk))
     return xr.DataArray(data, dims=("band", "y", "x"))
 
 
@@ -58,7 +58,7 @@ def _zero_count(geobox: GeoBox, chunk: int) -> xr.DataArray:
     import dask.array as da
     import xarray as xr
 
-    return xr.DataArray(da.zeros(geobox.shape, dtype="uint16", chunks=(chunk, chunk)), dims=("y", "x"))
+    return xr.DataArray(da.zeros(tuple(int(v) for v in geobox.shape), dtype="uint16", chunks=(chunk, chunk)), dims=("y", "x"))
 
 
 def _optical_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> tuple[xr.DataArray, xr.DataArray]:
@@ -118,6 +118,10 @@ def _empty_search_message(config: CubeConfig, items: SeasonItems) -> str:
     )
 
 
+def _fmt(bbox: tuple[float, ...], *, sep: str = ", ") -> str:
+    return sep.join(f"{v:.5f}" for v in bbox)
+
+
 def _check_modalities(config: CubeConfig, items: SeasonItems) -> list[str]:
     """Raise on an empty or all-cloud search; return the missing modalities the policy lets through."""
     if not items.optical and not items.cloudy and not items.sar:
@@ -125,8 +129,8 @@ def _check_modalities(config: CubeConfig, items: SeasonItems) -> list[str]:
         if swapped is not None:
             raise AOIError(
                 f"the AOI of {config.slug!r} looks like it has latitude and longitude swapped: the catalog has no "
-                f"items at bbox {config.area.bbox} but has some at {swapped}. Give (west, south, east, north) = "
-                f"(lon_min, lat_min, lon_max, lat_max), e.g. --bbox {' '.join(f'{v:g}' for v in swapped)}"
+                f"items at bbox [{_fmt(config.area.bbox)}] but has some at [{_fmt(swapped)}]. Give (west, south, "
+                f"east, north) = (lon_min, lat_min, lon_max, lat_max), e.g. --bbox {_fmt(swapped, sep=' ')}"
             )
         raise EmptySearchError(_empty_search_message(config, items))
     if not items.optical and items.cloudy:

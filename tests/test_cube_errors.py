@@ -1,0 +1,297 @@
+"""Bad input to the cube builder, each with its own error and message: empty searches, lat/lon swapped, a missing
+modality, an all-cloud season, corrupt/unreachable COGs, unreachable or flaky catalogs, the wrong profile."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crofuse.cube import CubeConfig, build_cube, open_cube
+from crofuse.cube.search import Query, open_catalog, search_collection
+from crofuse.errors import (
+    AOIError,
+    AssetReadError,
+    CatalogError,
+    EmptySearchError,
+    InsufficientDataError,
+    MissingModalityError,
+)
+from tests.fixtures.cube import build_small_catalog, catalog_items, inner_bbox, served_catalog
+
+pytestmark = pytest.mark.timeout(600)
+
+SMALL_AOI = (114.296, 30.586, 114.302, 30.592)  # ~0.6 km inside the session catalog's Wuhan square
+
+
+def _cfg(url: str, out: Path, **kw) -> CubeConfig:
+    return CubeConfig(**({"city": "wuhan", "year": 2022, "aoi": SMALL_AOI, "catalog": url, "output": out,
+                          "chunk_size": 64} | kw))
+
+
+# ------------------------------------------------------------------------------------------------ empty search
+def test_empty_search_names_the_catalog_and_query(stac_api, tmp_path: Path):
+    with pytest.raises(EmptySearchError) as info:
+        build_cube(_cfg(stac_api, tmp_path, aoi=(10.0, 10.0, 10.01, 10.01)), progress=False)
+    msg = str(info.value)
+    assert stac_api in msg and "sentinel-2-l2a" in msg and "sentinel-1-rtc" in msg and "2022-06-01" in msg
+    with pytest.raises(EmptySearchError, match="2023-06-01"):
+        build_cube(_cfg(stac_api, tmp_path, year=2023), progress=False)
+    assert not (tmp_path / "wuhan").exists() or not list((tmp_path / "wuhan").rglob("inputs.zarr"))
+
+
+def test_lat_lon_swap_that_geometry_cannot_see_is_found_through_the_catalog(tmp_path_factory):
+    """Berlin (13.4 E, 52.5 N): a bbox typed latitude-first is still a valid lon/lat box, in the Arctic sea near
+    Svalbard; the catalog has nothing there but has items at the swapped box, and the error says so."""
+    from crofuse.synthetic import City
+
+    berlin = City("berlin", 13.40, 52.52, 32633)
+    root = build_small_catalog(tmp_path_factory.mktemp("berlin"), cities=(berlin,), size_km=0.5)
+    w, s, e, n = inner_bbox(berlin, 0.5)
+    with served_catalog(root) as url:
+        with pytest.raises(AOIError, match=r"latitude and longitude swapped.*--bbox 13\.397\d+ 52\.518\d+ 13\.40\d+ 52\.52\d+"):
+            build_cube(_cfg(url, tmp_path_factory.mktemp("o"), city="berlin", aoi=(s, w, n, e)), progress=False)
+
+
+# --------------------------------------------------------------------------------------------- missing modality
+def test_season_with_optical_but_no_sar_fails_by_default(stac_api, tmp_path: Path):
+    # 2022-06-19 has a clear Sentinel-2 pass; the Sentinel-1 passes are on the 14th and the 24th
+    with pytest.raises(MissingModalityError, match="no Sentinel-1 items.*missing_modality='continue'"):
+        build_cube(_cfg(stac_api, tmp_path, season="06-18/06-20"), progress=False)
+
+
+def test_season_with_sar_but_no_optical_fails_by_default(stac_api, tmp_path: Path):
+    with pytest.raises(MissingModalityError, match="no Sentinel-2 items"):
+        build_cube(_cfg(stac_api, tmp_path, season="06-01/06-03"), progress=False)
+
+
+def test_missing_modality_can_continue_as_nan_and_is_reported(stac_api, tmp_path: Path):
+    path = build_cube(_cfg(stac_api, tmp_path, season="06-18/06-20", missing_modality="continue"), progress=False)
+    ds = open_cube(path).load()
+    assert ds.attrs["missing_modalities"] == ["sar"] and ds.attrs["sar_items"] == []
+    assert np.isnan(ds["sar"].values).all() and int(ds["sar_count"].max()) == 0
+    assert ds.attrs["sar_fraction"] == 0.0 and ds.attrs["optical_fraction"] > 0.5
+    np.testing.assert_array_equal(ds["valid"].values, ds["optical_count"].values > 0)
+
+
+# ------------------------------------------------------------------------------------------------ all-cloud
+@pytest.fixture(scope="module")
+def overcast_api(tmp_path_factory) -> Iterator[str]:
+    root = build_small_catalog(tmp_path_factory.mktemp("overcast"), size_km=0.5, cloud_scale=100.0)
+    with served_catalog(root) as url:
+        yield url
+
+
+def test_all_cloud_season_is_refused_with_the_cloud_figures(overcast_api, tmp_path: Path):
+    from crofuse.synthetic import WUHAN
+
+    aoi = inner_bbox(WUHAN, 0.5)
+    with pytest.raises(InsufficientDataError, match=r"all \d+ Sentinel-2 scenes .* above max_cloud_cover=80%"):
+        build_cube(_cfg(overcast_api, tmp_path, aoi=aoi), progress=False)
+    with pytest.raises(InsufficientDataError, match=r"only \d+\.\d% of the AOI .* is valid \(clear optical: "):
+        build_cube(_cfg(overcast_api, tmp_path, aoi=aoi, max_cloud_cover=100), progress=False)
+    assert not (tmp_path / "wuhan" / "2022" / "inputs.zarr").exists()
+    assert not list((tmp_path / "wuhan" / "2022").glob(".inputs.zarr.tmp-*"))  # the rejected write is removed
+    # a lower threshold accepts it and the figure is kept in the cube
+    ds = open_cube(build_cube(_cfg(overcast_api, tmp_path, aoi=aoi, max_cloud_cover=100, min_valid_fraction=0.0),
+                              progress=False))
+    assert ds.attrs["valid_fraction"] < 0.3 and ds.attrs["sar_fraction"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------- corrupt COGs
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """A private 0.5 km catalog whose files the tests below damage and then restore."""
+    root = build_small_catalog(tmp_path_factory.mktemp("fragile"), size_km=0.5)
+    with served_catalog(root) as url:
+        yield root, url
+
+
+def _used_asset(root: Path, key: str) -> Path:
+    items = [d for d in catalog_items(root, "sentinel-2-l2a", city="wuhan", year=2022)
+             if d["properties"]["eo:cloud_cover"] <= 80]
+    return Path(items[0]["assets"][key]["href"])
+
+
+class _Damage:
+    def __init__(self, path: Path, how: str):
+        self.path, self.how, self.backup = path, how, path.read_bytes()
+
+    def __enter__(self) -> Path:
+        if self.how == "truncate":  # header and IFDs intact, pixel tiles cut off
+            self.path.write_bytes(self.backup[: len(self.backup) // 2])
+        elif self.how == "garbage":
+            self.path.write_bytes(b"this is not a tiff" + bytes(len(self.backup)))
+        else:
+            self.path.unlink()
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.path.write_bytes(self.backup)
+
+
+@pytest.mark.parametrize("loader", ["odc-stac", "stackstac"])
+def test_truncated_cog_is_named_not_turned_into_nodata(fragile, tmp_path: Path, loader: str):
+    from crofuse.synthetic import WUHAN
+
+    root, url = fragile
+    with _Damage(_used_asset(root, "B04"), "truncate") as bad:
+        with pytest.raises(AssetReadError) as info:
+            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5, margin=0.02), loader=loader), progress=False)
+    assert str(bad) in str(info.value) and "'B04'" in str(info.value)
+    assert not (tmp_path / "wuhan" / "2022" / "inputs.zarr").exists()
+
+
+@pytest.mark.parametrize("check_assets", [True, False])
+def test_garbage_cog_is_named(fragile, tmp_path: Path, check_assets: bool):
+    from crofuse.synthetic import WUHAN
+
+    root, url = fragile
+    with _Damage(_used_asset(root, "SCL"), "garbage") as bad:
+        with pytest.raises(AssetReadError, match="could not be opened" if check_assets else "reading raster data") as info:
+            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5), check_assets=check_assets), progress=False)
+    assert str(bad) in str(info.value)
+
+
+def test_missing_cog_is_named(fragile, tmp_path: Path):
+    from crofuse.synthetic import WUHAN
+
+    root, url = fragile
+    with _Damage(_used_asset(root, "B02"), "delete") as bad:
+        with pytest.raises(AssetReadError, match="No such file") as info:
+            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5)), progress=False)
+    assert str(bad) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ catalog failures
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_catalog_is_a_catalog_error(tmp_path: Path):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(CatalogError, match=f"cannot open the STAC catalog at {url}"):
+        build_cube(_cfg(url, tmp_path, http_retries=1, http_timeout=2), progress=False)
+
+
+def test_wrong_profile_is_explained(stac_api, tmp_path: Path):
+    cfg = _cfg(stac_api, tmp_path, profile="earth-search", sar_profile="sample", sar_catalog=stac_api)
+    with pytest.raises(CatalogError, match=r"has no asset\(s\) \['blue', 'green', 'red', 'nir', 'scl'\].*'earth-search'"):
+        build_cube(cfg, progress=False)
+
+
+def test_search_follows_every_page(stac_api):
+    from crofuse.cube import get_profile
+
+    client = open_catalog(stac_api, profile=get_profile("sample"))
+    q = Query(stac_api, "sentinel-1-rtc", SMALL_AOI, "2021-01-01T00:00:00Z/2022-12-31T23:59:59Z")
+    one_page = search_collection(client, q, max_items=100)
+    paged = search_collection(client, q, max_items=100, page_size=2)
+    assert len(one_page) > 4 and [i.id for i in paged] == [i.id for i in one_page]
+    with pytest.raises(CatalogError, match="more than max_items=3"):
+        search_collection(client, q, max_items=3, page_size=2)
+
+
+class _FlakyProxy:
+    """A loopback HTTP proxy in front of the STAC API: the first ``fail`` requests (and every one from number
+    ``fail_from`` on) get 503, or with ``slow`` an answer after ``slow`` seconds; the others are forwarded, with
+    upstream URLs rewritten to the proxy's."""
+
+    def __init__(self, upstream: str, *, fail: int = 0, fail_from: int | None = None, slow: float = 0.0):
+        self.upstream, self.fail, self.slow, self.seen = upstream.rstrip("/"), fail, slow, 0
+        self.fail_from = fail_from
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def _handle(self) -> None:
+                proxy.seen += 1
+                n = proxy.seen
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+                failing = n <= proxy.fail or (proxy.fail_from is not None and n >= proxy.fail_from)
+                if failing and not proxy.slow:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if failing and proxy.slow:
+                    time.sleep(proxy.slow)
+                req = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
+                                             headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (loopback)
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                data = data.replace(proxy.upstream.encode(), proxy.url.encode())
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+            do_GET = do_POST = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _FlakyProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_5xx_and_timeouts_are_retried(stac_api, tmp_path: Path):
+    from crofuse.cube.search import search_season
+
+    with _FlakyProxy(stac_api, fail=2) as proxy:
+        found = search_season(_cfg(proxy.url, tmp_path, http_retries=3))
+        assert proxy.seen > 2 and found.optical and found.sar
+    with _FlakyProxy(stac_api, fail=1, slow=3.0) as proxy:
+        found = search_season(_cfg(proxy.url, tmp_path, http_retries=2, http_timeout=1.0))
+        assert found.optical and found.sar
+
+
+def test_persistent_5xx_is_a_catalog_error_with_url_collection_and_query(stac_api, tmp_path: Path):
+    from crofuse.cube.search import search_season
+
+    with _FlakyProxy(stac_api, fail_from=2) as proxy:  # the landing page answers, every later request fails
+        with pytest.raises(CatalogError) as info:
+            search_season(_cfg(proxy.url, tmp_path, http_retries=1))
+    msg = str(info.value)
+    assert proxy.url in msg and "sentinel-2-l2a" in msg and "bbox=[114.29600" in msg and "2022-06-01" in msg
+
+
+def test_invalid_aoi_file_is_refused_by_the_cli(tmp_path: Path, stac_api):
+    from typer.testing import CliRunner
+
+    from crofuse.cli import app
+
+    bad = tmp_path / "bowtie.geojson"
+    bad.write_text(json.dumps({"type": "Polygon", "coordinates": [[[114.29, 30.58], [114.30, 30.59], [114.30, 30.58],
+                                                                   [114.29, 30.59], [114.29, 30.58]]]}))
+    res = CliRunner().invoke(app, ["cube", "wuhan", "--year", "2022", "--catalog", stac_api, "--out",
+                                   str(tmp_path), "--aoi", str(bad), "--no-progress"])
+    assert res.exit_code == 1 and "not a valid polygon" in res.output
+    shutil.rmtree(tmp_path / "wuhan", ignore_errors=True)
