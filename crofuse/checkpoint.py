@@ -329,7 +329,9 @@ class Predictor:
 
     ``predictor(optical, sar)`` takes ``(N, n_optical, H, W)`` and ``(N, n_sar, H, W)`` torch tensors or numpy
     arrays in the card's band order and returns ``(N, H, W)`` float32 probabilities of class 1 (impervious), of the
-    same kind (torch on the input's device, or numpy). Inside: normalise with the card's statistics, replace
+    same kind (torch on the input's device, or numpy). ``autocast=True`` runs the model in ``autocast_dtype``
+    (default bf16; fp16 on GPUs without bf16); ``channels_last=True`` uses NHWC memory (faster convs on GPUs).
+    Inside: normalise with the card's statistics, replace
     non-finite values by 0 (the band mean; mask them yourself with the cube's ``valid``), pad H and W by edge
     replication up to multiples of 16, run the model under ``torch.inference_mode`` (optionally autocast and
     channels-last), take :func:`~crofuse.model.main_logits`, softmax, crop.
@@ -342,11 +344,13 @@ class Predictor:
         *,
         device: str | torch.device = "cpu",
         autocast: bool = False,
+        autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.card = card
         self.autocast = autocast
+        self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
         self.model = model.to(self.device).eval()
         if channels_last:
@@ -359,15 +363,26 @@ class Predictor:
         *,
         device: str | torch.device = "cpu",
         autocast: bool = False,
+        autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         expect_bands: Sequence[Any] | None = None,
     ) -> Predictor:
+        """Load ``path`` (see :func:`load_checkpoint`; ``expect_bands`` refuses other bands) into a predictor."""
         loaded = load_checkpoint(path, expect_bands=expect_bands, device=device)
-        return cls(loaded.model, loaded.card, device=device, autocast=autocast, channels_last=channels_last)
+        return cls(loaded.model, loaded.card, device=device, autocast=autocast, autocast_dtype=autocast_dtype,
+                   channels_last=channels_last)
+
+    def resolved_autocast_dtype(self) -> torch.dtype:
+        """``autocast_dtype`` if given, else bf16 (CPU, and GPUs that support it) or fp16 (older GPUs)."""
+        if self.autocast_dtype is not None:
+            return self.autocast_dtype
+        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
 
     def _autocast(self) -> Any:
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=self.autocast)
+        return torch.autocast(device_type=self.device.type, dtype=self.resolved_autocast_dtype(),
+                              enabled=self.autocast)
 
     def __call__(self, optical: Tensor | np.ndarray, sar: Tensor | np.ndarray) -> Tensor | np.ndarray:
         as_numpy = isinstance(optical, np.ndarray)

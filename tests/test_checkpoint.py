@@ -246,9 +246,14 @@ def test_predictor_autocast_and_channels_last_agree(saved) -> None:
     optical, sar = torch.rand(1, 4, 32, 32) * 0.3, torch.randn(1, 2, 32, 32) - 12
     reference = Predictor.from_checkpoint(path)(optical, sar)
     assert torch.allclose(Predictor.from_checkpoint(path, channels_last=True)(optical, sar), reference, atol=1e-5)
-    bf16 = Predictor.from_checkpoint(path, autocast=True)(optical, sar)
+    predictor = Predictor.from_checkpoint(path, autocast=True)
+    assert predictor.resolved_autocast_dtype() == torch.bfloat16
+    bf16 = predictor(optical, sar)
     assert bf16.dtype == torch.float32
-    assert (bf16 - reference).abs().max() < 0.05
+    assert 0 < (bf16 - reference).abs().max() < 0.05  # really ran in reduced precision, and stayed close
+    fp16 = Predictor.from_checkpoint(path, autocast=True, autocast_dtype=torch.float16)
+    assert fp16.resolved_autocast_dtype() == torch.float16
+    assert (fp16(optical, sar) - reference).abs().max() < 0.01
 
 
 def test_tiny_checkpoint_fixture(tiny_checkpoint: Path) -> None:
