@@ -20,6 +20,7 @@ from crofuse.synthetic.catalog import (
 from crofuse.synthetic.cities import DEFAULT_CITIES, NANJING, WUHAN, City, city_by_name
 from crofuse.synthetic.config import SampleConfig
 from crofuse.synthetic.landcover import GroundTruth, generate_landcover, generate_truths, ground_truth
+from crofuse.synthetic.patches import Composite, PatchSummary, export_patches, seasonal_composite
 from crofuse.synthetic.optical import SCL_MASKED, OpticalScene, simulate_optical
 from crofuse.synthetic.sar import SarScene, simulate_sar
 from crofuse.synthetic.schedule import Acquisition, sentinel1_schedule, sentinel2_schedule
@@ -36,19 +37,23 @@ __all__ = [
     "WUHAN",
     "Acquisition",
     "CatalogSummary",
+    "Composite",
     "City",
     "GroundTruth",
     "LandCover",
     "Material",
     "OpticalScene",
+    "PatchSummary",
     "SampleConfig",
     "SarScene",
     "build_catalog",
+    "export_patches",
     "city_by_name",
     "generate_landcover",
     "generate_truths",
     "ground_truth",
     "read_manifest",
+    "seasonal_composite",
     "sentinel1_schedule",
     "sentinel2_schedule",
     "simulate_optical",

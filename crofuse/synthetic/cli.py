@@ -1,7 +1,120 @@
-"""Command-line commands of this package (placeholder: the owner of this package fills it in)."""
+"""``crofuse sample-catalog build|serve|patches``: the synthetic sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+sample_app = typer.Typer(
+    help="Synthetic Sentinel-1/Sentinel-2 sample cities: build a STAC catalog, serve it, export patches.",
+    no_args_is_help=True,
+)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Accept repeated options and comma-separated values: ``--cities wuhan,nanjing`` or ``--cities wuhan --cities nanjing``."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _config(cities: list[str] | None, years: list[str] | None, months: list[str] | None, size_km: float, seed: int):
+    from crofuse.synthetic import DEFAULT_CITIES, SampleConfig, city_by_name
+
+    kw: dict = {"size_km": size_km, "seed": seed}
+    if cities:
+        kw["cities"] = tuple(city_by_name(c, DEFAULT_CITIES) for c in _split(cities))
+    if years:
+        kw["years"] = tuple(int(y) for y in _split(years))
+    if months:
+        kw["months"] = tuple(int(m) for m in _split(months))
+    return SampleConfig(**kw)
+
+
+Cities = Annotated[list[str] | None, typer.Option("--cities", help="City slugs (wuhan, nanjing); default both.")]
+Years = Annotated[list[str] | None, typer.Option("--years", help="Years, e.g. --years 2021,2022 (default).")]
+Months = Annotated[list[str] | None, typer.Option("--months", help="Months with acquisitions (default 6, June).")]
+SizeKm = Annotated[float, typer.Option("--size-km", help="Side of the square simulated around each city centre.")]
+Seed = Annotated[int, typer.Option("--seed", help="Everything is deterministic in (city, year, seed).")]
+
+
+@sample_app.command("build")
+def build(
+    out: Annotated[Path, typer.Argument(help="Folder for the COGs and STAC JSON (created if missing).")],
+    cities: Cities = None,
+    years: Years = None,
+    months: Months = None,
+    size_km: SizeKm = 10.0,
+    seed: Seed = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Simulate the cities and write a STAC catalog (COGs + JSON). Finished items are reused on a rebuild."""
+    from crofuse.errors import CrofuseError
+    from crofuse.synthetic import build_catalog
+
+    try:
+        summary = build_catalog(out, _config(cities, years, months, size_km, seed), progress=progress)
+    except CrofuseError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@sample_app.command("serve")
+def serve(
+    out: Annotated[Path, typer.Argument(help="A folder written by `crofuse sample-catalog build`.")],
+    port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default: a free one).")] = None,
+) -> None:
+    """Serve the catalog as a STAC API on 127.0.0.1 with `rustac serve` until Ctrl-C."""
+    import time
+
+    from crofuse.errors import CrofuseError
+    from infra.stac import StacServer
+
+    try:
+        with StacServer(out, port=port) as server:
+            typer.echo(f"STAC API at {server.url} (collections: {', '.join(server.collections)}); Ctrl-C stops it")
+            while server.running:
+                time.sleep(0.5)
+            typer.echo("error: the STAC server stopped unexpectedly", err=True)
+            raise typer.Exit(1)
+    except CrofuseError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+
+
+@sample_app.command("patches")
+def patches(
+    out: Annotated[Path, typer.Argument(help="Folder of the patch dataset: OUT/{train,val,test}/{optical,sar,label}/.")],
+    cities: Cities = None,
+    years: Years = None,
+    months: Months = None,
+    size_km: SizeKm = 10.0,
+    seed: Seed = 0,
+    patch_size: Annotated[int, typer.Option(help="Patch side in pixels (paper: 128).")] = 128,
+    stride: Annotated[int, typer.Option(help="Window stride in pixels (paper: 80).")] = 80,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Export a WHU-IS style patch dataset (June composites, 8:1:1 seeded split) from the same generator."""
+    from crofuse.errors import CrofuseError
+    from crofuse.synthetic import export_patches
+
+    try:
+        cfg = _config(cities, years, months, size_km, seed)
+        summary = export_patches(
+            out, cities=cfg.cities, years=cfg.years, size_km=size_km, seed=seed, patch_size=patch_size,
+            stride=stride, config=cfg, progress=progress,
+        )
+    except CrofuseError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    for line in summary.lines():
+        typer.echo(line)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the ``crofuse`` app."""
+    """Add ``crofuse sample-catalog`` to the ``crofuse`` app."""
+    app.add_typer(sample_app, name="sample-catalog")

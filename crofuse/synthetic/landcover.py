@@ -264,7 +264,10 @@ def _fine_strip(
     lakes = _upsample_rows(plan.lakes, r0, r1, sub)
     forest = _upsample_rows(plan.forest, r0, r1, sub)
     villages = _upsample_rows(plan.villages, r0, r1, sub)
-    green = _upsample_rows(plan.green, r0, r1, sub)
+    fine_r = np.arange(r0, r1, dtype=np.int64)[:, None]
+    fine_c = np.arange(W, dtype=np.int64)[None, :]
+    # open space: coherent gardens plus fine-grained trees and lawns at the sub-pixel scale
+    green = 0.55 * _upsample_rows(plan.green, r0, r1, sub) + 0.45 * hash_uniform(s, fine_r // 2, fine_c // 2, 7)
     d = np.repeat(np.repeat(plan.district[r0 // sub : (r1 + sub - 1) // sub], sub, 0), sub, 1)
     d = d[r0 % sub : r0 % sub + (r1 - r0)]
     theta = plan.d_theta[d]
@@ -302,13 +305,20 @@ def _fine_strip(
     park = kind < 0.08
     plaza = (kind >= 0.08) & (kind < 0.11)
     parking = (kind >= 0.11) & (kind < 0.14)
-    site = (kind >= 0.14) & (kind < 0.19) & (use != VILLAGE)
+    site = (kind >= 0.14) & (kind < 0.22) & (use != VILLAGE)
     mat_u = np.where(park, np.where(forest > 0.5, Material.FOREST, Material.GRASS), mat_u)
     mat_u = np.where(plaza, Material.CONCRETE, mat_u)
     mat_u = np.where(parking, Material.ASPHALT, mat_u)
     mat_u = np.where(site, Material.BARE_SOIL, mat_u)
     mat_u = np.where(on_street, Material.ASPHALT, mat_u)
     t_u = np.where(on_street, hash_uniform(s, d64, 14), t_u)
+    # street trees: canopy over the outer 4 m of residential and commercial streets, in runs of about 8 m
+    verge = on_street & (((a >= street - 4) & (a < street)) | ((b >= street - 4) & (b < street)))
+    trees = verge & ((use == RESIDENTIAL) | (use == COMMERCIAL)) & (
+        hash_uniform(s, bkey, np.floor(u / 8).astype(np.int64), np.floor(v / 8).astype(np.int64), 15) < 0.5
+    )
+    mat_u = np.where(trees, Material.FOREST, mat_u)
+    t_u = np.where(trees, hash_uniform(s, bkey, 16), t_u)
 
     # ---- rural fields (oriented per district), villages and woods
     fa, fb = plan.d_field_a[d], plan.d_field_b[d]
@@ -399,10 +409,36 @@ def _fine_strip(
     return out
 
 
+# Building shadows at 10:30 in June (sun zenith ~25 deg, azimuth ~100 deg): cast west, length ~0.47 x height.
+_SHADOW_LENGTH_M = np.array([19.0, 28.0, 6.0, 3.0, 14.0], np.float32)  # residential, commercial, industrial...
+SHADOW_DARKENING = 0.65
+"""Share of the light lost in a building's shadow (diffuse skylight keeps about a third)."""
+
+
+def building_shadow(building: np.ndarray, length_m: np.ndarray) -> np.ndarray:
+    """Share of each 10 m pixel's open ground in the shadow of buildings east of it (cast west, up to 3 pixels)."""
+    n = building.shape[1]
+    shadow = np.zeros_like(building)
+    for k in range(1, 4):
+        src = np.zeros_like(building)
+        src[:, : n - k] = building[:, k:]
+        reach = np.zeros_like(length_m)
+        reach[:, : n - k] = length_m[:, k:]
+        cover = np.clip((reach - (k - 1) * PIXEL_SIZE_M) / PIXEL_SIZE_M, 0.0, 1.0)
+        shadow = np.maximum(shadow, src * cover)
+    return (shadow * (1.0 - building)).astype(np.float32)
+
+
 def _block_mean(a: np.ndarray, sub: int) -> np.ndarray:
     """Mean over ``sub x sub`` blocks of the last two axes."""
     *lead, h, w = a.shape
     return a.reshape(*lead, h // sub, sub, w // sub, sub).sum(axis=(-3, -1), dtype=np.float32) / np.float32(sub * sub)
+
+
+OBJECT_BRIGHTNESS = 0.15
+"""Each object's reflectance is scaled by a factor in [1 - this, 1 + this] on top of its range position."""
+S2_PSF_SIGMA_PX = 0.5
+S1_PSF_SIGMA_PX = 0.9
 
 
 def generate_truths(
@@ -414,9 +450,11 @@ def generate_truths(
     subpixel: int = 2,
     growth_rate: float = 0.15,
     base_year: int = 2018,
-    texture: float = 0.03,
+    texture: float = 0.06,
 ) -> dict[int, GroundTruth]:
     """Ground truth of one city for several years in one pass (cheaper than one call per year)."""
+    from scipy.ndimage import gaussian_filter
+
     years = sorted(set(int(y) for y in years))
     if not years:
         raise ConfigError("generate_truths needs at least one year")
@@ -441,7 +479,12 @@ def generate_truths(
             if t is None:  # label-only year: ``mat`` is the impervious mask
                 isf[y][i0:i1] = _block_mean(mat.astype(np.float32), sub)
                 continue
-            refl[y][:, i0:i1] = _block_mean(reflectance(mat, t), sub)
+            # per-object brightness (ageing, dirt, moisture) independent of the range position t: derived from the
+            # bits of t, which is unique per object
+            bright = np.float32(1.0 - OBJECT_BRIGHTNESS) + np.float32(2 * OBJECT_BRIGHTNESS) * hash_uniform(
+                plan.seed, t.view(np.int32), 99
+            )
+            refl[y][:, i0:i1] = _block_mean(reflectance(mat, t) * bright, sub)
             for o in ORBITS:
                 db = backscatter_db(mat, t, fac, o)
                 sar[y][o][:, i0:i1] = _block_mean(np.exp(db * np.float32(np.log(10) / 10)), sub)
@@ -455,8 +498,15 @@ def generate_truths(
     per_band = 1.0 + (texture / 3) * rng.standard_normal((4, n, n)).astype(np.float32)
     gb = city.geobox(size_km)
     out = {}
+    shadow_len = _SHADOW_LENGTH_M[plan.d_use[plan.district]]
     for y in years:
-        r = np.clip(refl[y] * common * per_band, 0.001, 1.0).astype(np.float32)
+        shadow = building_shadow(frac[y][LandCover.BUILDING], shadow_len)
+        r = refl[y] * (1.0 - SHADOW_DARKENING * shadow)
+        r = np.clip(r * common * per_band, 0.001, 1.0)
+        # what the sensors resolve: MSI point-spread function at 10 m, IW GRD resolution ~20 x 22 m
+        r = gaussian_filter(r, sigma=(0, S2_PSF_SIGMA_PX, S2_PSF_SIGMA_PX), mode="nearest").astype(np.float32)
+        for o in ORBITS:
+            sar[y][o] = gaussian_filter(sar[y][o], sigma=(0, S1_PSF_SIGMA_PX, S1_PSF_SIGMA_PX), mode="nearest")
         label = (isf[y] >= 0.5).astype(np.uint8)
         prev = (isf[y - 1] >= 0.5).astype(np.uint8)
         growth = ((label == 1) & (prev == 0)).astype(np.uint8)
@@ -464,6 +514,7 @@ def generate_truths(
         out[y] = GroundTruth(
             city=city, year=y, geobox=gb, reflectance=r, backscatter=sar[y], impervious_fraction=isf[y],
             label=label, landcover=lc, fractions=frac[y], growth=growth, seed=seed,
+            extra={"building_shadow": shadow},
         )
     return out
 

@@ -19,7 +19,8 @@ SCL_MASKED = (0, 1, 3, 8, 9, 10)
 
 CLOUD_FLAG_OPACITY = 0.05
 """Cloud opacity from which a pixel is flagged as cloud (8); 0.6 and above is high probability (9)."""
-SHADOW_FLAG = 0.05
+SHADOW_FLAG = 0.03
+"""Darkening (share of light removed by a cloud shadow) from which SCL says cloud shadow (3)."""
 CIRRUS_FLAG = 0.01
 """Cirrus reflectance (added to every band) from which SCL says thin cirrus (10)."""
 SCL_RESOLUTION_M = 20.0
@@ -33,7 +34,8 @@ class OpticalScene:
     dn: ``(4, y, x)`` uint16 digital numbers as stored (0 = nodata, offset +1000 from baseline 04.00).
     scl: ``(y/2, x/2)`` uint8 scene classification at 20 m, like the real product.
     scl10: ``(y, x)`` uint8 the same classification at 10 m before aggregation.
-    cloud, shadow, cirrus: ``(y, x)`` float32 cloud opacity, shadow darkening and cirrus reflectance.
+    cloud, shadow, cirrus: ``(y, x)`` float32 cloud opacity, shadow darkening (share of light removed) and cirrus
+        reflectance.
     """
 
     acquisition: Acquisition
@@ -109,7 +111,7 @@ def simulate_optical(
     opacity = np.clip((field - (1.0 - c)) / edge, 0.0, 1.0) if c > 0 else np.zeros_like(field)
     cloud = opacity[:n, :n]
     shadow = opacity[dy : dy + n, dx : dx + n]
-    shadow_depth = rng.uniform(0.5, 0.8)
+    shadow = shadow * rng.uniform(0.5, 0.8)  # share of the light a shadow removes (x0.2-0.5 of the surface)
     thick = 0.3 + 0.45 * np.clip((field[:n, :n] - (1.0 - c)) / max(c, 1e-3), 0, 1)
     cloud_refl = np.stack([thick * 1.08, thick * 1.04, thick, thick * 0.97]).astype(np.float32)
     # cirrus: a thin veil over part of the scene on about a third of the days
@@ -117,7 +119,7 @@ def simulate_optical(
     if rng.uniform() < 0.35 * min(cloud_scale, 1.0 / 0.35):
         cf = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "cirrus"), beta=3.8))
         cirrus = (rng.uniform(0.02, 0.08) * np.clip((cf - 0.5) / 0.3, 0, 1)).astype(np.float32)
-    obs = surf * (1.0 - shadow_depth * shadow * (cloud < CLOUD_FLAG_OPACITY))
+    obs = surf * (1.0 - shadow * (cloud < CLOUD_FLAG_OPACITY))
     obs = obs + cirrus * np.array([1.3, 1.1, 1.0, 0.9], np.float32)[:, None, None]
     obs = (1.0 - cloud) * obs + cloud * cloud_refl
     # swath edge: part of the scene outside the imaged strip
@@ -147,5 +149,5 @@ def simulate_optical(
     obs[:, ~valid] = np.nan
     return OpticalScene(
         acquisition=acquisition, baseline=baseline, reflectance=obs, dn=dn, scl=_aggregate_scl(scl10), scl10=scl10,
-        cloud=cloud.astype(np.float32), shadow=(shadow * shadow_depth).astype(np.float32), cirrus=cirrus, valid=valid,
+        cloud=cloud.astype(np.float32), shadow=shadow.astype(np.float32), cirrus=cirrus, valid=valid,
     )
