@@ -33,6 +33,7 @@ TRAIN_DIR = DEMO_ROOT / "training"
 CHECKPOINT = DEMO_ROOT / "checkpoint" / "crofuse-demo.safetensors"
 MAPS_DIR = DEMO_ROOT / "maps"
 PREFECT_HOME = REPO_ROOT / ".prefect"
+TRAIN_SEED = 1  # the catalog uses seed 0: training cities are different procedural layouts
 CATALOG_PORT = 8765  # the default `catalog` of prefect.yaml; another free port is used if it is taken
 
 
@@ -45,8 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022], help="years to simulate and map")
     p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city (km)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs of the demo model")
+    p.add_argument("--patch-km", type=float, default=6.0, help="side of each simulated training city (km)")
     p.add_argument("--width", type=int, default=8, help="base_channels of the demo CroFuseNet (paper: 32)")
     p.add_argument("--fresh-model", action="store_true", help="retrain even if a demo checkpoint exists")
+    p.add_argument("--checkpoint", type=Path, default=None, help="map with this checkpoint instead of the demo model")
     p.add_argument("--timeout", type=float, default=1500, help="seconds to wait for the flow runs")
     return p.parse_args(argv)
 
@@ -61,15 +64,19 @@ def build_sample_catalog(years: list[int], size_km: float) -> Path:
     return CATALOG_DIR
 
 
-def obtain_checkpoint(*, epochs: int, width: int, fresh: bool) -> Path:
+def obtain_checkpoint(*, epochs: int, width: int, fresh: bool, years: list[int], patch_km: float) -> Path:
     if CHECKPOINT.exists() and not fresh:
         say(f"checkpoint: reusing {CHECKPOINT} (delete it or pass --fresh-model to retrain)")
         return CHECKPOINT
     from crofuse.synthetic import export_patches
     from crofuse.training import TrainConfig, train
 
-    say(f"patches: exporting 128×128 patches from the sample catalog -> {PATCHES_DIR}")
-    export_patches(CATALOG_DIR, PATCHES_DIR)
+    say(
+        f"patches: exporting 128×128 training patches -> {PATCHES_DIR} (the same cities drawn with another seed, so "
+        "the model never sees the layouts it maps)"
+    )
+    summary = export_patches(PATCHES_DIR, years=years, size_km=patch_km, seed=TRAIN_SEED, progress=True)
+    say(f"patches: {summary.counts}")
     say(
         f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32) for {epochs} epochs on CPU; "
         "expect rough maps, this shows the pipeline, not the paper's accuracy"
@@ -97,13 +104,21 @@ def obtain_checkpoint(*, epochs: int, width: int, fresh: bool) -> Path:
     return CHECKPOINT
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository (the flows' working directory) when inside it, else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def city_names() -> list[str]:
     from crofuse.synthetic.cities import DEFAULT_CITIES
 
     return [c.name for c in DEFAULT_CITIES]
 
 
-def run_flows(server: PrefectServer, catalog_url: str, years: list[int], timeout: float) -> list[tuple[str, int, object]]:
+def run_flows(
+    server: PrefectServer, catalog_url: str, checkpoint: Path, years: list[int], timeout: float
+) -> list[tuple[str, int, object]]:
     runs = []
     for city in city_names():
         for year in years:
@@ -111,8 +126,8 @@ def run_flows(server: PrefectServer, catalog_url: str, years: list[int], timeout
                 "city": city,
                 "year": str(year),
                 "catalog": catalog_url,
-                "checkpoint": str(CHECKPOINT.relative_to(REPO_ROOT)),
-                "output": str(MAPS_DIR.relative_to(REPO_ROOT)),
+                "checkpoint": _relative(checkpoint),
+                "output": _relative(MAPS_DIR),
             }
             run_id = run_deployment(server, "map-city/map-city", parameters=params)
             say(f"prefect deployment run map-city/map-city -p city={city} -p year={year} -> flow run {run_id}")
@@ -133,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
 
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
     build_sample_catalog(args.years, args.size_km)
-    obtain_checkpoint(epochs=args.epochs, width=args.width, fresh=args.fresh_model)
+    if args.checkpoint is not None:
+        checkpoint = args.checkpoint.resolve()
+        say(f"checkpoint: using {checkpoint}")
+    else:
+        checkpoint = obtain_checkpoint(epochs=args.epochs, width=args.width, fresh=args.fresh_model,
+                                       years=args.years, patch_km=args.patch_km)
 
     port = CATALOG_PORT
     try:
@@ -152,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             deploy(server)
             with ProcessWorker(server, extra_env={"CROFUSE_ROOT": str(REPO_ROOT)}):
                 say("process worker polling work pool 'crofuse-process'")
-                for city, year, run in run_flows(server, stac.url, args.years, args.timeout):
+                for city, year, run in run_flows(server, stac.url, checkpoint, args.years, args.timeout):
                     if not run.state.is_completed():
                         failed.append((city, year, run.state.message))
     say("stopped the worker, the Prefect server and the STAC API")
