@@ -27,6 +27,8 @@ def cube(
     ] = "sample",
     sar_catalog: Annotated[str | None, typer.Option(help="Take Sentinel-1 from this STAC API instead.")] = None,
     sar_profile: Annotated[str | None, typer.Option(help="Profile of --sar-catalog.")] = None,
+    optical_collection: Annotated[str | None, typer.Option(help="Override the Sentinel-2 collection id.")] = None,
+    sar_collection: Annotated[str | None, typer.Option(help="Override the Sentinel-1 collection id.")] = None,
     season: Annotated[str, typer.Option(help="Compositing window MM-DD/MM-DD (default June, as the paper).")] = (
         "06-01/06-30"
     ),
@@ -56,6 +58,8 @@ def cube(
             profile=profile,
             sar_catalog=sar_catalog,
             sar_profile=sar_profile,
+            optical_collection=optical_collection,
+            sar_collection=sar_collection,
             season=season,
             output=out,
             chunk_size=chunk_size,

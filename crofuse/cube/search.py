@@ -82,6 +82,7 @@ def open_catalog(
     import pystac
     import requests
     from pystac_client import Client
+    from pystac_client.errors import ClientTypeError
     from pystac_client.exceptions import APIError
     from pystac_client.stac_api_io import StacApiIO
 
@@ -93,7 +94,7 @@ def open_catalog(
             f"cannot open the STAC catalog at {url} (after {retries} retries): {e}. Check the URL "
             "(for the sample catalog, start it with `crofuse sample-catalog serve`)"
         ) from e
-    except (pystac.STACError, json.JSONDecodeError, ValueError, KeyError) as e:
+    except (pystac.STACError, ClientTypeError, json.JSONDecodeError, ValueError, KeyError) as e:
         raise CatalogError(f"{url} did not answer with a STAC catalog: {e}") from e
 
 
