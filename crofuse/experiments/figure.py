@@ -61,7 +61,7 @@ def _method_maps(
         for name in names:
             optical, sar = inputs[name]
             prob = predictor(optical[None], sar[None])[0]
-            maps[name] = (prob >= 0.5).astype(np.uint8)
+            maps[name] = (prob > 0.5).astype(np.uint8)  # ties go to pervious, as argmax does
         return maps
     stored = np.load(run_dir / record["artifacts"]["predictions"])
     index = {str(n): i for i, n in enumerate(stored["names"])}

@@ -245,6 +245,9 @@ def _transfer_verdicts(res: SuiteResults) -> str:
                 continue
             if not drop.has_spread:
                 verdict = "one seed: no spread, so no claim whether the drop is real"
+            elif drop.std == 0.0:
+                verdict = ("identical on every seed (spread 0, e.g. a model that predicts one class everywhere): "
+                           "a difference of the test sets, not of training")
             elif abs(drop.mean) <= drop.std:
                 verdict = "within the seed spread: no transfer loss can be claimed"
             else:
@@ -252,6 +255,21 @@ def _transfer_verdicts(res: SuiteResults) -> str:
             lines.append(f"- {res.suite.method(key).label}, {dom} transfer: MIoU drop "
                          f"{format_cell(drop, 'miou', signed=True)} — {verdict}.")
     return "\n".join(lines)
+
+
+def _collapsed(res: SuiteResults) -> str:
+    """Methods that predicted a single class on every seed: their F1 mean covers only the class with a defined F1."""
+    names = []
+    for key in res.methods:
+        m = res.metrics[key]
+        for cls in ("impervious", "pervious"):
+            pa = m.get(f"pa_{cls}")
+            if pa is not None and pa.n and max(pa.values) == 0.0:
+                names.append(f"{res.suite.method(key).label} (no {cls} pixel predicted)")
+    if not names:
+        return ""
+    return ("Warning: collapsed to one class on every seed: " + "; ".join(names) + ". Their UA and F1 for the "
+            "missing class are undefined (–), so their F1-Score mean covers only the other class; read MIoU instead.")
 
 
 def render_suite(res: SuiteResults) -> str:
@@ -275,6 +293,9 @@ def render_suite(res: SuiteResults) -> str:
         parts += [_method_rows_table(res, COMPREHENSIVE, paper=any(m.paper for m in suite.methods)), ""]
     if suite.name != "transfer":
         parts += [_legend(res), "", _ranking(res), ""]
+    collapsed = _collapsed(res)
+    if collapsed:
+        parts += [collapsed, ""]
     if suite.note:
         parts += [f"Note: {suite.note}", ""]
     if missing:
