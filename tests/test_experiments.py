@@ -293,3 +293,16 @@ def test_transfer_micro_suite_builds_cached_sample_patch_sets(tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in (out / "_data").glob(f"*/{MARKER}")} == markers
     text = render_report(out)
     assert "| CroFuseNet | spatial: nanjing 2021 |" in text and "(n=1)" in text
+
+
+def test_run_id_ignores_threads_but_not_training_settings(tmp_path: Path) -> None:
+    from crofuse.experiments.runner import _run_id
+
+    method = get_suite("table2").method("crofusenet")
+    small = get_profile("cpu-small")
+    base = _run_id(method, small, tmp_path, 0)
+    assert _run_id(method, small.with_changes(torch_threads=1), tmp_path, 0) == base
+    assert _run_id(method, small.with_changes(epochs=3), tmp_path, 0) != base
+    assert _run_id(method, small, tmp_path, 1) != base
+    assert _run_id(get_suite("loss").method("proposed"), small, tmp_path, 0) == base  # same model, loss, data
+    assert _run_id(get_suite("loss").method("equal"), small, tmp_path, 0) != base

@@ -7,13 +7,14 @@
 - :mod:`crofuse.experiments.report`: :func:`render_report`/:func:`write_report` (mean ± std over seeds, no ranking
   claimed within the seed spread); :mod:`crofuse.experiments.figure`: the Fig. 7-style PNG.
 
-Heavy imports (torch, training, the generator) happen inside the functions that need them.
+Training, the generator and plotting are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
 from crofuse.experiments.profiles import PROFILES, DataSettings, Domain, Profile, get_profile
 from crofuse.experiments.report import aggregate, render_report, write_report
+from crofuse.experiments.runner import run_suite
 from crofuse.experiments.stats import Summary, compare, rank_chain, summarize
 from crofuse.experiments.suites import SUITES, Method, Suite, get_suite
 
@@ -37,9 +38,3 @@ __all__ = [
     "write_report",
 ]
 
-
-def run_suite(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """See :func:`crofuse.experiments.runner.run_suite` (imported lazily: it pulls in torch)."""
-    from crofuse.experiments.runner import run_suite as _run_suite
-
-    return _run_suite(*args, **kwargs)

@@ -80,7 +80,8 @@ def _run_id(method: Method, profile: Profile, source_root: Path, seed: int) -> s
         "options": model_options(method, profile) if method.kind == "deep" else {},
         "alpha": method.alpha if method.kind == "deep" else None,
         "beta": method.beta if method.kind == "deep" else None,
-        "profile": profile.to_dict(),
+        # threads change speed, not the model: a run is the same run whatever thread count trained it
+        "profile": {k: v for k, v in profile.to_dict().items() if k != "torch_threads"},
         "data": str(source_root.resolve()),
         "seed": seed,
     }
@@ -233,6 +234,7 @@ def run_suite(
     data_dir: Path | str | None = None,
     source_root: Path | str | None = None,
     device: str = "auto",
+    threads: int | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> list[Path]:
@@ -240,13 +242,17 @@ def run_suite(
 
     ``methods`` restricts the suite to some method keys. ``data_dir`` holds the sample patch sets (default
     ``out/_data``). ``source_root`` replaces the generated source patch set with an existing WHU-IS style folder
-    (e.g. the real WHU-IS); the transfer suite still generates its target domains. Existing records are kept unless
-    ``force``. Returns the record paths, in method then seed order.
+    (e.g. the real WHU-IS); the transfer suite still generates its target domains. ``threads`` overrides the
+    profile's torch thread count (use 1 on a machine shared with other jobs: two threads contending for busy cores
+    run many times slower). Existing records are kept unless ``force``. Returns the record paths, in method then
+    seed order.
     """
     from tqdm.auto import tqdm
 
     suite = get_suite(suite) if isinstance(suite, str) else suite
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    if threads is not None:
+        profile = profile.with_changes(torch_threads=threads)
     seed_list = _seeds(seeds)
     chosen = list(suite.methods) if methods is None else [suite.method(k) for k in methods]
     out = Path(out)
