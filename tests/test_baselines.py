@@ -162,6 +162,8 @@ def test_pixel_sample_is_seeded_and_skips_nodata(pixel_patches: Path) -> None:
     assert x1.shape == (500, len(FEATURE_NAMES)) and np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert not np.array_equal(x1, x3)
     assert set(np.unique(y1)) == {0, 1}
+    x_cap, _ = sample_training_pixels(pixel_patches, n_samples=10**6, seed=3, max_patches=2)
+    assert len(x_cap) == 2 * 32 * 32  # all labelled pixels of the first two patches, no more
     # every sampled row is a real pixel of the training split
     pixels = np.concatenate([pixel_features(o, s) for _, o, s, _ in iter_patches(pixel_patches, "train")])
     assert np.isin(x1[:, 0], pixels[:, 0]).all()

@@ -145,17 +145,18 @@ def iter_patches(
 
 
 def sample_training_pixels(
-    root: Path | str, *, n_samples: int, seed: int, split: str = "train"
+    root: Path | str, *, n_samples: int, seed: int, split: str = "train", max_patches: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A seeded uniform sample of up to ``n_samples`` labelled pixels ``(features, labels)`` from ``split``.
 
     Two passes keep memory small on large patch sets: the first counts the labelled (not nodata) pixels of every
     patch, one generator seeded by ``seed`` draws pixel indices uniformly over all of them without replacement, and the
     second pass computes features only for the drawn pixels. Drawn pixels whose inputs are not finite are dropped.
+    ``max_patches`` keeps the first N patches by name, as the deep models' trainer does.
     """
     from crofuse.data import discover_split
 
-    files = discover_split(root, split)
+    files = discover_split(root, split)[:max_patches]
     names = [f.name for f in files]
     base = Path(root) / split
     counts = np.array([int((_read_label(f.label) != NODATA_LABEL).sum()) for f in files])
@@ -238,7 +239,10 @@ class PixelClassifier:
         return {"config": asdict(self.config), "fit_seconds": self.fit_seconds, "n_train_pixels": self.n_train_pixels}
 
 
-def train_pixel_classifier(root: Path | str, config: PixelClassifierConfig) -> PixelClassifier:
-    """Draw the seeded training pixel sample from ``root/train`` and fit the classifier of ``config``."""
-    features, labels = sample_training_pixels(root, n_samples=config.n_samples, seed=config.seed)
+def train_pixel_classifier(
+    root: Path | str, config: PixelClassifierConfig, *, max_patches: int | None = None
+) -> PixelClassifier:
+    """Draw the seeded training pixel sample from ``root/train`` (first ``max_patches``) and fit ``config``."""
+    features, labels = sample_training_pixels(root, n_samples=config.n_samples, seed=config.seed,
+                                              max_patches=max_patches)
     return PixelClassifier.build(config).fit(features, labels)

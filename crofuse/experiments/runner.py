@@ -113,7 +113,7 @@ def _train_pixel(method: Method, ctx: RunContext, seed: int, run_dir: Path) -> d
     config = PixelClassifierConfig(method=method.model, n_samples=n_samples, seed=seed, rf_trees=profile.rf_trees,
                                    n_jobs=profile.torch_threads or 1)
     t0 = time.perf_counter()
-    clf = train_pixel_classifier(ctx.source_root, config)
+    clf = train_pixel_classifier(ctx.source_root, config, max_patches=profile.max_patches)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     names, preds, labels = [], {}, {}
