@@ -42,6 +42,7 @@ class ClusterConfig:
             ``"4GiB"``, or ``None`` for no limit).
         host: interface the scheduler and workers listen on.
         dashboard_address: where the dask dashboard listens (``None`` turns it off).
+        connect_timeout: how long to wait for a remote scheduler (``address``) before giving up.
     """
 
     kind: ClusterKind = "auto"
@@ -51,6 +52,7 @@ class ClusterConfig:
     memory_limit: str | int | float | None = "auto"
     host: str = "127.0.0.1"
     dashboard_address: str | None = "127.0.0.1:0"
+    connect_timeout: str = "30s"
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "cpu", "cuda"):
@@ -121,13 +123,16 @@ def start_cluster(config: ClusterConfig):
         )
     from distributed import LocalCluster
 
+    dashboard = {"dashboard_address": config.dashboard_address}
+    if config.dashboard_address is None:  # LocalCluster treats None as "the default port": switch it off instead
+        dashboard = {"scheduler_kwargs": {"dashboard": False}}
     return LocalCluster(
         n_workers=config.n_workers or default_workers(),
         threads_per_worker=config.threads_per_worker or 1,
         processes=True,
         memory_limit=config.memory_limit,
         host=config.host,
-        dashboard_address=config.dashboard_address,
+        **dashboard,
     )
 
 
@@ -145,7 +150,7 @@ def dask_client(config: ClusterConfig = ClusterConfig()) -> Iterator:
     kind = resolve_kind(config)
     if kind == "remote":
         try:
-            client = Client(config.address, timeout="30s")
+            client = Client(config.address, timeout=config.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(
                 f"cannot reach the dask scheduler at {config.address} ({exc}); check the address and that the "
