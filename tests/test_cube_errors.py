@@ -110,6 +110,12 @@ def test_all_cloud_season_is_refused_with_the_cloud_figures(overcast_api, tmp_pa
     ds = open_cube(build_cube(_cfg(overcast_api, tmp_path, aoi=aoi, max_cloud_cover=100, min_valid_fraction=0.0),
                               progress=False))
     assert ds.attrs["valid_fraction"] < 0.3 and ds.attrs["sar_fraction"] == 1.0
+    ds = ds.load()
+    cloudy = ds["optical_count"].values == 0
+    assert cloudy.mean() > 0.7  # most pixels never clear ...
+    assert np.isnan(ds["optical"].values[:, cloudy]).all()  # ... stay NaN, not cloud reflectance
+    assert not ds["valid"].values[cloudy].any()
+    assert np.isfinite(ds["optical"].values[:, ~cloudy]).all() and ds["valid"].values[~cloudy].all()
 
 
 # ------------------------------------------------------------------------------------------- corrupt COGs
