@@ -18,20 +18,39 @@ def _small_set(root: Path, *, n: int = 3, size: int = 32) -> Path:
     return write_patch_set(root, counts={"train": n, "val": 2}, size=size, seed=3)
 
 
+def _names(root: Path, split: str) -> list[str]:
+    return sorted(p.stem for p in (root / split / "optical").glob("*.tif"))
+
+
 def test_reads_generated_patch_set(patch_dataset: Path) -> None:
     ds = PatchDataset(patch_dataset, "train")
-    assert len(ds) == 24
+    assert len(ds) == len(_names(patch_dataset, "train")) > 20
     assert ds.patch_size == (32, 32)
     item = ds[0]
+    assert item["name"] == _names(patch_dataset, "train")[0]
     assert item["optical"].shape == (4, 32, 32) and item["optical"].dtype == torch.float32
     assert item["sar"].shape == (2, 32, 32) and item["sar"].dtype == torch.float32
     assert item["label"].shape == (32, 32) and item["label"].dtype == torch.int64
-    assert set(item["label"].unique().tolist()) <= {0, 1, 255}
+    labels = torch.stack([ds[i]["label"] for i in range(len(ds))])
+    assert set(labels.unique().tolist()) <= {0, 1, 255}
+    assert 0.05 < float((labels == 1).sum()) / float((labels != 255).sum()) < 0.95
     # raw mode (no normalisation) returns model units: reflectance 0-1 and SAR dB
-    assert 0.0 < float(item["optical"][0].mean()) < 0.5
-    assert -25.0 < float(item["sar"][0].mean()) < 0.0
-    assert len(PatchDataset(patch_dataset, "val")) == 8
+    assert 0.0 < float(item["optical"][0].nanmean()) < 0.5
+    assert -30.0 < float(item["sar"][0].nanmean()) < 5.0
+    assert len(PatchDataset(patch_dataset, "val")) == len(_names(patch_dataset, "val"))
     assert len(PatchDataset(patch_dataset, "test", max_patches=3)) == 3
+
+
+def test_generated_gaps_become_nodata(patch_dataset: Path) -> None:
+    """Wherever the generator left NaN (no clear view all season) the label is nodata and inputs are filled."""
+    norm = compute_normalization(patch_dataset)
+    raw = PatchDataset(patch_dataset, "train")
+    ds = PatchDataset(patch_dataset, "train", normalization=norm)
+    for i in range(len(ds)):
+        patch, item = raw.read(i), ds[i]
+        assert torch.isfinite(item["optical"]).all() and torch.isfinite(item["sar"]).all()
+        missing = ~np.isfinite(patch.optical).all(0) | ~np.isfinite(patch.sar).all(0)
+        assert (item["label"].numpy()[missing] == 255).all()
 
 
 def test_batches_through_a_dataloader(patch_dataset: Path) -> None:
@@ -44,7 +63,7 @@ def test_batches_through_a_dataloader(patch_dataset: Path) -> None:
     batch = next(iter(loader))
     assert batch["optical"].shape == (4, 4, 32, 32)
     assert batch["label"].shape == (4, 32, 32)
-    assert batch["name"] == ["p0000", "p0001", "p0002", "p0003"]
+    assert batch["name"] == _names(patch_dataset, "val")[:4]
 
 
 def test_missing_partner_names_the_file(tmp_path: Path) -> None:
@@ -225,3 +244,24 @@ def test_augmentation_is_train_only_and_seeded(patch_dataset: Path) -> None:
 def test_bad_augmentation_config() -> None:
     with pytest.raises(ConfigError, match="probability"):
         Augmentation(vflip=1.5)
+
+
+def test_band_order_from_descriptions_is_checked(tmp_path: Path) -> None:
+    import rasterio
+
+    root = _small_set(tmp_path)
+    with rasterio.open(root / "train" / "optical" / "p0001.tif", "r+") as dst:
+        for i, name in enumerate(("B8", "B4", "B3", "B2"), start=1):
+            dst.set_band_description(i, name)
+    with pytest.raises(PatchDatasetError, match=r"p0001\.tif stores its bands in the order B08, B04, B03, B02"):
+        PatchDataset(root, "train")
+    with rasterio.open(root / "train" / "optical" / "p0001.tif", "r+") as dst:
+        for i, name in enumerate(("B2", "B3", "B4", "B8"), start=1):
+            dst.set_band_description(i, name)
+    assert len(PatchDataset(root, "train")) == 3
+
+
+def test_hidden_temporary_files_are_not_patches(tmp_path: Path) -> None:
+    root = _small_set(tmp_path)
+    (root / "train" / "optical" / ".p0009.abc.tmp.tif").write_bytes(b"partial")
+    assert len(PatchDataset(root, "train")) == 3

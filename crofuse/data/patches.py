@@ -86,7 +86,12 @@ class RawPatch:
 
 
 def _list_tifs(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in _SUFFIXES}
+    # hidden files are temporary outputs of an interrupted writer, never patches
+    return {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix in _SUFFIXES and not p.name.startswith(".")
+    }
 
 
 def discover_split(root: str | Path, split: str) -> list[PatchFiles]:
@@ -132,13 +137,14 @@ def check_headers(patches: Sequence[PatchFiles], *, split_dir: Path | None = Non
             path: Path = getattr(patch, modality)
             try:
                 with rasterio.open(path) as src:
-                    count, shape = src.count, (src.height, src.width)
+                    count, shape, descriptions = src.count, (src.height, src.width), src.descriptions
             except rasterio.errors.RasterioError as exc:
                 raise PatchDatasetError(f"{path} cannot be read as a raster ({exc}); replace or remove it") from exc
             want = EXPECTED_BANDS[modality]
             if count != want:
                 bands = {"optical": ", ".join(OPTICAL_BANDS), "sar": ", ".join(SAR_BANDS), "label": "label"}[modality]
                 raise PatchDatasetError(f"{path} has {count} bands; a {modality} patch needs {want} ({bands})")
+            _check_band_order(path, modality, descriptions)
             if size is None:
                 size, first = shape, path
                 if shape[0] % SIZE_MULTIPLE or shape[1] % SIZE_MULTIPLE:
@@ -154,6 +160,27 @@ def check_headers(patches: Sequence[PatchFiles], *, split_dir: Path | None = Non
                 )
     assert size is not None
     return size
+
+
+def _canonical_band(name: str) -> str:
+    """``"B2"``/``"b02"`` -> ``"B02"``, ``"vv"`` -> ``"VV"``."""
+    name = name.strip().upper()
+    if name.startswith("B") and name[1:].isdigit():
+        return f"B{int(name[1:]):02d}"
+    return name
+
+
+def _check_band_order(path: Path, modality: str, descriptions: Sequence[str | None]) -> None:
+    """When a file names its bands (GeoTIFF band descriptions), they must be the model's bands in model order."""
+    expected = {"optical": OPTICAL_BANDS, "sar": SAR_BANDS}.get(modality)
+    if expected is None or not descriptions or not all(descriptions):
+        return
+    found = tuple(_canonical_band(d) for d in descriptions if d)
+    if set(found) == set(expected) and found != expected:
+        raise PatchDatasetError(
+            f"{path} stores its bands in the order {', '.join(found)}; crofuse expects {', '.join(expected)}; "
+            "re-export the patches in that order"
+        )
 
 
 def _read_float(path: Path) -> np.ndarray:

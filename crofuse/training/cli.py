@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 _METRIC_ORDER = ("miou", "oa", "mean_f1")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Print crofuse's own errors (bad data, bad options, unreadable checkpoints) as one line and exit 1."""
+    from crofuse.errors import CrofuseError
+
+    try:
+        yield
+    except CrofuseError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from exc
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -65,14 +79,16 @@ def train_command(
             options[key] = raw
     if base_channels is not None:
         options["base_channels"] = base_channels
-    config = TrainConfig(
-        data_root=data_root, out_dir=out, model=model, model_options=options, alpha=alpha, beta=beta, lr=lr,
-        batch_size=batch_size, max_epochs=epochs, patience=patience, seed=seed, num_workers=num_workers,
-        device=device, max_patches=max_patches, limit_batches=limit_batches,
-        augmentation=Augmentation() if augment else None,
-        units=PatchUnits(optical_scale=optical_scale, sar_in_db=not sar_linear), resume=resume, progress=progress,
-    )
-    result = train(config)
+    with _user_errors():
+        config = TrainConfig(
+                data_root=data_root, out_dir=out, model=model, model_options=options, alpha=alpha, beta=beta, lr=lr,
+            batch_size=batch_size, max_epochs=epochs, patience=patience, seed=seed, num_workers=num_workers,
+            device=device, max_patches=max_patches, limit_batches=limit_batches,
+            augmentation=Augmentation() if augment else None,
+            units=PatchUnits(optical_scale=optical_scale, sar_in_db=not sar_linear), resume=resume,
+            progress=progress,
+        )
+        result = train(config)
     typer.echo(f"best checkpoint: {result.best_checkpoint} (epoch {result.metrics['best_epoch']}"
                f"{', stopped early' if result.stopped_early else ''})")
     for split in ("val", "test"):
@@ -92,8 +108,9 @@ def evaluate_command(
     """Evaluate a checkpoint on one split and print IoU/UA/PA/F1/OA (paper eqs. (13)-(17))."""
     from crofuse.training.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
-                                  max_patches=max_patches)
+    with _user_errors():
+        metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
+                                      max_patches=max_patches)
     typer.echo(json.dumps(metrics, indent=1) if as_json else _format_metrics(metrics))
 
 
@@ -103,7 +120,8 @@ def info_command(
     """Print a checkpoint's model card (architecture, bands, normalisation, training data, metrics, version)."""
     from crofuse.checkpoint import read_card
 
-    card = read_card(checkpoint)
+    with _user_errors():
+        card = read_card(checkpoint)
     typer.echo(json.dumps(card.to_dict(), indent=2, default=str))
 
 

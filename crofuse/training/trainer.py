@@ -291,7 +291,6 @@ class Trainer:
 
         cfg = self.config
         self.device = resolve_device(cfg.device)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
 
         if state is not None:
@@ -302,6 +301,7 @@ class Trainer:
         datasets = self._datasets(normalization)
         self.patch_size = datasets["train"].patch_size
         patches = {split: len(ds) for split, ds in datasets.items()}
+        self.out_dir.mkdir(parents=True, exist_ok=True)  # only once the data checked out
 
         torch.manual_seed(cfg.seed)
         spec = ModelSpec(cfg.model, dict(cfg.model_options))
