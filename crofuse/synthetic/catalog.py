@@ -265,56 +265,35 @@ def _dir_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def build_catalog(
-    out: Path | str, config: SampleConfig | None = None, *, progress: bool = False,
-    on_item: Callable[[str], None] | None = None,
-) -> CatalogSummary:
-    """Simulate the cities of ``config`` and write COGs plus a STAC catalog under ``out``.
+def _city_plan(cfg: SampleConfig, city: City) -> list[tuple[int, str, Acquisition | None]]:
+    plan: list[tuple[int, str, Acquisition | None]] = []
+    for year in cfg.years:
+        plan.append((year, LABELS_COLLECTION, None))
+        plan += [(year, S2_COLLECTION, a) for a in sentinel2_schedule(city, year, cfg.months)]
+        plan += [(year, S1_COLLECTION, a) for a in sentinel1_schedule(
+            city, year, cfg.months, orbits=cfg.s1_orbits, gap_months=cfg.s1_gap_months)]
+    return plan
 
-    Idempotent: finished items built with the same settings are reused, not rewritten.
-    """
-    import pystac
-    from tqdm.auto import tqdm
 
+def _build_city(out: Path, cfg: SampleConfig, city: City, tick: Callable[[str], None]) -> list[tuple[str, dict, bool]]:
+    """Write (or reuse) every item of one city; returns (collection, item dict, written) per item."""
     from crofuse.synthetic.landcover import generate_truths
 
-    cfg = config or SampleConfig()
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    plan: list[tuple[City, int, str, Acquisition | None]] = []
-    for city in cfg.cities:
-        for year in cfg.years:
-            plan.append((city, year, LABELS_COLLECTION, None))
-            plan += [(city, year, S2_COLLECTION, a) for a in sentinel2_schedule(city, year, cfg.months)]
-            plan += [(city, year, S1_COLLECTION, a) for a in sentinel1_schedule(
-                city, year, cfg.months, orbits=cfg.s1_orbits, gap_months=cfg.s1_gap_months)]
-    items: dict[str, list[pystac.Item]] = {c: [] for c in COLLECTIONS}
-    written = reused = 0
-    isf: dict[tuple[str, int], float] = {}
-    growth: dict[tuple[str, int], float] = {}
-    area: dict[str, float] = {}
     truths: dict[int, GroundTruth] | None = None
-    current_city: str | None = None
-    bar = tqdm(total=len(plan), desc="sample catalog", unit="item", disable=not progress)
-    for city, year, coll, acq in plan:
-        if city.name != current_city:
-            truths, current_city = None, city.name
-            gb = city.geobox(cfg.size_km)
-            area[city.name] = gb.shape[0] * gb.shape[1] * 100 / 1e6
+    results = []
+    for year, coll, acq in _city_plan(cfg, city):
         fp = cfg.city_fingerprint(city, year)
         iid = label_item_id(city, year) if acq is None else item_id(acq, city)
         path = out / coll / iid / f"{iid}.json"
         item = _finished(path, fp)
+        written = item is None
         if item is None:
             if truths is None:
-                bar.set_postfix_str(f"ground truth {city.name}")
                 truths = generate_truths(
                     city, cfg.years, size_km=cfg.size_km, seed=cfg.seed, subpixel=cfg.subpixel,
                     growth_rate=cfg.growth_rate, base_year=cfg.base_year,
                 )
             truth = truths[year]
-            bar.set_postfix_str(iid)
             if acq is None:
                 item = _write_labels(out, city, truth, cfg, fp)
             elif coll == S2_COLLECTION:
@@ -323,17 +302,107 @@ def build_catalog(
                 item = _write_s1(out, city, truth, acq, cfg, fp)
             item.set_self_href(str(path))
             write_json(path, item.to_dict(include_self_link=False, transform_hrefs=False))
-            written += 1
-        else:
-            reused += 1
-        if acq is None:
-            isf[(city.name, year)] = float(item.properties["crofuse:impervious_fraction"])
-            growth[(city.name, year)] = float(item.properties["crofuse:growth_km2"])
-        items[coll].append(item)
+        results.append((coll, item.to_dict(include_self_link=False, transform_hrefs=False), written))
+        tick(iid)
+    return results
+
+
+_QUEUE = None
+
+
+def _init_worker(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _build_city_worker(out: Path, cfg: SampleConfig, city: City) -> list[tuple[str, dict, bool]]:
+    return _build_city(out, cfg, city, _QUEUE.put)
+
+
+def _city_done(out: Path, cfg: SampleConfig, city: City) -> bool:
+    for year, coll, acq in _city_plan(cfg, city):
+        iid = label_item_id(city, year) if acq is None else item_id(acq, city)
+        if _finished(out / coll / iid / f"{iid}.json", cfg.city_fingerprint(city, year)) is None:
+            return False
+    return True
+
+
+def build_catalog(
+    out: Path | str, config: SampleConfig | None = None, *, progress: bool = False, workers: int | None = None,
+    on_item: Callable[[str], None] | None = None,
+) -> CatalogSummary:
+    """Simulate the cities of ``config`` and write COGs plus a STAC catalog under ``out``.
+
+    Idempotent: finished items built with the same settings are reused, not rewritten. ``workers`` processes build
+    cities in parallel (default: one per city, at most 2); ``workers=1`` builds in this process.
+    """
+    import pystac
+    from tqdm.auto import tqdm
+
+    cfg = config or SampleConfig()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    total = sum(len(_city_plan(cfg, c)) for c in cfg.cities)
+    n_workers = min(len(cfg.cities), 2) if workers is None else max(1, min(workers, len(cfg.cities)))
+    bar = tqdm(total=total, desc="sample catalog", unit="item", disable=not progress)
+
+    def tick(iid: str) -> None:
+        bar.set_postfix_str(iid)
+        bar.update(1)
         if on_item is not None:
             on_item(iid)
-        bar.update(1)
+
+    per_city: dict[str, list[tuple[str, dict, bool]]] = {}
+    todo = [c for c in cfg.cities if not _city_done(out, cfg, c)]
+    if n_workers == 1 or len(todo) <= 1:
+        for city in cfg.cities:
+            per_city[city.name] = _build_city(out, cfg, city, tick)
+    else:
+        import multiprocessing as mp
+        import queue as queue_mod
+        import threading
+        from concurrent.futures import ProcessPoolExecutor
+
+        for city in cfg.cities:
+            if city not in todo:
+                per_city[city.name] = _build_city(out, cfg, city, tick)
+        # fork is cheap; a process running threads (servers, dask) gets spawn instead, which is safe
+        ctx = mp.get_context("fork" if threading.active_count() == 1 else "spawn")
+        q = ctx.Queue()
+        with ProcessPoolExecutor(
+            min(n_workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(q,)
+        ) as pool:
+            futures = {pool.submit(_build_city_worker, out, cfg, city): city.name for city in todo}
+            pending = set(futures)
+            while pending:
+                try:
+                    tick(q.get(timeout=0.2))
+                except queue_mod.Empty:
+                    pass
+                for f in [f for f in pending if f.done()]:
+                    pending.discard(f)
+                    per_city[futures[f]] = f.result()  # re-raises a worker's error here
+            while not q.empty():
+                tick(q.get())
     bar.close()
+    items: dict[str, list[pystac.Item]] = {c: [] for c in COLLECTIONS}
+    written = reused = 0
+    isf: dict[tuple[str, int], float] = {}
+    growth: dict[tuple[str, int], float] = {}
+    area: dict[str, float] = {}
+    for city in cfg.cities:
+        gb = city.geobox(cfg.size_km)
+        area[city.name] = gb.shape[0] * gb.shape[1] * (gb.resolution.x**2) / 1e6
+        for coll, d, was_written in per_city[city.name]:
+            item = pystac.Item.from_dict(d, migrate=False)
+            written += was_written
+            reused += not was_written
+            if coll == LABELS_COLLECTION:
+                year = int(item.properties["crofuse:year"])
+                isf[(city.name, year)] = float(item.properties["crofuse:impervious_fraction"])
+                growth[(city.name, year)] = float(item.properties["crofuse:growth_km2"])
+            items[coll].append(item)
     _write_stac(out, cfg, items)
     summary = CatalogSummary(
         root=out, items={c: len(v) for c, v in items.items()}, written=written, reused=reused, area_km2=area,

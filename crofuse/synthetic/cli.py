@@ -46,6 +46,9 @@ def build(
     months: Months = None,
     size_km: SizeKm = 10.0,
     seed: Seed = 0,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes building cities in parallel (default: up to 2).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Simulate the cities and write a STAC catalog (COGs + JSON). Finished items are reused on a rebuild."""
@@ -53,7 +56,9 @@ def build(
     from crofuse.synthetic import build_catalog
 
     try:
-        summary = build_catalog(out, _config(cities, years, months, size_km, seed), progress=progress)
+        summary = build_catalog(
+            out, _config(cities, years, months, size_km, seed), progress=progress, workers=workers
+        )
     except CrofuseError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
