@@ -87,7 +87,7 @@ def test_bare_soil_is_confused_with_impervious_in_optical_and_sar_helps(truths) 
     optical = t.reflectance.reshape(4, -1)[:, idx].T
     sar = 10 * np.log10(t.backscatter["ascending"].reshape(2, -1)[:, idx].T)
     bare = t.landcover.ravel()[idx] == LandCover.BARE_SOIL
-    veg = np.isin(t.landcover.ravel()[idx], (LandCover.TREES, LandCover.GRASS))
+    veg = (t.pure(LandCover.TREES) | t.pure(LandCover.GRASS)).ravel()[idx]
     test = np.arange(idx.size) >= 4000
     errors = {}
     for name, x in (("optical", optical), ("fused", np.c_[optical, sar])):
@@ -131,17 +131,18 @@ def test_speckle_enl_matches_setting(truths) -> None:
     for enl in (4.5, 9.0):
         acq = sentinel1_schedule(WUHAN, 2022, (6,), orbits=("ascending",))[0]
         scene = simulate_sar(t, acq, seed=1, enl=enl)
-        vv = scene.gamma0[0]
         # a homogeneous area: pure water pixels with the same true backscatter (one lake object)
         water = t.pure(LandCover.WATER)
         values, counts = np.unique(scene.mean[0][water], return_counts=True)
         homog = water & (scene.mean[0] == values[np.argmax(counts)])
-        assert homog.sum() > 2000
-        x = vv[homog]
-        measured = x.mean() ** 2 / x.var()
-        assert abs(measured - enl) / enl < 0.10, (enl, measured)
-        # speckle is unbiased: the mean over the area equals the true backscatter
-        assert abs(x.mean() / scene.mean[0][homog].mean() - 1) < 0.03
+        assert homog.sum() > 1000
+        measured = []
+        for band in (0, 1):  # VV and VH speckle are independent: two estimates
+            x = scene.gamma0[band][homog]
+            measured.append(x.mean() ** 2 / x.var())
+            # speckle is unbiased: the mean over the area equals the true backscatter
+            assert abs(x.mean() / scene.mean[band][homog].mean() - 1) < 0.04
+        assert abs(np.mean(measured) - enl) / enl < 0.10, (enl, measured)
 
 
 def test_scl_matches_cloud_shadow_and_cirrus_masks(truths) -> None:
