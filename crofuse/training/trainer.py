@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import subprocess
 import time
@@ -368,9 +369,10 @@ class Trainer:
                       "iteration": state["iteration"], "seconds": round(time.perf_counter() - t0, 3),
                       **{f"val_{k}": v for k, v in val.items()}}
             history.append(record)
-            improved = state["best_miou"] is None or val["miou"] > state["best_miou"] + cfg.min_delta
+            score = val["miou"] if math.isfinite(val["miou"]) else -math.inf  # NaN: nothing labelled in val
+            improved = state["best_miou"] is None or score > state["best_miou"] + cfg.min_delta
             if improved:
-                state.update(best_miou=val["miou"], best_epoch=epoch, best_val=val, epochs_without_improvement=0)
+                state.update(best_miou=score, best_epoch=epoch, best_val=val, epochs_without_improvement=0)
                 best_card = self._card(normalization, {"val": val, "best_epoch": epoch}, epoch=epoch, patches=patches)
                 self._save_model(self.out_dir / BEST, model, best_card)
             else:
