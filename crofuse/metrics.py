@@ -71,7 +71,8 @@ class SegmentationMetrics(Metric):
     """A torchmetrics ``Metric`` accumulating the confusion matrix of a whole split.
 
     ``update(preds_or_logits, target)``: ``preds`` is either class indices ``(N, H, W)``, logits/probabilities
-    ``(N, C, H, W)`` (arg-maxed), or a :class:`~crofuse.model.CroFuseOutput` (its ``shared`` logits);
+    ``(N, C, H, W)`` (arg-maxed), a float impervious probability ``(N, H, W)`` (2 classes; ``> 0.5`` is
+    impervious), or a :class:`~crofuse.model.CroFuseOutput` (its ``shared`` logits);
     ``target`` ``(N, H, W)`` labels with ``ignore_index`` for nodata. ``compute()`` returns
     :func:`metrics_from_confusion` of the total.
     """
@@ -103,6 +104,10 @@ class SegmentationMetrics(Metric):
         target = target.long()
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
+        elif preds.is_floating_point():
+            if self.num_classes != 2:
+                raise ValueError("float preds of shape (N, H, W) are only understood for 2 classes (as P(class 1))")
+            preds = preds > 0.5  # impervious probability, as the Predictor returns it
         if preds.shape != target.shape:
             raise ValueError(
                 f"preds {tuple(preds.shape)} do not match target {tuple(target.shape)}; expected class indices "

@@ -117,6 +117,10 @@ def test_metrics_accumulate_over_batches_and_accept_logits_and_outputs() -> None
     metric.update(CroFuseOutput(logits[..., 2:], -logits[..., 2:], -logits[..., 2:]), TARGET[..., 2:])
     assert metric.confusion_matrix().tolist() == [[3, 1], [2, 1]]
     assert metric.compute()["miou"] == pytest.approx(EXPECTED["miou"])
+    # float (N, H, W) is the impervious probability (what the Predictor returns), thresholded at 0.5
+    metric.reset()
+    metric.update(PRED.float() * 0.4 + 0.3, TARGET)  # 0.7 where PRED is 1, 0.3 where 0
+    assert metric.confusion_matrix().tolist() == [[3, 1], [2, 1]]
     metric.reset()
     metric.update(TARGET.clamp(max=1), TARGET)
     assert metric.compute()["oa"] == 1.0
