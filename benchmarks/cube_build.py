@@ -98,7 +98,7 @@ def main() -> None:
             r = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append((label, r))
     print(f"\ncube build, loader {a.loader}, chunk {a.chunk_size} px, {a.threads} dask threads, "
-          f"{os.cpu_count()} CPUs (shared machine: other jobs may be running)")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared machine: other jobs may be running)")
     print("  input MB = pixels decoded from the COGs inside the AOI (uncompressed); COG MB = size of the files")
     print(f"{'':9} {'pixels':>11} {'chunks':>6} {'seconds':>8} {'input MB':>8} {'in MB/s':>8} {'COG MB':>7} "
           f"{'cube MB':>8} {'out MB/s':>8} {'RSS base':>9} {'RSS peak':>9} {'build +':>8}")
