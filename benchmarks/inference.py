@@ -1,0 +1,117 @@
+"""Tiled-inference benchmark: throughput, overhead over a plain batched forward, 1 -> 2 workers, worker memory.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/inference.py              # small defaults, a few minutes on 2 cores
+    .venv/bin/python benchmarks/inference.py --side 1024 --base-channels 32
+
+Prints:
+- km^2/s and patches (windows)/s of tiled inference (predict_cube in this process, cube -> COGs + zarr);
+- the ratio of that time to a plain batched forward over (a) the same windows (the machinery's overhead: reading,
+  reflection, blending, writing) and (b) the scene's pixels once (adds the cost of the window overlap);
+- the speed-up from 1 to 2 dask worker processes (LocalCluster);
+- peak RSS of a worker for a cube and for one 4x larger (same chunk size): it should stay roughly flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", type=int, default=384, help="cube side in pixels (10 m)")
+    parser.add_argument("--chunk", type=int, default=256, help="output chunk side")
+    parser.add_argument("--base-channels", type=int, default=8, help="CroFuseNet width (paper: 32)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in this process")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from crofuse.checkpoint import Predictor
+    from infra.cluster import ClusterConfig, dask_client
+    from tests.fixtures.tiling import make_cube, make_tiling_checkpoint
+    from tiling import TilingConfig, predict_cube
+
+    torch.set_num_threads(args.threads)
+    root = Path(tempfile.mkdtemp(prefix="crofuse-bench-"))
+    side, big = args.side, 2 * args.side
+    cube = make_cube(root / "c1" / "inputs.zarr", (side, side), seed=1, chunk=args.chunk)
+    cube4 = make_cube(root / "c4" / "inputs.zarr", (big, big), seed=2, chunk=args.chunk)
+    ckpt = make_tiling_checkpoint(root / "model.safetensors", base_channels=args.base_channels)
+    config = TilingConfig(chunk_size=args.chunk, batch_size=args.batch_size, device="cpu")
+    km2 = side * side * 100 / 1e6
+    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+          f"{len(__import__('os').sched_getaffinity(0))} cores, torch {torch.__version__}, threads {args.threads}")
+    print(f"cube {side}x{side} px ({km2:.1f} km^2), chunk {args.chunk}, window {config.window}/{config.stride}, "
+          f"CroFuseNet base_channels={args.base_channels}, batch {args.batch_size}")
+
+    # warm-up (model load, allocator) on a throwaway run, then the timed in-process run
+    predict_cube(cube, ckpt, root / "warm", config=config, progress=False)
+    t0 = time.perf_counter()
+    result = predict_cube(cube, ckpt, root / "tiled", config=config, progress=False)
+    tiled_s = time.perf_counter() - t0
+    print(f"tiled inference (in-process): {tiled_s:.2f} s, {km2 / tiled_s:.3f} km^2/s, "
+          f"{result.windows / tiled_s:.2f} patches/s ({result.windows} windows, {result.chunks_total} chunks)")
+
+    predictor = Predictor.from_checkpoint(ckpt)
+    rng = np.random.default_rng(0)
+    w = config.window
+    optical = rng.normal(0.1, 0.03, (args.batch_size, 4, w, w)).astype(np.float32)
+    sar = rng.normal(-12, 3, (args.batch_size, 2, w, w)).astype(np.float32)
+    predictor(optical, sar)
+
+    def plain(n_windows: int) -> float:
+        start = time.perf_counter()
+        done = 0
+        while done < n_windows:
+            n = min(args.batch_size, n_windows - done)
+            predictor(optical[:n], sar[:n])
+            done += n
+        return time.perf_counter() - start
+
+    same_windows = plain(result.windows)
+    scene_windows = int(np.ceil(side * side / (w * w)))
+    scene_once = plain(scene_windows)
+    print(f"plain batched forward over the same {result.windows} windows: {same_windows:.2f} s -> "
+          f"tiled/plain = {tiled_s / same_windows:.2f}x (machinery overhead)")
+    print(f"plain batched forward over the scene's pixels once ({scene_windows} windows): {scene_once:.2f} s -> "
+          f"tiled/plain = {tiled_s / scene_once:.2f}x (overhead + window overlap + chunk halos)")
+
+    timings = {}
+    for workers in (1, 2):
+        with dask_client(ClusterConfig(kind="cpu", n_workers=workers, dashboard_address=None)) as client:
+            predict_cube(cube, ckpt, root / f"warm{workers}", config=config, client=client, progress=False)
+            t0 = time.perf_counter()
+            predict_cube(cube, ckpt, root / f"w{workers}", config=config, client=client, progress=False)
+            timings[workers] = time.perf_counter() - t0
+    print(f"dask LocalCluster: 1 worker {timings[1]:.2f} s, 2 workers {timings[2]:.2f} s -> "
+          f"speed-up {timings[1] / timings[2]:.2f}x")
+
+    rss = {}
+    for name, path in (("1x", cube), ("4x", cube4)):
+        with dask_client(ClusterConfig(kind="cpu", n_workers=1, dashboard_address=None)) as client:
+            predict_cube(path, ckpt, root / f"rss{name}", config=config, client=client, progress=False)
+            rss[name] = max(client.run(_peak_rss_mib).values())
+    print(f"peak worker RSS: 1x cube ({side}^2 px) {rss['1x']:.0f} MiB, 4x cube ({big}^2 px) {rss['4x']:.0f} MiB "
+          f"-> ratio {rss['4x'] / rss['1x']:.2f}")
+    print(f"client process peak RSS: {_peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
