@@ -124,13 +124,13 @@ def city_year_quicklook(
         fig.colorbar(im, ax=panels[1], shrink=0.7, label="VV gamma0 (dB)")
     panels[1].set_title("Sentinel-1 VV (dB)")
     panels[2].imshow(_label_image(imp, {0: (0.85, 0.9, 0.8), 1: (0.8, 0.1, 0.1)}), interpolation="nearest")
-    panels[2].set_title("impervious (red) / pervious (green) / nodata (white)")
+    panels[2].set_title("impervious (red), pervious (green)")
     if change is not None:
         panels[3].imshow(
             _label_image(change, {NO_CHANGE: (0.85, 0.85, 0.85), GAIN: (0.9, 0.1, 0.1), LOSS: (0.1, 0.3, 0.9)}),
             interpolation="nearest",
         )
-        panels[3].set_title("change since previous mapped year: gain (red), loss (blue)")
+        panels[3].set_title("change: gain (red), loss (blue)")
     else:
         panels[3].text(0.5, 0.5, "first mapped year:\nno change map", ha="center", va="center")
         panels[3].set_title("change")

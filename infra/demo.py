@@ -5,8 +5,9 @@
 2. obtains a checkpoint: reuses ``demo-output/checkpoint/crofuse-demo.safetensors`` or trains a *reduced-width*
    CroFuseNet for a few epochs on patches exported from the sample catalog (CPU, a few minutes; a demo model, not
    the paper's);
-3. starts a Prefect server (SQLite under ``.prefect/``) and a ``process`` worker, deploys ``prefect.yaml`` and runs
-   ``prefect deployment run map-city/map-city`` for every city-year;
+3. starts a Prefect server (SQLite under ``.prefect/``), a ``process`` worker and one local dask cluster, deploys
+   ``prefect.yaml`` and runs ``prefect deployment run map-city/map-city -p dask_address=<that cluster>`` for every
+   city-year (the runs share the cluster, whose workers keep the model loaded);
 4. waits, prints the statistics table, writes quicklooks and the change plot, stops everything it started and says
    where the outputs are.
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022], help="years to simulate and map")
     p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city (km)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs of the demo model")
-    p.add_argument("--patch-km", type=float, default=6.0, help="side of each simulated training city (km)")
+    p.add_argument("--patch-km", type=float, default=5.0, help="side of each simulated training city (km)")
     p.add_argument("--width", type=int, default=8, help="base_channels of the demo CroFuseNet (paper: 32)")
     p.add_argument("--fresh-model", action="store_true", help="retrain even if a demo checkpoint exists")
     p.add_argument("--checkpoint", type=Path, default=None, help="map with this checkpoint instead of the demo model")
@@ -117,7 +118,7 @@ def city_names() -> list[str]:
 
 
 def run_flows(
-    server: PrefectServer, catalog_url: str, checkpoint: Path, years: list[int], timeout: float
+    server: PrefectServer, catalog_url: str, checkpoint: Path, years: list[int], timeout: float, dask_address: str
 ) -> list[tuple[str, int, object]]:
     runs = []
     for city in city_names():
@@ -128,6 +129,7 @@ def run_flows(
                 "catalog": catalog_url,
                 "checkpoint": _relative(checkpoint),
                 "output": _relative(MAPS_DIR),
+                "dask_address": dask_address,
             }
             run_id = run_deployment(server, "map-city/map-city", parameters=params)
             say(f"prefect deployment run map-city/map-city -p city={city} -p year={year} -> flow run {run_id}")
@@ -144,6 +146,7 @@ def run_flows(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
+    from infra.cluster import ClusterConfig, dask_client
     from infra.stac import StacServer
 
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
@@ -170,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         with PrefectServer(PREFECT_HOME) as server:
             say(f"Prefect API: {server.api_url}; deploying prefect.yaml")
             deploy(server)
-            with ProcessWorker(server, extra_env={"CROFUSE_ROOT": str(REPO_ROOT)}):
+            with ProcessWorker(server, extra_env={"CROFUSE_ROOT": str(REPO_ROOT)}), dask_client(ClusterConfig()) as dask:
                 say("process worker polling work pool 'crofuse-process'")
-                for city, year, run in run_flows(server, stac.url, checkpoint, args.years, args.timeout):
+                say(f"dask cluster for all runs: {dask.scheduler.address} (dashboard {dask.dashboard_link})")
+                finished = run_flows(server, stac.url, checkpoint, args.years, args.timeout, dask.scheduler.address)
+                for city, year, run in finished:
                     if not run.state.is_completed():
                         failed.append((city, year, run.state.message))
-    say("stopped the worker, the Prefect server and the STAC API")
+    say("stopped the dask cluster, the worker, the Prefect server and the STAC API")
 
     from crofuse.quicklooks import change_plot
     from crofuse.statistics import STATISTICS_CSV, STATISTICS_ZARR, format_table
