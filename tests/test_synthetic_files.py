@@ -111,3 +111,17 @@ def test_cli_build_prints_what_was_built(tmp_path: Path) -> None:
     assert "impervious fraction" in result.output
     bad = CliRunner().invoke(sample_app, ["build", str(tmp_path), "--cities", "paris", "--no-progress"])
     assert bad.exit_code != 0 and "unknown city 'paris'" in bad.output
+
+
+def test_overcast_season_and_sar_gap(tmp_path: Path) -> None:
+    """Options for consumers' failure tests: every S2 pass cloudy, and a month without any Sentinel-1 pass."""
+    cfg = SampleConfig(cities=(WUHAN,), years=(2022,), size_km=1.0, seed=7, overcast=True, s1_gap_months=("2022-06",))
+    summary = build_catalog(tmp_path, cfg, workers=1)
+    assert summary.items == {"sentinel-2-l2a": 6, "sentinel-1-rtc": 0, "labels": 1}
+    for p in (tmp_path / "sentinel-2-l2a").glob("*/*.json"):
+        item = json.loads(p.read_text())
+        assert item["properties"]["eo:cloud_cover"] == 100.0
+        assert set(np.unique(_read(item["assets"]["SCL"]["href"]))) <= {0, 8, 9}
+    # the empty collection is still listed, so a search for it finds nothing rather than failing
+    coll = json.loads((tmp_path / "sentinel-1-rtc" / "collection.json").read_text())
+    assert coll["id"] == "sentinel-1-rtc" and not [x for x in coll["links"] if x["rel"] == "item"]

@@ -172,6 +172,7 @@ def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
     scene = simulate_optical(
         truth, acq, seed=cfg.seed, cloud_scale=cfg.cloud_scale,
         partial_swath_probability=cfg.partial_swath_probability, temporal_variation=cfg.temporal_variation,
+        overcast=cfg.overcast,
     )
     iid = item_id(acq, city)
     d = out / S2_COLLECTION / iid
@@ -428,26 +429,30 @@ def _write_stac(out: Path, cfg: SampleConfig, items: dict[str, list]) -> None:
 
     catalog = pystac.Catalog(
         id="crofuse-sample", description="crofuse synthetic sample catalog (procedural cities; not real data)",
-        title="crofuse sample catalog",
+        title="crofuse sample catalog", catalog_type=pystac.CatalogType.ABSOLUTE_PUBLISHED,
     )
+    all_items = [i for its in items.values() for i in its]
     for cid, its in items.items():
-        if not its:
-            continue
-        bboxes = np.array([i.bbox for i in its])
-        times = sorted(i.datetime for i in its)
+        # an empty collection (e.g. every Sentinel-1 month in s1_gap_months) is still listed, with the catalog's extent
+        src = its or all_items
+        bboxes = np.array([i.bbox for i in src])
+        times = sorted(i.datetime for i in src)
         extent = pystac.Extent(
             pystac.SpatialExtent([[*bboxes[:, :2].min(0).tolist(), *bboxes[:, 2:].max(0).tolist()]]),
             pystac.TemporalExtent([[times[0], times[-1]]]),
         )
-        coll = pystac.Collection(id=cid, description=_DESCRIPTIONS[cid], extent=extent, license="CC0-1.0",
-                                 title=cid, summaries=pystac.Summaries({"crofuse:city": sorted({i.properties["crofuse:city"] for i in its})}))
+        cities = sorted({i.properties["crofuse:city"] for i in src})
+        coll = pystac.Collection(
+            id=cid, description=_DESCRIPTIONS[cid], extent=extent, license="CC0-1.0", title=cid,
+            summaries=pystac.Summaries({"crofuse:city": cities}),
+            catalog_type=pystac.CatalogType.ABSOLUTE_PUBLISHED,
+        )
         for it in its:
             it.clear_links()
             coll.add_item(it)
         catalog.add_child(coll)
     catalog.normalize_hrefs(str(out))
     for obj in [catalog, *catalog.get_children(), *catalog.get_items(recursive=True)]:
-        obj.catalog_type = pystac.CatalogType.ABSOLUTE_PUBLISHED if hasattr(obj, "catalog_type") else None
         d = obj.to_dict(include_self_link=True, transform_hrefs=True)
         write_json(Path(obj.get_self_href()), d)
 

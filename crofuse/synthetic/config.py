@@ -28,7 +28,8 @@ class SampleConfig:
     enl: equivalent number of looks of the Sentinel-1 speckle (Gamma shape); RTC products have about 4-5.
     s1_orbits: which Sentinel-1 relative orbits cover the cities.
     s1_gap_months: ``"YYYY-MM"`` months with no Sentinel-1 acquisition at all (mission-planning gaps).
-    cloud_scale: multiplies every acquisition's cloud fraction (0 = clear sky, large = overcast season).
+    cloud_scale: multiplies every pass's cloud fraction (0 = clear sky, 1 = June climatology, clipped at 1).
+    overcast: every Sentinel-2 pass fully cloudy (an all-cloud season, for testing what consumers do then).
     partial_swath_probability: chance that a Sentinel-2 acquisition only covers part of the area (nodata 0 elsewhere).
     temporal_variation: per-acquisition atmosphere/phenology/wind effects; off = every clear observation equals the
         ground truth (up to DN rounding), which tests can rely on.
@@ -46,6 +47,7 @@ class SampleConfig:
     s1_orbits: tuple[str, ...] = ("ascending", "descending")
     s1_gap_months: tuple[str, ...] = ()
     cloud_scale: float = 1.0
+    overcast: bool = False
     partial_swath_probability: float = 0.15
     temporal_variation: bool = True
     growth_rate: float = 0.15

@@ -90,6 +90,7 @@ def simulate_optical(
     cloud_scale: float = 1.0,
     partial_swath_probability: float = 0.15,
     temporal_variation: bool = True,
+    overcast: bool = False,
 ) -> OpticalScene:
     """Simulate one Sentinel-2 L2A acquisition over ``truth`` (deterministic in seed, city and date)."""
     n = truth.shape[0]
@@ -105,10 +106,17 @@ def simulate_optical(
     # clouds: thresholded fractal noise on a grid padded to the south-east, so that shadows of clouds outside the
     # tile reach in; shadows fall to the north-west (sun in the south-east at 10:30 in June, clouds 1-3 km high)
     c = _cloud_fraction(rng, cloud_scale)
+    if overcast:
+        c = 1.0
     dy, dx = int(rng.uniform(30, 110) * n / 1000) + 1, int(rng.uniform(20, 80) * n / 1000) + 1
     field = rank_normalise(fractal_noise((n + dy, n + dx), seed=derive_seed(s, "cloud"), beta=3.3))
     edge = 0.04
-    opacity = np.clip((field - (1.0 - c)) / edge, 0.0, 1.0) if c > 0 else np.zeros_like(field)
+    if c >= 0.999:
+        opacity = np.ones_like(field)
+    elif c > 0:
+        opacity = np.clip((field - (1.0 - c)) / edge, 0.0, 1.0)
+    else:
+        opacity = np.zeros_like(field)
     cloud = opacity[:n, :n]
     shadow = opacity[dy : dy + n, dx : dx + n]
     shadow = shadow * rng.uniform(0.5, 0.8)  # share of the light a shadow removes (x0.2-0.5 of the surface)

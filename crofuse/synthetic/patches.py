@@ -58,6 +58,7 @@ def seasonal_composite(truth: GroundTruth, config: SampleConfig) -> Composite:
         sc = simulate_optical(
             truth, acq, seed=config.seed, cloud_scale=config.cloud_scale,
             partial_swath_probability=config.partial_swath_probability, temporal_variation=config.temporal_variation,
+            overcast=config.overcast,
         )
         scl = np.repeat(np.repeat(sc.scl, 2, 0), 2, 1)
         clear = ~np.isin(scl, SCL_MASKED)
