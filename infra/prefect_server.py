@@ -42,6 +42,7 @@ OFFLINE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_METRICS_ENABLED": "false",
     "PREFECT_CLIENT_METRICS_ENABLED": "false",
     "PREFECT_API_ENABLE_HTTP2": "false",
+    "PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false",
     "PREFECT_CLI_PROMPT": "false",  # never wait for a keyboard
     "PREFECT_PLUGINS_ENABLED": "false",
     "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false",

@@ -64,3 +64,22 @@ def test_bad_parameters_are_rejected_by_the_server(prefect_server) -> None:
     )
     assert proc.returncode != 0
     assert "1999" in proc.stdout + proc.stderr or "minimum" in (proc.stdout + proc.stderr).lower()
+
+
+def test_offline_settings_are_real_prefect_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A misspelt setting would be ignored silently by Prefect: every one must be read back as set."""
+    from prefect.settings import Settings
+
+    from infra.prefect_server import OFFLINE_SETTINGS, offline_environment
+
+    env = offline_environment(tmp_path, api_url="http://127.0.0.1:1/api", base={})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    read_back = settings.to_environment_variables(exclude_unset=True)
+    for key, value in OFFLINE_SETTINGS.items():
+        if key.startswith("PREFECT_"):
+            assert key in read_back, f"{key} is not a Prefect setting"
+            assert read_back[key].lower() == value.lower(), key
+    assert settings.server.analytics_enabled is False and settings.server.ui.enabled is False
+    assert settings.home == tmp_path.resolve()
