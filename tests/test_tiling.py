@@ -290,17 +290,21 @@ def test_killed_run_resumes_to_the_same_bytes(reference_run, small_cube, tiling_
         assert (expected[key] == got[key]).all(), key
 
 
-def test_another_checkpoint_starts_over(reference_run, small_cube, tmp_path):
-    from tests.fixtures.tiling import make_tiling_checkpoint
-
-    other = make_tiling_checkpoint(tmp_path / "other.safetensors", seed=5)
-    result = predict_cube(small_cube, other, reference_run.out_dir, config=SMALL_CONFIG, progress=False)
-    assert result.chunks_computed == 12
+def test_another_checkpoint_starts_over(tiling_checkpoint, tmp_path):
     import xarray as xr
 
-    assert xr.open_zarr(result.maps).attrs["checkpoint_sha256"] == result.checkpoint_sha256 != reference_run.checkpoint_sha256
-    # put the reference back for other tests (same bytes as before: nothing cached across checkpoints)
-    from tests.fixtures.tiling import make_tiling_checkpoint as _  # noqa: F401
+    from tests.fixtures.tiling import make_tiling_checkpoint
+
+    cube = make_cube(tmp_path / "tiny" / "inputs.zarr", (64, 80), seed=4, chunk=64)
+    out = tmp_path / "out"
+    config = TilingConfig(chunk_size=64, device="cpu")
+    first = predict_cube(cube, tiling_checkpoint, out, config=config, progress=False)
+    other = make_tiling_checkpoint(tmp_path / "other.safetensors", seed=5)
+    second = predict_cube(cube, other, out, config=config, progress=False)
+    assert first.chunks_computed == second.chunks_computed == 2, "a different checkpoint does not resume"
+    assert xr.open_zarr(second.maps).attrs["checkpoint_sha256"] == second.checkpoint_sha256 != first.checkpoint_sha256
+    third = predict_cube(cube, other, out, config=config.replace(threshold=0.6), progress=False)
+    assert third.chunks_computed == 2, "a different threshold changes the bytes, so it starts over too"
 
 
 def test_bad_inputs_fail_clearly(tmp_path, tiling_checkpoint, small_cube):
