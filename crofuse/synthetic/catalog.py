@@ -211,7 +211,7 @@ def _write_s1(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
         "platform": acq.platform, "constellation": "Sentinel-1", "instruments": ["c-sar"],
         "sar:instrument_mode": "IW", "sar:frequency_band": "C", "sar:polarizations": ["VV", "VH"],
         "sar:product_type": "GRD", "sat:orbit_state": acq.orbit_state, "sat:relative_orbit": acq.relative_orbit,
-        "s1:enl": cfg.enl, "gsd": 10,
+        "crofuse:enl": cfg.enl, "gsd": 10,
     }
     item = _new_item(iid, gb, acq.datetime, props, ["raster", "sat", "sar"])
     for k, band in enumerate(S1_BANDS):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from crofuse.errors import ConfigError
 from crofuse.synthetic.cities import DEFAULT_CITIES, City, grid_pixels
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bumped whenever the generator's output changes for the same settings (invalidates finished files)."""
 
 

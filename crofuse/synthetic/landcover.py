@@ -164,7 +164,11 @@ def _plan(city: City, *, size_km: float, seed: int, subpixel: int) -> _Plan:
         np.where(u < 0.55, RESIDENTIAL, np.where(u < 0.85, INDUSTRIAL, VILLAGE)),
     ).astype(np.int8)
     theta = rng.uniform(0, 90, k)
-    theta[rng.uniform(size=k) < 0.4] = rng.choice([0.0, 2.0, 88.0], size=int(np.sum(rng.uniform(size=k) < 0.4)) or 1)[0]
+    # about 40% of the districts share one near north-south street grid (the rest keep their own orientation);
+    # the second draw only keeps the random stream of earlier versions
+    aligned = rng.uniform(size=k) < 0.4
+    n_draw = int(np.sum(rng.uniform(size=k) < 0.4)) or 1
+    theta[aligned] = rng.choice([0.0, 2.0, 88.0], size=n_draw)[0]
     lo = np.array([_USE[int(v)]["block"][0] for v in use])
     hi = np.array([_USE[int(v)]["block"][1] for v in use])
     block = rng.uniform(lo, hi)
