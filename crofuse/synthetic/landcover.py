@@ -165,10 +165,11 @@ def _plan(city: City, *, size_km: float, seed: int, subpixel: int) -> _Plan:
     ).astype(np.int8)
     theta = rng.uniform(0, 90, k)
     # about 40% of the districts share one near north-south street grid (the rest keep their own orientation);
-    # the second draw only keeps the random stream of earlier versions
-    aligned = rng.uniform(size=k) < 0.4
+    # the draws are in this order to keep the random stream (and so the cities) of earlier versions
     n_draw = int(np.sum(rng.uniform(size=k) < 0.4)) or 1
-    theta[aligned] = rng.choice([0.0, 2.0, 88.0], size=n_draw)[0]
+    grid_angle = rng.choice([0.0, 2.0, 88.0], size=n_draw)[0]
+    aligned = rng.uniform(size=k) < 0.4
+    theta[aligned] = grid_angle
     lo = np.array([_USE[int(v)]["block"][0] for v in use])
     hi = np.array([_USE[int(v)]["block"][1] for v in use])
     block = rng.uniform(lo, hi)
