@@ -166,3 +166,43 @@ def test_server_stops_on_exit(sample_catalog: Path) -> None:
     assert not server.running
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/", timeout=2)
+
+
+def test_cli_serve_runs_until_interrupted(sample_catalog: Path) -> None:
+    """`crofuse sample-catalog serve` answers on the given port and stops cleanly on Ctrl-C (SIGINT)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from infra.stac import free_port
+
+    port = free_port()
+    code = "from crofuse.synthetic.cli import sample_app; sample_app()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", str(sample_catalog), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/collections", timeout=2) as r:
+                    ids = {c["id"] for c in json.loads(r.read())["collections"]}
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "serve did not answer within 90 s"
+                time.sleep(0.3)
+        assert ids == {"sentinel-2-l2a", "sentinel-1-rtc", "labels"}
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert f"http://127.0.0.1:{port}" in out and "stopped" in out
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
