@@ -13,7 +13,7 @@
 
 A rerun reuses the catalog, the checkpoint and every finished city-year. Nothing here reaches the internet.
 
-    python -m infra.demo [--years 2021 2022] [--size-km 4] [--epochs 6] [--fresh-model]
+    python -m infra.demo [--years 2021 2022] [--size-km 4] [--epochs 4] [--width 8] [--fresh-model] [--checkpoint P]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022], help="years to simulate and map")
     p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city (km)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs of the demo model")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs of the demo model")
+    p.add_argument("--max-patches", type=int, default=128, help="training patches used (first N by name)")
     p.add_argument("--patch-km", type=float, default=5.0, help="side of each simulated training city (km)")
     p.add_argument("--width", type=int, default=8, help="base_channels of the demo CroFuseNet (paper: 32)")
     p.add_argument("--fresh-model", action="store_true", help="retrain even if a demo checkpoint exists")
@@ -65,7 +66,9 @@ def build_sample_catalog(years: list[int], size_km: float) -> Path:
     return CATALOG_DIR
 
 
-def obtain_checkpoint(*, epochs: int, width: int, fresh: bool, years: list[int], patch_km: float) -> Path:
+def obtain_checkpoint(
+    *, epochs: int, width: int, fresh: bool, years: list[int], patch_km: float, max_patches: int
+) -> Path:
     if CHECKPOINT.exists() and not fresh:
         say(f"checkpoint: reusing {CHECKPOINT} (delete it or pass --fresh-model to retrain)")
         return CHECKPOINT
@@ -79,7 +82,8 @@ def obtain_checkpoint(*, epochs: int, width: int, fresh: bool, years: list[int],
     summary = export_patches(PATCHES_DIR, years=years, size_km=patch_km, seed=TRAIN_SEED, progress=True)
     say(f"patches: {summary.counts}")
     say(
-        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32) for {epochs} epochs on CPU; "
+        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32) for {epochs} epochs on "
+        f"{max_patches} patches on CPU; "
         "expect rough maps, this shows the pipeline, not the paper's accuracy"
     )
     if fresh:
@@ -94,6 +98,7 @@ def obtain_checkpoint(*, epochs: int, width: int, fresh: bool, years: list[int],
             batch_size=16,
             max_epochs=epochs,
             patience=epochs,
+            max_patches=max_patches,
             progress=True,
         )
     )
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"checkpoint: using {checkpoint}")
     else:
         checkpoint = obtain_checkpoint(epochs=args.epochs, width=args.width, fresh=args.fresh_model,
-                                       years=args.years, patch_km=args.patch_km)
+                                       years=args.years, patch_km=args.patch_km, max_patches=args.max_patches)
 
     port = CATALOG_PORT
     try:
