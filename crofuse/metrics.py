@@ -49,10 +49,10 @@ def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str] = CLASS_NA
         iou = _ratio(tp, tp + fp + fn)  # eq. (13)
         ua = _ratio(tp, tp + fp)  # eq. (14)
         pa = _ratio(tp, tp + fn)  # eq. (15)
-        if np.isnan(ua) or np.isnan(pa):
-            f1 = float("nan")
-        else:
-            f1 = _ratio(2 * pa * ua, pa + ua) if (pa + ua) else 0.0  # eq. (16)
+        # eq. (16), 2·PA·UA / (PA + UA), written as 2TP / (2TP + FP + FN): the same value wherever UA and PA exist,
+        # and 0 (not NaN) for a class that is present but never predicted, so a collapsed model cannot score a
+        # mean F1 from the other class alone. NaN only where the class is absent from both map and reference.
+        f1 = _ratio(2 * tp, 2 * tp + fp + fn)
         out |= {f"iou_{name}": iou, f"ua_{name}": ua, f"pa_{name}": pa, f"f1_{name}": f1}
         ious.append(iou)
         f1s.append(f1)

@@ -152,6 +152,9 @@ def test_metrics_from_confusion_edge_cases() -> None:
     # impervious present but never predicted: PA 0, UA undefined
     r = metrics_from_confusion(np.array([[5, 0], [5, 0]]))
     assert r["pa_impervious"] == 0.0 and math.isnan(r["ua_impervious"]) and r["iou_impervious"] == 0.0
+    # ...and its F1 is 0, so a collapsed all-pervious model cannot earn a mean F1 from the pervious class alone
+    assert r["f1_impervious"] == 0.0
+    assert r["mean_f1"] == pytest.approx(r["f1_pervious"] / 2)
     with pytest.raises(ValueError, match="square"):
         metrics_from_confusion(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="class names"):
