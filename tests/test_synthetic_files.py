@@ -22,7 +22,9 @@ def _read(path: str | Path) -> np.ndarray:
 
 
 def test_rebuild_reuses_finished_items_and_redoes_broken_ones(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "wuhan-1.0km"  # a dot in the folder name must not make pystac take it for a file
     first = build_catalog(tmp_path, TINY, workers=1)
+    assert (tmp_path / "catalog.json").exists() and (tmp_path / "sentinel-2-l2a" / "collection.json").exists()
     n = sum(first.items.values())
     assert first.written == n and first.reused == 0
     again = build_catalog(tmp_path, TINY, workers=1)

@@ -451,7 +451,8 @@ def _write_stac(out: Path, cfg: SampleConfig, items: dict[str, list]) -> None:
             it.clear_links()
             coll.add_item(it)
         catalog.add_child(coll)
-    catalog.normalize_hrefs(str(out))
+    # The trailing separator matters: pystac takes a last component with a dot ("wuhan-8.2km") for a file name.
+    catalog.normalize_hrefs(str(out).rstrip("/") + "/")
     for obj in [catalog, *catalog.get_children(), *catalog.get_items(recursive=True)]:
         d = obj.to_dict(include_self_link=True, transform_hrefs=True)
         write_json(Path(obj.get_self_href()), d)
