@@ -29,12 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited across fork + exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # pragma: no cover - not Linux
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", type=int, default=384, help="cube side in pixels (10 m)")
+    parser.add_argument("--side", type=int, default=256, help="cube side in pixels (10 m)")
     parser.add_argument("--chunk", type=int, default=256, help="output chunk side")
     parser.add_argument("--base-channels", type=int, default=8, help="CroFuseNet width (paper: 32)")
     parser.add_argument("--batch-size", type=int, default=16)

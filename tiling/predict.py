@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,7 +139,11 @@ def _cube_reader(path: str):
         reader = _READERS.get(path)
         if reader is not None:
             return reader
-        cube = open_cube_dataset(path)
+        import xarray as xr
+
+        # plain lazily-indexed zarr arrays (no dask): a task reads its region synchronously, and never submits a
+        # nested graph back to the cluster from inside a worker. The client already validated the cube.
+        cube = xr.open_zarr(path, chunks=None, decode_coords="all")
         optical, sar = cube["optical"], cube["sar"]
         optical = _in_band_order(optical, OPTICAL_BANDS)
         sar = _in_band_order(sar, SAR_BANDS)
@@ -234,7 +239,8 @@ def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str) ->
             return reports
         from distributed import as_completed
 
-        keys = [f"crofuse-chunk-{run_key[:12]}-r{t.rows[0]}-c{t.cols[0]}" for t in tasks]
+        attempt = uuid.uuid4().hex[:8]  # a rerun on the same client must not pick up an older run's futures
+        keys = [f"crofuse-chunk-{run_key[:12]}-{attempt}-r{t.rows[0]}-c{t.cols[0]}" for t in tasks]
         futures = client.map(run_chunk, tasks, key=keys, pure=False)
         try:
             for future in as_completed(futures):
