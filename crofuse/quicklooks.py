@@ -166,8 +166,8 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
         ax_net.plot(years[has], net[has], marker="s", label=str(city))
         ref = sel["reference_gain_km2"].values - sel["reference_loss_km2"].values
         if np.isfinite(ref[has]).any():
-            ax_net.plot(years[has], ref[has], linestyle="--", color=ax_net.lines[-1].get_color(), alpha=0.6,
-                        label=f"{city} (reference labels)")
+            ax_net.plot(years[has], ref[has], linestyle="--", marker="x", markersize=8,
+                        color=ax_net.lines[-1].get_color(), alpha=0.7, label=f"{city} (reference labels)")
     ax_area.set_title("impervious area (km², equal-area)")
     ax_area.set_xlabel("year")
     ax_net.set_title("net change since previous mapped year (km²)")
@@ -175,6 +175,7 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
     ax_net.axhline(0, color="k", linewidth=0.5)
     for ax in (ax_area, ax_net):
         ax.set_xticks(years)
+        ax.set_xlim(years.min() - 0.5, years.max() + 0.5)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)

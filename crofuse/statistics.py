@@ -624,7 +624,7 @@ def read_statistics_csv(path: Path) -> list[dict[str, Any]]:
 
 def format_table(ds: xr.Dataset) -> str:
     """A plain-text table of the main figures, one line per mapped city-year."""
-    header = f"{'city':<14}{'year':>6}{'IS km2':>10}{'IS %AOI':>9}{'gain':>9}{'loss':>9}{'net':>9}{'ref gain':>10}{'err':>8}"
+    header = f"{'city':<14}{'year':>6}{'IS km2':>10}{'IS %AOI':>9}{'gain':>9}{'loss':>9}{'net':>9}{'ref gain':>10}{'err':>8}{'bound':>8}"
     lines = [header, "-" * len(header)]
 
     def fmt(v: float, width: int, digits: int = 3) -> str:
@@ -640,6 +640,7 @@ def format_table(ds: xr.Dataset) -> str:
                 f"{fmt(100 * float(sel.fraction_of_aoi), 9, 1)}{fmt(float(sel.gain_km2), 9)}"
                 f"{fmt(float(sel.loss_km2), 9)}{fmt(float(sel.net_km2), 9)}"
                 f"{fmt(float(sel.reference_gain_km2), 10)}{fmt(float(sel.gain_error_km2), 8)}"
+                f"{fmt(float(sel.gain_error_bound_km2), 8)}"
             )
     return "\n".join(lines)
 

@@ -196,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     if zarr_path.exists():
         ds = xr.open_zarr(zarr_path).load()
         print()
-        print("Impervious-surface statistics (km², equal-area; 'ref gain' from the generator's labels, 'err' = "
-              "mapped − reference gain):")
+        print("Impervious-surface statistics (km², equal-area). 'ref gain': from the generator's labels; 'err': "
+              "mapped − reference gain; 'bound': the model's error (commission + omission of both years), which "
+              "bounds |err|:")
         print(format_table(ds))
         print()
         plot = change_plot(MAPS_DIR)
