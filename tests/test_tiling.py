@@ -317,3 +317,18 @@ def test_bad_inputs_fail_clearly(tmp_path, tiling_checkpoint, small_cube):
 
     with pytest.raises(InferenceError, match="checkpoint"):
         predict_cube(small_cube, tmp_path / "missing.safetensors", tmp_path / "out", progress=False)
+
+
+def test_cli_predict_writes_the_maps(tiling_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from crofuse.cli import app
+
+    cube = make_cube(tmp_path / "cli" / "inputs.zarr", (64, 80), seed=6, chunk=64)
+    result = CliRunner().invoke(
+        app, ["predict", str(cube), "--checkpoint", str(tiling_checkpoint), "--no-cluster", "--chunk-size", "64"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (cube.parent / "impervious.tif").is_file() and (cube.parent / "maps.zarr" / "zarr.json").is_file()
+    bad = CliRunner().invoke(app, ["predict", str(cube), "--checkpoint", str(tiling_checkpoint), "--window", "100"])
+    assert bad.exit_code == 2 and "multiple of 16" in bad.output
