@@ -81,35 +81,20 @@ def _fill_from_card(card: object) -> FillValues:
     return FillValues(optical=tuple(float(v) for v in optical), sar=tuple(float(v) for v in sar))
 
 
-def _predictor_class():
-    """``crofuse.checkpoint.Predictor`` with a selectable autocast dtype (it picks fp16 on CUDA by itself)."""
-    import torch
-
-    from crofuse.checkpoint import Predictor
-
-    class TilingPredictor(Predictor):
-        autocast_dtype: torch.dtype | None = None
-
-        def _autocast(self):
-            if self.autocast_dtype is None:
-                return super()._autocast()
-            return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype, enabled=self.autocast)
-
-    return TilingPredictor
-
-
 def _build(checkpoint: Path, sha256: str, config: TilingConfig) -> LoadedModel:
     device = resolve_device(config.device)
     dtype = resolve_autocast(device, config.autocast)
     on_gpu = device.startswith("cuda")
-    predictor = _predictor_class().from_checkpoint(
+    from crofuse.checkpoint import Predictor
+
+    predictor = Predictor.from_checkpoint(
         checkpoint,
         device=device,
         autocast=dtype is not None,
+        autocast_dtype=dtype,
         channels_last=config.channels_last and on_gpu,
         expect_bands=(OPTICAL_BANDS, SAR_BANDS),
     )
-    predictor.autocast_dtype = dtype
 
     def predict_fn(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         if not on_gpu:
