@@ -82,7 +82,7 @@ def obtain_checkpoint(
     summary = export_patches(PATCHES_DIR, years=years, size_km=patch_km, seed=TRAIN_SEED, progress=True)
     say(f"patches: {summary.counts}")
     say(
-        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32) for {epochs} epochs on "
+        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32; plain conv head) for {epochs} epochs on "
         f"{max_patches} patches on CPU; "
         "expect rough maps, this shows the pipeline, not the paper's accuracy"
     )
@@ -93,7 +93,9 @@ def obtain_checkpoint(
             data_root=PATCHES_DIR,
             out_dir=TRAIN_DIR,
             model="crofusenet",
-            model_options={"base_channels": width},
+            # A plain conv head rather than the paper's conv+BN+ReLU: with the ReLU, ~11 % of pixels get both logits
+            # clipped to 0 (probability exactly 0.5); docs/model.md measures the two heads.
+            model_options={"base_channels": width, "head_relu": False},
             lr=1e-3,
             batch_size=16,
             max_epochs=epochs,

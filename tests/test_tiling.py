@@ -104,10 +104,10 @@ def test_config_rejects_bad_values_with_a_hint():
 
 
 def test_encode_maps_thresholds_after_blending_and_keeps_nodata():
-    p = np.array([[0.0, 0.499, 0.5, 1.0, np.nan]], dtype=np.float32)
+    p = np.array([[0.0, 0.499, 0.5, 0.501, 1.0, np.nan]], dtype=np.float32)
     imp, pct = encode_maps(p, 0.5)
-    assert imp.tolist() == [[0, 0, 1, 1, 255]]
-    assert pct.tolist() == [[0, 50, 50, 100, 255]]
+    assert imp.tolist() == [[0, 0, 0, 1, 1, 255]]  # a tie (0.5) is pervious, like argmax of equal logits
+    assert pct.tolist() == [[0, 50, 50, 50, 100, 255]]
 
 
 # ------------------------------------------------------------------------------------------------ with the model
@@ -152,8 +152,8 @@ def _agreement(checkpoint, scene, configs: dict[str, TilingConfig]) -> tuple[dic
     agreement = {}
     for name, config in configs.items():
         tiled = predict_scene(scene["optical"], scene["sar"], scene["valid"], model.predict_fn, config=config, fill=model.fill)
-        agreement[name] = float(((tiled >= 0.5) == (whole >= 0.5))[interior].mean())
-    return agreement, float((whole >= 0.5)[interior].mean())
+        agreement[name] = float(((tiled > 0.5) == (whole > 0.5))[interior].mean())
+    return agreement, float((whole > 0.5)[interior].mean())
 
 
 def test_tiled_agrees_with_a_whole_scene_forward(tmp_path, scene):

@@ -162,10 +162,15 @@ def _cube_reader(path: str):
 
 # ---------------------------------------------------------------------------------------------------------- task
 def encode_maps(probability: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Blended probability (NaN = nodata) -> (impervious uint8 1/0/255, probability uint8 percent / 255)."""
+    """Blended probability (NaN = nodata) -> (impervious uint8 1/0/255, probability uint8 percent / 255).
+
+    Impervious where ``p > threshold``, strictly: at the default 0.5 this is the argmax of the two logits with ties
+    going to pervious (``torch.argmax`` takes the first maximum), as in training and evaluation. It matters for
+    checkpoints with the paper's ReLU head, where pixels whose two logits are both clipped to 0 get exactly 0.5.
+    """
     nodata = ~np.isfinite(probability)
     p = np.where(nodata, 0.0, probability)
-    impervious = np.where(p >= threshold, IMPERVIOUS, PERVIOUS).astype(np.uint8)
+    impervious = np.where(p > threshold, IMPERVIOUS, PERVIOUS).astype(np.uint8)
     percent = np.rint(np.clip(p, 0.0, 1.0) * 100.0).astype(np.uint8)
     impervious[nodata] = NODATA_LABEL
     percent[nodata] = NODATA_LABEL
