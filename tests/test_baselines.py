@@ -29,13 +29,6 @@ from tests.fixtures.patches import write_patch_set
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny models gain nothing from two, and two threads stall on a busy CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SMALL = {

@@ -31,12 +31,6 @@ from tests.fixtures.model import TEST_NORMALIZATION, make_checkpoint, randomise_
 SPEC = ModelSpec("crofusenet", {"base_channels": 4})
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

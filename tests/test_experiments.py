@@ -19,13 +19,6 @@ from crofuse.experiments.stats import compare, rank_chain, summarize
 from crofuse.experiments.suites import model_options
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny models gain nothing from two, and two threads stall on a busy CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------------

@@ -35,13 +35,6 @@ from tests.fixtures.model import ModelTester, seeded_inputs
 SMALL = 4  # base_channels for tests that are not about the paper's sizes
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These models are tiny: one thread is faster than two fighting over a shared CPU (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def n_params(module: nn.Module) -> int:
