@@ -93,7 +93,7 @@ def open_cube_dataset(path: str | Path):
     import rioxarray  # noqa: F401
     import xarray as xr
 
-    cube = open_cube(path) if open_cube is not None else xr.open_zarr(path, decode_coords="all")
+    cube = open_cube(path) if open_cube is not None else xr.open_zarr(path, decode_coords="all", consolidated=False)
     if "spatial_ref" in cube.data_vars:  # written without grid_mapping attributes: still the cube's CRS variable
         cube = cube.set_coords("spatial_ref")
     return cube
@@ -143,7 +143,7 @@ def _cube_reader(path: str):
 
         # plain lazily-indexed zarr arrays (no dask): a task reads its region synchronously, and never submits a
         # nested graph back to the cluster from inside a worker. The client already validated the cube.
-        cube = xr.open_zarr(path, chunks=None, decode_coords="all")
+        cube = xr.open_zarr(path, chunks=None, decode_coords="all", consolidated=False)
         optical, sar = cube["optical"], cube["sar"]
         optical = _in_band_order(optical, OPTICAL_BANDS)
         sar = _in_band_order(sar, SAR_BANDS)
