@@ -95,7 +95,7 @@ def test_full_width_structures_match_the_papers() -> None:
     hrnet = HRNet(6, 2)
     n = sum(p.numel() for p in hrnet.parameters())
     assert 8.5e6 < n < 10.5e6, n
-    assert [m.branches[i][0].conv1.in_channels for m in [hrnet.stages[2][0]] for i in range(4)] == [18, 36, 72, 144]
+    assert [m.branches[i][0].body[0].in_channels for m in [hrnet.stages[2][0]] for i in range(4)] == [18, 36, 72, 144]
     # FCN-8s: VGG-16 stage layout (2, 2, 3, 3, 3 convs) and scores from pool3, pool4 and fc7.
     fcn = FCN8s(6, 2)
     convs = [sum(isinstance(m, torch.nn.Conv2d) for m in stage.modules()) for stage in fcn.stages]

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crofuse.baselines.resnet import BasicBlock, Bottleneck
+
 __all__ = ["DeepLabV3Plus"]
 
 
@@ -36,51 +38,6 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dil
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
-
-
-class _Basic(nn.Module):
-    expansion = 1
-
-    def __init__(self, in_channels: int, channels: int, stride: int, dilation: int) -> None:
-        super().__init__()
-        out = channels * self.expansion
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, out, 3, padding=dilation, dilation=dilation, bias=False),
-            nn.BatchNorm2d(out),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x), inplace=True)
-
-
-class _Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, in_channels: int, channels: int, stride: int, dilation: int) -> None:
-        super().__init__()
-        out = channels * self.expansion
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, out, 1, bias=False),
-            nn.BatchNorm2d(out),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x), inplace=True)
 
 
 class _ASPP(nn.Module):
@@ -139,7 +96,7 @@ class DeepLabV3Plus(nn.Module):
             raise ValueError(f"DeepLabV3Plus layers must be four positive block counts, got {layers}")
         if base_channels < 1:
             raise ValueError(f"DeepLabV3Plus base_channels must be >= 1, got {base_channels}")
-        block_cls: type[_Basic] | type[_Bottleneck] = _Bottleneck if block == "bottleneck" else _Basic
+        block_cls: type[BasicBlock] | type[Bottleneck] = Bottleneck if block == "bottleneck" else BasicBlock
         aspp_channels = aspp_channels if aspp_channels is not None else 4 * base_channels
         low_level_channels = low_level_channels if low_level_channels is not None else max(8, 3 * base_channels // 4)
 
@@ -157,7 +114,7 @@ class DeepLabV3Plus(nn.Module):
             channels = base_channels * (2**i)
             blocks: list[nn.Module] = []
             for k in range(n_blocks):
-                blocks.append(block_cls(c_in, channels, stride if k == 0 else 1, dilation))
+                blocks.append(block_cls(c_in, channels, stride=stride if k == 0 else 1, dilation=dilation))
                 c_in = channels * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)

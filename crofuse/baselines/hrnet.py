@@ -23,54 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crofuse.baselines.resnet import BasicBlock, Bottleneck
+
 __all__ = ["HRNet"]
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels)
-
-
-class _BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, in_channels: int, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
-        self.bn1 = _bn(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = _bn(channels)
-        self.shortcut: nn.Module = nn.Identity()
-        if in_channels != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), _bn(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + self.shortcut(x), inplace=True)
-
-
-class _Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, in_channels: int, channels: int) -> None:
-        super().__init__()
-        out = channels * self.expansion
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 1, bias=False),
-            _bn(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            _bn(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, out, 1, bias=False),
-            _bn(out),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if in_channels != out:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out, 1, bias=False), _bn(out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x), inplace=True)
 
 
 class _HighResolutionModule(nn.Module):
@@ -79,7 +38,7 @@ class _HighResolutionModule(nn.Module):
     def __init__(self, widths: list[int], num_blocks: int) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(*[_BasicBlock(w, w) for _ in range(num_blocks)]) for w in widths
+            nn.Sequential(*[BasicBlock(w, w) for _ in range(num_blocks)]) for w in widths
         )
         n = len(widths)
         fuse: list[nn.ModuleList] = []
@@ -159,10 +118,10 @@ class HRNet(nn.Module):
             _bn(stem_channels),
             nn.ReLU(inplace=True),
         )
-        stage1_out = stem_channels * _Bottleneck.expansion
+        stage1_out = stem_channels * Bottleneck.expansion
         self.stage1 = nn.Sequential(
-            _Bottleneck(stem_channels, stem_channels),
-            *[_Bottleneck(stage1_out, stem_channels) for _ in range(num_blocks - 1)],
+            Bottleneck(stem_channels, stem_channels),
+            *[Bottleneck(stage1_out, stem_channels) for _ in range(num_blocks - 1)],
         )
         widths_all = [width * m for m in (1, 2, 4, 8)]
         transitions: list[nn.ModuleList] = []
