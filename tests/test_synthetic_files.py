@@ -115,6 +115,22 @@ def test_cli_build_prints_what_was_built(tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "unknown city 'paris'" in bad.output
 
 
+def test_cli_build_with_a_sentinel1_gap_month(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from crofuse.synthetic.cli import sample_app
+
+    args = ["build", str(tmp_path), "--cities", "wuhan", "--years", "2022", "--months", "5,6", "--size-km", "1",
+            "--seed", "7", "--s1-gap-months", "2022-06", "--no-progress"]
+    result = CliRunner().invoke(sample_app, args)
+    assert result.exit_code == 0, result.output
+    months = {json.loads(p.read_text())["properties"]["datetime"][:7]
+              for p in (tmp_path / "sentinel-1-rtc").glob("*/*.json")}
+    assert months == {"2022-05"}, months  # May has passes, the gap month June has none
+    bad = CliRunner().invoke(sample_app, [*args[:-3], "--s1-gap-months", "June", "--no-progress"])
+    assert bad.exit_code != 0 and "not 'YYYY-MM'" in bad.output
+
+
 def test_overcast_season_and_sar_gap(tmp_path: Path) -> None:
     """Options for consumers' failure tests: every S2 pass cloudy, and a month without any Sentinel-1 pass."""
     cfg = SampleConfig(cities=(WUHAN,), years=(2022,), size_km=1.0, seed=7, overcast=True, s1_gap_months=("2022-06",))

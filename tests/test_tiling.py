@@ -222,7 +222,7 @@ def test_outputs_are_valid_cogs_and_a_georeferenced_zarr(reference_run, small_cu
     out = reference_run
     assert out.chunks_total == 12 and out.chunks_computed == 12 and out.chunks_skipped == 0
     assert out.impervious == out.out_dir / "impervious.tif" and out.maps == out.out_dir / "maps.zarr"
-    cube = xr.open_zarr(small_cube, decode_coords="all")
+    cube = xr.open_zarr(small_cube, decode_coords="all", consolidated=False)
     valid = cube["valid"].values
     for path in (out.impervious, out.probability):
         is_valid, errors, _ = cog_validate(path, quiet=True)

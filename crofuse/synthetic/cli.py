@@ -18,10 +18,19 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
-def _config(cities: list[str] | None, years: list[str] | None, months: list[str] | None, size_km: float, seed: int):
+def _config(
+    cities: list[str] | None,
+    years: list[str] | None,
+    months: list[str] | None,
+    size_km: float,
+    seed: int,
+    s1_gap_months: list[str] | None = None,
+):
     from crofuse.synthetic import DEFAULT_CITIES, SampleConfig, city_by_name
 
     kw: dict = {"size_km": size_km, "seed": seed}
+    if s1_gap_months:
+        kw["s1_gap_months"] = tuple(_split(s1_gap_months))
     if cities:
         kw["cities"] = tuple(city_by_name(c, DEFAULT_CITIES) for c in _split(cities))
     if years:
@@ -36,6 +45,10 @@ Years = Annotated[list[str] | None, typer.Option("--years", help="Years, e.g. --
 Months = Annotated[list[str] | None, typer.Option("--months", help="Months with acquisitions (default 6, June).")]
 SizeKm = Annotated[float, typer.Option("--size-km", help="Side of the square simulated around each city centre.")]
 Seed = Annotated[int, typer.Option("--seed", help="Everything is deterministic in (city, year, seed).")]
+S1Gaps = Annotated[
+    list[str] | None,
+    typer.Option("--s1-gap-months", help="YYYY-MM months with no Sentinel-1 pass at all, e.g. 2022-06 (default none)."),
+]
 
 
 @sample_app.command("build")
@@ -46,6 +59,7 @@ def build(
     months: Months = None,
     size_km: SizeKm = 10.0,
     seed: Seed = 0,
+    s1_gap_months: S1Gaps = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Processes building cities in parallel (default: up to 2).")
     ] = None,
@@ -57,7 +71,7 @@ def build(
 
     try:
         summary = build_catalog(
-            out, _config(cities, years, months, size_km, seed), progress=progress, workers=workers
+            out, _config(cities, years, months, size_km, seed, s1_gap_months), progress=progress, workers=workers
         )
     except CrofuseError as e:
         typer.echo(f"error: {e}", err=True)
