@@ -23,13 +23,15 @@ without resampling the map.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -521,20 +523,41 @@ def update_statistics(output: Path, *, cities: Iterable[str] | None = None) -> x
     """
     output = Path(output)
     refresh = set(cities) if cities is not None else None
-    records: list[CityYearStatistics] = []
-    for city in mapped_cities(output):
-        for year in mapped_years(output, city):
-            record = load_record(output, city, year)
-            if (refresh is None or city in refresh) and not _is_current(output, record):
-                record = compute_city_year(output, city, year)
-            if record is None:
-                raise DataError(
-                    f"{city} {year} has a map but no statistics; run update_statistics without a city filter."
-                )
-            records.append(record)
-    ds = records_to_dataset(records)
-    write_statistics(ds, output)
+    with statistics_lock(output):  # flow runs of several city-years may finish at the same time
+        records: list[CityYearStatistics] = []
+        for city in mapped_cities(output):
+            for year in mapped_years(output, city):
+                record = load_record(output, city, year)
+                if (refresh is None or city in refresh) and not _is_current(output, record):
+                    record = compute_city_year(output, city, year)
+                if record is None:
+                    raise DataError(
+                        f"{city} {year} has a map but no statistics; run update_statistics without a city filter."
+                    )
+                records.append(record)
+        ds = records_to_dataset(records)
+        write_statistics(ds, output)
     return ds
+
+
+LOCK_NAME = ".statistics-lock"
+
+
+@contextlib.contextmanager
+def statistics_lock(output: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<output>/.statistics-lock``: one writer of the tables at a time.
+
+    Concurrent flow runs (a process worker runs several at once) would otherwise race on the rename of
+    ``statistics.zarr`` or drop each other's rows. The lock is released when the process exits, even on a crash.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / LOCK_NAME, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def records_to_dataset(records: Sequence[CityYearStatistics]) -> xr.Dataset:

@@ -3,8 +3,9 @@
     search scenes -> input cube -> tiled prediction -> reference labels -> statistics -> quicklooks -> marker
 
 Outputs go to ``<output>/<city-slug>/<year>/`` (layout in docs/architecture.md and docs/flows.md). The last thing
-written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint) does no model work and only
-refreshes the statistics tables.
+written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint and the same parameters that change
+what a map says: AOI, catalog, season, cube options, window/stride/threshold) does no model work and only refreshes
+the statistics tables.
 
 Run it directly (``python -m flows.map_city wuhan 2021``), from Python (``map_city("wuhan", 2021)``) or through the
 ``map-city/map-city`` deployment in ``prefect.yaml``.
@@ -25,6 +26,7 @@ from flows.tasks import (
     dask_for_run,
     fetch_reference,
     finished_marker,
+    mapping_parameters_sha256,
     predict_maps,
     resolve_aoi,
     search_scenes,
@@ -79,9 +81,13 @@ def map_city(
     out_dir = Path(output) / slug / str(year)
     sha = checkpoint_sha256(checkpoint)  # a missing checkpoint fails before any network or cube work
 
-    done = finished_marker(out_dir, sha)
+    params_sha = mapping_parameters_sha256(
+        aoi=aoi, catalog=catalog, season=season, tiling=tiling, cube_options=cube_options
+    )
+    done = finished_marker(out_dir, sha, params_sha)
     if done is not None:
-        log.info("%s %s is already mapped with this checkpoint (%s): no model work", slug, year, out_dir / "mapped.json")
+        log.info("%s %s is already mapped with this checkpoint and these parameters (%s): no model work",
+                 slug, year, out_dir / "mapped.json")
         record = update_city_statistics(output, slug, year)
         return {**done, "skipped": True, "chunks_computed": 0, "statistics": record}
 
@@ -107,6 +113,7 @@ def map_city(
         "catalog": catalog,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha,
+        "parameters_sha256": params_sha,
         "reference": bool(has_reference),
         "quicklooks": looks,
         **{k: maps[k] for k in ("impervious", "probability", "maps", "windows", "seconds")},

@@ -8,6 +8,7 @@ completeness markers decide what is done.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -214,15 +215,47 @@ def checkpoint_sha256(checkpoint: str) -> str:
     return file_sha256(path)
 
 
-def finished_marker(out_dir: Path, sha256: str) -> dict[str, Any] | None:
-    """The completeness marker of a city-year mapped with this checkpoint, or None if it must be (re)done."""
+PERFORMANCE_ONLY_TILING = frozenset({"chunk_size", "batch_size", "device", "autocast", "channels_last", "torch_threads"})
+"""``TilingConfig`` fields that change how fast a map is made, not what it says: they do not force a remap."""
+
+
+def mapping_parameters_sha256(
+    *,
+    aoi: Any,
+    catalog: str,
+    season: str | None,
+    tiling: dict[str, Any] | None,
+    cube_options: dict[str, Any] | None,
+) -> str:
+    """Hash of the ``map-city`` parameters that change what a finished map says (besides the checkpoint).
+
+    A rerun with another AOI, catalog, season, cube option or window/stride/threshold remaps the city-year; one
+    that only changes chunk size, batch size or device reuses it.
+    """
+    meaning = {
+        "aoi": aoi,
+        "catalog": catalog,
+        "season": season,
+        "cube_options": cube_options or {},
+        "tiling": {k: v for k, v in (tiling or {}).items() if k not in PERFORMANCE_ONLY_TILING},
+    }
+    return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str | None = None) -> dict[str, Any] | None:
+    """The completeness marker of a city-year mapped with this checkpoint (and, when given, these mapping
+    parameters, see :func:`mapping_parameters_sha256`), or None if it must be (re)done."""
     from crofuse.statistics import MAP_NAME
 
     marker = out_dir / MARKER
     if not marker.exists() or not (out_dir / MAP_NAME).exists():
         return None
     data = json.loads(marker.read_text())
-    return data if data.get("checkpoint_sha256") == sha256 else None
+    if data.get("checkpoint_sha256") != sha256:
+        return None
+    if parameters_sha256 is not None and data.get("parameters_sha256") != parameters_sha256:
+        return None
+    return data
 
 
 def write_marker(out_dir: Path, data: dict[str, Any]) -> None:
@@ -242,6 +275,7 @@ __all__ = [
     "fetch_reference",
     "finished_marker",
     "is_transient",
+    "mapping_parameters_sha256",
     "predict_maps",
     "resolve_aoi",
     "retry_on_network_error",

@@ -114,6 +114,25 @@ def test_rerun_of_finished_city_year_does_no_model_work(mapped, stac_api: str, t
     assert after == before  # maps, change map, statistics record and marker untouched
 
 
+
+def test_a_changed_mapping_parameter_makes_the_city_year_unfinished(mapped, tiny_checkpoint: Path) -> None:
+    """The marker holds the checkpoint and the parameters that change what the map says; speed settings don't."""
+    from flows.tasks import checkpoint_sha256, finished_marker, mapping_parameters_sha256
+
+    output, results = mapped
+    folder = output / "wuhan" / "2022"
+    sha = checkpoint_sha256(str(tiny_checkpoint))
+    kw = {"aoi": None, "catalog": results[2022]["catalog"], "season": None, "cube_options": None}
+    same = mapping_parameters_sha256(**kw, tiling={"chunk_size": 256})
+    assert same == mapping_parameters_sha256(**kw, tiling={"chunk_size": 1024, "batch_size": 4, "device": "cpu"})
+    assert finished_marker(folder, sha, same) is not None
+    for changed in ({"season": "07-01/07-31"}, {"aoi": [114.2, 30.5, 114.3, 30.6]},
+                    {"cube_options": {"loader": "stackstac"}}, {"catalog": "http://127.0.0.1:1"}):
+        other = mapping_parameters_sha256(**{**kw, **changed}, tiling=None)
+        assert finished_marker(folder, sha, other) is None, changed
+    assert finished_marker(folder, sha, mapping_parameters_sha256(**kw, tiling={"stride": 64})) is None
+    assert finished_marker(folder, "0" * 64, same) is None, "another checkpoint remaps"
+
 def test_map_city_fails_loudly_with_the_real_cause(prefect_harness, stac_api: str, tiny_checkpoint: Path, tmp_path) -> None:
     from crofuse.errors import AOIError, CheckpointError
     from flows import map_city

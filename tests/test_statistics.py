@@ -208,6 +208,44 @@ def test_update_is_idempotent_and_follows_new_years(two_cities: Path) -> None:
     assert json.loads(record.read_text())["previous_year"] == 2020
 
 
+
+def _update_many(output: str, n: int) -> None:
+    for _ in range(n):
+        st.update_statistics(Path(output))
+
+
+def test_concurrent_updates_neither_fail_nor_lose_rows(two_cities: Path) -> None:
+    """Several flow runs finishing at once each rewrite the tables: the lock serialises them."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_update_many, args=(str(two_cities), 5)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0], "an update failed while others ran"
+    rows = st.read_statistics_csv(two_cities / st.STATISTICS_CSV)
+    assert [(r["city"], r["year"]) for r in rows] == [("lagos", 2021), ("wuhan", 2019), ("wuhan", 2021)]
+    opened = xr.open_zarr(two_cities / st.STATISTICS_ZARR)
+    assert int(opened["mapped"].sum()) == 3
+    assert not list(two_cities.glob(".statistics.*")), "no temporary leftovers"
+
+
+def test_a_table_update_waits_for_the_lock(two_cities: Path) -> None:
+    """While one writer holds the statistics lock, another process's update blocks, then completes."""
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("fork")
+    with st.statistics_lock(two_cities):
+        proc = ctx.Process(target=_update_many, args=(str(two_cities), 1))
+        proc.start()
+        time.sleep(2.0)
+        assert proc.is_alive() and not (two_cities / st.STATISTICS_CSV).exists(), "the update did not wait"
+    proc.join(60)
+    assert proc.exitcode == 0 and (two_cities / st.STATISTICS_CSV).exists()
+
 def test_aoi_geojson_restricts_the_figures(two_cities: Path) -> None:
     ds = st.update_statistics(two_cities)
     full = float(ds.aoi_km2.sel(city="lagos", year=2021))
