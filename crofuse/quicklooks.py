@@ -144,6 +144,25 @@ def city_year_quicklook(
         plt.close(fig)
 
 
+def refresh_stale_quicklooks(output: Path, city: str) -> list[Path]:
+    """Redraw the quicklooks of ``city`` whose change map is newer than the picture, or gone since it was drawn.
+
+    Mapping an earlier year after a later one rewrites the later year's ``change.tif`` (its previous year changed);
+    its ``quicklook.png`` would otherwise still show the old change panel, or none.
+    """
+    from crofuse.statistics import CHANGE_NAME, mapped_years
+
+    redrawn = []
+    for year in mapped_years(Path(output), city):
+        folder = Path(output) / city / str(year)
+        look, change = folder / QUICKLOOK_NAME, folder / CHANGE_NAME
+        if not look.exists():
+            continue
+        if change.exists() and change.stat().st_mtime_ns > look.stat().st_mtime_ns:
+            redrawn.append(city_year_quicklook(output, city, year))
+    return redrawn
+
+
 def change_plot(output: Path, *, path: Path | None = None) -> Path:
     """Write ``<output>/change.png``: impervious km² per year per city, and the net change between mapped years."""
     import xarray as xr
@@ -185,4 +204,11 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
         plt.close(fig)
 
 
-__all__ = ["CHANGE_PLOT_NAME", "QUICKLOOK_NAME", "change_plot", "city_year_quicklook", "percentile_stretch"]
+__all__ = [
+    "CHANGE_PLOT_NAME",
+    "QUICKLOOK_NAME",
+    "change_plot",
+    "city_year_quicklook",
+    "percentile_stretch",
+    "refresh_stale_quicklooks",
+]

@@ -194,9 +194,10 @@ def update_city_statistics(output: str, city: str, year: int | None = None) -> d
 @local_task(name="quicklooks")
 def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> list[str]:
     """PNG quicklook of the city-year and the change plot of all cities."""
-    from crofuse.quicklooks import change_plot, city_year_quicklook
+    from crofuse.quicklooks import change_plot, city_year_quicklook, refresh_stale_quicklooks
 
     paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
+    paths += refresh_stale_quicklooks(Path(output), city)  # later years whose change map this year just rewrote
     paths.append(change_plot(Path(output)))
     return [str(p) for p in paths]
 

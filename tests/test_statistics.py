@@ -279,3 +279,24 @@ def test_quicklooks_are_written(two_cities: Path) -> None:
     assert (np.abs(pixels.astype(int) - [204, 25, 25]).sum(axis=-1) < 10).any()  # impervious red is drawn
     with Image.open(plot) as img:
         assert img.size == (1200, 450)
+
+
+
+def test_a_quicklook_is_redrawn_when_its_change_map_is_rewritten(two_cities: Path) -> None:
+    import os
+
+    from crofuse.quicklooks import city_year_quicklook, refresh_stale_quicklooks
+
+    st.update_statistics(two_cities)
+    look = city_year_quicklook(two_cities, "wuhan", 2021)
+    assert refresh_stale_quicklooks(two_cities, "wuhan") == [], "fresh pictures are left alone"
+    old = look.stat().st_mtime_ns - 10**9
+    os.utime(look, ns=(old, old))
+    # an earlier year mapped after 2021: 2021's change map is rewritten against it
+    mid = st.read_map(two_cities / "wuhan/2019/impervious.tif").values.copy()
+    mid[10:15, 10:30] = 1
+    _write_map(two_cities / "wuhan/2020/impervious.tif", mid)
+    st.update_statistics(two_cities)
+    assert (two_cities / "wuhan/2021/change.tif").stat().st_mtime_ns > old
+    assert refresh_stale_quicklooks(two_cities, "wuhan") == [look]
+    assert look.stat().st_mtime_ns > old
