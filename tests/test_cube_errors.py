@@ -183,6 +183,25 @@ def test_missing_cog_is_named(fragile, tmp_path: Path):
     assert str(bad) in str(info.value)
 
 
+
+def test_unreachable_cog_is_named(tmp_path_factory, tmp_path: Path):
+    """An item whose asset lives on a host that does not answer (here: a closed loopback port)."""
+    from crofuse.synthetic import WUHAN
+
+    root = build_small_catalog(tmp_path_factory.mktemp("unreachable"), size_km=0.5)
+    used = _used_asset(root, "B03")
+    href = f"http://127.0.0.1:{_closed_port()}/sentinel-2/{used.name}"
+    for p in (root / "sentinel-2-l2a").glob("*/*.json"):
+        d = json.loads(p.read_text())
+        if d["assets"]["B03"]["href"] == str(used):
+            d["assets"]["B03"]["href"] = href
+            p.write_text(json.dumps(d))
+    with served_catalog(root) as url:
+        with pytest.raises(AssetReadError) as info:
+            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5)), progress=False)
+    assert href in str(info.value)
+    assert not (tmp_path / "wuhan" / "2022" / "inputs.zarr").exists()
+
 # ------------------------------------------------------------------------------------------ catalog failures
 def _closed_port() -> int:
     with socket.socket() as s:
@@ -278,9 +297,13 @@ def test_5xx_and_timeouts_are_retried(stac_api, tmp_path: Path):
     with _FlakyProxy(stac_api, fail=2) as proxy:
         found = search_season(_cfg(proxy.url, tmp_path, http_retries=3))
         assert proxy.seen > 2 and found.optical and found.sar
+    with _FlakyProxy(stac_api) as proxy:
+        search_season(_cfg(proxy.url, tmp_path))
+        requests_without_trouble = proxy.seen
     with _FlakyProxy(stac_api, fail=1, slow=3.0) as proxy:
         found = search_season(_cfg(proxy.url, tmp_path, http_retries=2, http_timeout=1.0))
         assert found.optical and found.sar
+        assert proxy.seen == requests_without_trouble + 1, "the slow first request timed out and was sent again"
 
 
 def test_persistent_5xx_is_a_catalog_error_with_url_collection_and_query(stac_api, tmp_path: Path):

@@ -88,7 +88,8 @@ def open_catalog(
 
     stac_io = StacApiIO(timeout=timeout, max_retries=_retry(retries))
     try:
-        return Client.open(url, stac_io=stac_io, modifier=profile.item_modifier())
+        # Client.open re-applies its own `timeout` to the StacApiIO (None unless given): pass it here too
+        return Client.open(url, stac_io=stac_io, modifier=profile.item_modifier(), timeout=timeout)
     except (APIError, requests.RequestException, OSError) as e:
         raise CatalogError(
             f"cannot open the STAC catalog at {url} (after {retries} retries): {e}. Check the URL "
