@@ -4,6 +4,7 @@ idempotent and crash-safe writes, and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -96,6 +97,7 @@ def test_optical_equals_independent_reference_composite(cubes, sample_catalog, y
     assert ds.attrs["optical_items_too_cloudy"] == [d["id"] for d in every if d not in items]
     med, count, transform = reference_optical(items)
     rows, cols = window_of(ds, transform)
+    assert rows.start >= 0 and cols.start >= 0, "the cube lies inside the simulated square"
     np.testing.assert_array_equal(ds["optical_count"].values, count[rows, cols])
     np.testing.assert_allclose(ds["optical"].values, med[:, rows, cols], rtol=0, atol=1e-6, equal_nan=True)
 
@@ -126,6 +128,7 @@ def test_clouds_and_shadows_are_masked(stac_api, sample_catalog, truths, tmp_pat
     assert max(d["properties"]["eo:cloud_cover"] for d in items) > 80, "the sample season should have clouds"
     unmasked, _, transform = reference_optical(items, scl_mask=(0,))
     rows, cols = window_of(ds, transform)
+    assert rows.start >= 0 and cols.start >= 0, "the cube lies inside the simulated square"
     count = ds["optical_count"].values
     cloudy_often = (count > 0) & (count * 2 <= len(items))
     assert cloudy_often.sum() > 1000
@@ -141,6 +144,7 @@ def test_sar_is_db_of_mean_linear_power(cubes, sample_catalog, truths):
     assert [d["id"] for d in items] == ds.attrs["sar_items"]
     db, count, transform = reference_sar(items)
     rows, cols = window_of(ds, transform)
+    assert rows.start >= 0 and cols.start >= 0, "the cube lies inside the simulated square"
     np.testing.assert_array_equal(ds["sar_count"].values, count[rows, cols])
     np.testing.assert_allclose(ds["sar"].values, db[:, rows, cols], rtol=0, atol=1e-4)
     # against the speckle-free truth: mean over passes of each orbit's gamma0, then dB
@@ -249,3 +253,101 @@ def test_cli_builds_a_cube_and_reports_errors(stac_api, tmp_path: Path):
     t0 = time.perf_counter()
     res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--out", str(tmp_path), "--bbox", *bbox])
     assert res.exit_code == 1 and "no default catalog URL" in res.output and time.perf_counter() - t0 < 5
+
+
+# ------------------------------------------------------------------------------------ dtypes, SAR gaps, UTM zones
+@pytest.mark.parametrize("loader", ["odc-stac", "stackstac"])
+def test_loaders_keep_native_dtypes_lazily(stac_api, tmp_path: Path, loader: str):
+    """Sentinel-2 DN stay uint16 and SCL uint8, Sentinel-1 float32, as dask arrays, until compositing converts."""
+    from crofuse.cube import target_geobox
+    from crofuse.cube.loaders import load_assets
+    from crofuse.cube.search import search_season
+
+    cfg = _config(stac_api, tmp_path, 2022)
+    items = search_season(cfg)
+    gb = target_geobox(cfg.area)
+    common = {"loader": loader, "chunk_size": 64}
+    dn = load_assets(items.optical, ["B02", "B08"], gb, dtype="uint16", nodata=0, **common)
+    scl = load_assets(items.optical, ["SCL"], gb, dtype="uint8", nodata=0, **common)
+    sar = load_assets(items.sar, ["vv", "vh"], gb, dtype="float32", nodata=float("nan"), **common)
+    assert (dn.dtype, scl.dtype, sar.dtype) == (np.dtype("uint16"), np.dtype("uint8"), np.dtype("float32"))
+    assert all(a.chunks is not None for a in (dn, scl, sar)), "loaded lazily, chunk by chunk"
+    assert dn.sizes["time"] == len(items.optical) and sar.sizes["time"] == len(items.sar)
+    assert int(dn.max().compute()) > 1000  # DN, not reflectance
+
+
+def _punch_nan(path: Path, rows: slice, cols: slice) -> None:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read(1)
+    data[rows, cols] = np.nan
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+
+
+def test_partial_sar_coverage_is_nodata_and_not_valid(tmp_path_factory, tmp_path: Path):
+    """A block no Sentinel-1 pass sees is NaN with count 0 and not valid; a block one pass misses keeps the others."""
+    from crofuse.synthetic import WUHAN
+    from tests.fixtures.cube import build_small_catalog, served_catalog
+
+    root = build_small_catalog(tmp_path_factory.mktemp("sar-gaps"), size_km=1.0)
+    sar_items = catalog_items(root, "sentinel-1-rtc", city="wuhan", year=2022)
+    assert len(sar_items) >= 2
+    unseen, once = (slice(10, 30), slice(10, 30)), (slice(60, 80), slice(60, 80))
+    for i, item in enumerate(sar_items):
+        for pol in ("vv", "vh"):
+            _punch_nan(Path(item["assets"][pol]["href"]), *unseen)
+            if i == 0:
+                _punch_nan(Path(item["assets"][pol]["href"]), *once)
+    with served_catalog(root) as url:
+        cfg = CubeConfig(city="wuhan", year=2022, aoi=inner_bbox(WUHAN, 1.0, margin=0.05), catalog=url,
+                         output=tmp_path, chunk_size=64, min_valid_fraction=0.0)
+        ds = open_cube(build_cube(cfg, progress=False)).load()
+    _, transform = _native_grid(sar_items[0]["assets"]["vv"]["href"])
+    rows, cols = window_of(ds, transform)
+    assert rows.start >= 0 and cols.start >= 0, "the cube lies inside the simulated square"
+
+    def block(arr: np.ndarray, where: tuple[slice, slice]) -> np.ndarray:
+        r, c = where
+        return arr[..., r.start - rows.start + 2:r.stop - rows.start - 2, c.start - cols.start + 2:c.stop - cols.start - 2]
+
+    assert np.isnan(block(ds["sar"].values, unseen)).all()
+    assert (block(ds["sar_count"].values, unseen) == 0).all() and not block(ds["valid"].values, unseen).any()
+    assert (block(ds["sar_count"].values, once) == len(sar_items) - 1).all()
+    assert np.isfinite(block(ds["sar"].values, once)).all()
+    elsewhere = ds["sar_count"].values.copy()
+    elsewhere[unseen[0].start - rows.start - 3:unseen[0].stop - rows.start + 3,
+              unseen[1].start - cols.start - 3:unseen[1].stop - cols.start + 3] = len(sar_items)
+    elsewhere[once[0].start - rows.start - 3:once[0].stop - rows.start + 3,
+              once[1].start - cols.start - 3:once[1].stop - cols.start + 3] = len(sar_items)
+    assert (elsewhere == len(sar_items)).all(), "the gaps stay where they are"
+
+
+def _native_grid(href: str):
+    import rasterio
+
+    with rasterio.open(href) as src:
+        return src.shape, src.transform
+
+
+def test_aoi_across_two_utm_zones_is_built_in_one_recorded_crs(tmp_path_factory, tmp_path: Path):
+    """A city on the 114 E meridian (UTM zones 49 | 50): one CRS, the zone of the AOI centroid, written to the cube."""
+    import rioxarray  # noqa: F401
+
+    from crofuse.synthetic import City
+    from tests.fixtures.cube import build_small_catalog, served_catalog
+
+    border = City("border", 114.002, 30.55, 32650)
+    root = build_small_catalog(tmp_path_factory.mktemp("border"), cities=(border,), size_km=1.0)
+    aoi = inner_bbox(border, 1.0, margin=0.2)
+    assert aoi[0] < 114.0 < aoi[2]
+    with served_catalog(root) as url:
+        cfg = CubeConfig(city="border", year=2022, aoi=aoi, catalog=url, output=tmp_path, chunk_size=64)
+        ds = open_cube(build_cube(cfg, progress=False))
+        forced = open_cube(build_cube(dataclasses.replace(cfg, epsg=32649, output=tmp_path / "zone49"), progress=False))
+    assert ds.attrs["aoi_utm_zones"] == [49, 50]
+    assert ds.attrs["crs"] == "EPSG:32650" and "centroid" in ds.attrs["crs_choice"]
+    assert ds.rio.crs.to_epsg() == 32650
+    assert forced.rio.crs.to_epsg() == 32649 and forced.attrs["crs_choice"] == "EPSG:32649 given in the configuration"
+    assert float(forced["valid"].mean()) > 0.5, "the other zone's grid is filled by reprojection"
