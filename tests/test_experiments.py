@@ -299,3 +299,16 @@ def test_run_id_ignores_threads_but_not_training_settings(tmp_path: Path) -> Non
     assert _run_id(method, small, tmp_path, 1) != base
     assert _run_id(get_suite("loss").method("proposed"), small, tmp_path, 0) == base  # same model, loss, data
     assert _run_id(get_suite("loss").method("equal"), small, tmp_path, 0) != base
+
+
+def test_training_length_override_renames_the_profile(tmp_path: Path) -> None:
+    from crofuse.experiments.runner import _run_id, with_training_length
+
+    small = get_profile("cpu-small")
+    assert with_training_length(small) is small
+    longer = with_training_length(small, epochs=60, patience=15)
+    assert (longer.name, longer.epochs, longer.patience) == ("cpu-small[epochs=60,patience=15]", 60, 15)
+    assert longer.benchmark and longer.lr == small.lr and longer.data == small.data
+    method = get_suite("table2").method("unet")
+    assert _run_id(method, longer, tmp_path, 0) != _run_id(method, small, tmp_path, 0)
+

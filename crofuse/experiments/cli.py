@@ -26,6 +26,12 @@ def run_command(
     source_root: Annotated[Path | None, typer.Option(help="train/test on this WHU-IS style folder instead")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: the profile's)")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="training epochs instead of the profile's (renames the profile)")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="early-stop patience instead of the profile's (renames the profile)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="redo runs that already have a record")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -37,7 +43,8 @@ def run_command(
         paths = run_suite(
             suite, profile=profile, seeds=seeds, out=out,
             methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
-            data_dir=data_dir, source_root=source_root, device=device, threads=threads, force=force,
+            data_dir=data_dir, source_root=source_root, device=device, threads=threads, epochs=epochs,
+            patience=patience, force=force,
             progress=progress,
         )
     except CrofuseError as exc:

@@ -224,6 +224,15 @@ def _transfer_domains(ctx: RunContext, checkpoint: Path) -> dict[str, Any]:
     return out
 
 
+def with_training_length(profile: Profile, *, epochs: int | None = None, patience: int | None = None) -> Profile:
+    """``profile`` with another epoch budget and/or early-stopping patience, renamed to say so."""
+    changes = {k: v for k, v in (("epochs", epochs), ("patience", patience)) if v is not None}
+    if not changes:
+        return profile
+    label = ",".join(f"{k}={v}" for k, v in changes.items())
+    return profile.with_changes(name=f"{profile.name}[{label}]", **changes)
+
+
 def run_suite(
     suite: str | Suite,
     *,
@@ -235,6 +244,8 @@ def run_suite(
     source_root: Path | str | None = None,
     device: str = "auto",
     threads: int | None = None,
+    epochs: int | None = None,
+    patience: int | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> list[Path]:
@@ -244,8 +255,9 @@ def run_suite(
     ``out/_data``). ``source_root`` replaces the generated source patch set with an existing WHU-IS style folder
     (e.g. the real WHU-IS); the transfer suite still generates its target domains. ``threads`` overrides the
     profile's torch thread count (use 1 on a machine shared with other jobs: two threads contending for busy cores
-    run many times slower). Existing records are kept unless ``force``. Returns the record paths, in method then
-    seed order.
+    run many times slower). ``epochs``/``patience`` override the profile's training length; the profile is then
+    renamed (``cpu-small[epochs=60]``), so its records and tables never pass for the plain profile's. Existing
+    records are kept unless ``force``. Returns the record paths, in method then seed order.
     """
     from tqdm.auto import tqdm
 
@@ -253,6 +265,7 @@ def run_suite(
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if threads is not None:
         profile = profile.with_changes(torch_threads=threads)
+    profile = with_training_length(profile, epochs=epochs, patience=patience)
     seed_list = _seeds(seeds)
     chosen = list(suite.methods) if methods is None else [suite.method(k) for k in methods]
     out = Path(out)
