@@ -145,7 +145,7 @@ def city_year_quicklook(
 
 
 def refresh_stale_quicklooks(output: Path, city: str) -> list[Path]:
-    """Redraw the quicklooks of ``city`` whose change map is newer than the picture, or gone since it was drawn.
+    """Redraw the quicklooks of ``city`` whose change map is newer than the picture.
 
     Mapping an earlier year after a later one rewrites the later year's ``change.tif`` (its previous year changed);
     its ``quicklook.png`` would otherwise still show the old change panel, or none.

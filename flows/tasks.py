@@ -233,19 +233,25 @@ def mapping_parameters_sha256(
     A rerun with another AOI, catalog, season, cube option or window/stride/threshold remaps the city-year; one
     that only changes chunk size, batch size or device reuses it.
     """
+    import dataclasses
+
+    from tiling import TilingConfig
+
+    resolved = TilingConfig(**(tiling or {}))  # defaults filled in: {"stride": 96} is the same map as no option
+    tiling_meaning = {**dataclasses.asdict(resolved), "halo": resolved.effective_halo}
     meaning = {
         "aoi": aoi,
         "catalog": catalog,
         "season": season,
         "cube_options": cube_options or {},
-        "tiling": {k: v for k, v in (tiling or {}).items() if k not in PERFORMANCE_ONLY_TILING},
+        "tiling": {k: v for k, v in tiling_meaning.items() if k not in PERFORMANCE_ONLY_TILING},
     }
     return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str | None = None) -> dict[str, Any] | None:
-    """The completeness marker of a city-year mapped with this checkpoint (and, when given, these mapping
-    parameters, see :func:`mapping_parameters_sha256`), or None if it must be (re)done."""
+def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str) -> dict[str, Any] | None:
+    """The completeness marker of a city-year mapped with this checkpoint and these mapping parameters (see
+    :func:`mapping_parameters_sha256`), or None if it must be (re)done."""
     from crofuse.statistics import MAP_NAME
 
     marker = out_dir / MARKER
@@ -254,7 +260,7 @@ def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str | None = 
     data = json.loads(marker.read_text())
     if data.get("checkpoint_sha256") != sha256:
         return None
-    if parameters_sha256 is not None and data.get("parameters_sha256") != parameters_sha256:
+    if data.get("parameters_sha256") != parameters_sha256:
         return None
     return data
 

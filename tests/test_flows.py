@@ -137,6 +137,7 @@ def test_a_changed_mapping_parameter_makes_the_city_year_unfinished(mapped, tiny
     kw = {"aoi": None, "catalog": results[2022]["catalog"], "season": None, "cube_options": None}
     same = mapping_parameters_sha256(**kw, tiling={"chunk_size": 256})
     assert same == mapping_parameters_sha256(**kw, tiling={"chunk_size": 1024, "batch_size": 4, "device": "cpu"})
+    assert same == mapping_parameters_sha256(**kw, tiling={"window": 128, "stride": 96, "halo": 16}), "the defaults"
     assert finished_marker(folder, sha, same) is not None
     for changed in ({"season": "07-01/07-31"}, {"aoi": [114.2, 30.5, 114.3, 30.6]},
                     {"cube_options": {"loader": "stackstac"}}, {"catalog": "http://127.0.0.1:1"}):
