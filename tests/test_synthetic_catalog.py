@@ -169,10 +169,16 @@ def test_server_stops_on_exit(sample_catalog: Path) -> None:
 
 
 def test_cli_serve_runs_until_interrupted(sample_catalog: Path) -> None:
-    """`crofuse sample-catalog serve` answers on the given port and stops cleanly on Ctrl-C (SIGINT)."""
+    """`crofuse sample-catalog serve` announces its URL, answers there, and stops cleanly on Ctrl-C (SIGINT).
+
+    The test waits for the announcement line, not only for the port: rustac may answer a moment before the
+    command has printed where it is, and a SIGINT sent in that moment would be a race in the test, not a bug.
+    """
+    import queue
     import signal
     import subprocess
     import sys
+    import threading
     import time
     import urllib.error
     import urllib.request
@@ -185,24 +191,36 @@ def test_cli_serve_runs_until_interrupted(sample_catalog: Path) -> None:
         [sys.executable, "-c", code, "serve", str(sample_catalog), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def _read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=_read, daemon=True)
+    reader.start()
+    out: list[str] = []
     try:
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/collections", timeout=2) as r:
-                    ids = {c["id"] for c in json.loads(r.read())["collections"]}
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "serve did not answer within 90 s"
-                time.sleep(0.3)
+        while not any("STAC API at" in line for line in out):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"serve exited before announcing its URL: {''.join(out)}"
+            out.append(line)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/collections", timeout=10) as r:
+            ids = {c["id"] for c in json.loads(r.read())["collections"]}
         assert ids == {"sentinel-2-l2a", "sentinel-1-rtc", "labels"}
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        assert proc.wait(timeout=30) == 0
+        reader.join(timeout=10)
+        while (line := lines.get_nowait() if not lines.empty() else None) is not None:
+            out.append(line)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert f"http://127.0.0.1:{port}" in out and "stopped" in out
+    text = "".join(out)
+    assert f"http://127.0.0.1:{port}" in text and "stopped" in text
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
