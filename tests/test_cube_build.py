@@ -250,9 +250,8 @@ def test_cli_builds_a_cube_and_reports_errors(stac_api, tmp_path: Path):
     res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--catalog", stac_api, "--out", str(tmp_path),
                               "--bbox", "30.586", "114.296", "30.592", "114.302", "--no-progress"])
     assert res.exit_code == 1 and "swapped" in res.output
-    t0 = time.perf_counter()
     res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--out", str(tmp_path), "--bbox", *bbox])
-    assert res.exit_code == 1 and "no default catalog URL" in res.output and time.perf_counter() - t0 < 5
+    assert res.exit_code == 1 and "no default catalog URL" in res.output
 
 
 # ------------------------------------------------------------------------------------ dtypes, SAR gaps, UTM zones
