@@ -321,6 +321,10 @@ class CityYearStatistics:
 
     Change fields are NaN (and ``previous_year`` is -1) for the first mapped year of a city. ``reference_*`` fields
     are NaN when no reference labels were available for the city-year (or its previous year, for change fields).
+
+    ``impervious_km2`` counts every validly mapped pixel, so a year with more cloud-masked pixels shows less area with
+    no change on the ground. The ``*_common_km2`` fields compare the two years on the pixels valid in both
+    (``common_valid_km2``), where ``impervious_common_km2 − previous_impervious_common_km2`` equals ``net_km2`` (up to rounding).
     """
 
     city: str
@@ -335,6 +339,9 @@ class CityYearStatistics:
     gain_km2: float = math.nan
     loss_km2: float = math.nan
     net_km2: float = math.nan
+    common_valid_km2: float = math.nan
+    impervious_common_km2: float = math.nan
+    previous_impervious_common_km2: float = math.nan
     reference_impervious_km2: float = math.nan
     commission_km2: float = math.nan
     omission_km2: float = math.nan
@@ -421,6 +428,13 @@ def compute_city_year(output: Path, city: str, year: int) -> CityYearStatistics:
         ch = change_area(change, area, aoi_mask=aoi_mask)
         record.previous_year = prev_year
         record.gain_km2, record.loss_km2, record.net_km2 = ch.gain_km2, ch.loss_km2, ch.net_km2
+        common = change != NODATA_LABEL
+        if aoi_mask is not None:
+            common &= aoi_mask
+        record.common_valid_km2 = float(area[common].sum() / _M2_PER_KM2)
+        record.impervious_common_km2 = float(area[common & (cur == IMPERVIOUS)].sum() / _M2_PER_KM2)
+        was_impervious = previous.values == IMPERVIOUS
+        record.previous_impervious_common_km2 = float(area[common & was_impervious].sum() / _M2_PER_KM2)
         prev_reference = _read_reference(prev_folder, current)
         if reference is not None and prev_reference is not None:
             ref_change = change_area(change_map(prev_reference, reference), area, aoi_mask=aoi_mask)
@@ -500,6 +514,8 @@ def _is_current(output: Path, record: CityYearStatistics | None) -> bool:
     if expected_prev != record.previous_year:
         return False
     if expected_prev != -1:
+        if math.isnan(record.common_valid_km2):  # written before the common-pixel figures existed
+            return False
         prev = load_record(output, record.city, expected_prev)
         if prev is None or prev.map_mtime != (Path(output) / record.city / str(expected_prev) / MAP_NAME).stat().st_mtime:
             return False

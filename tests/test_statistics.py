@@ -187,6 +187,39 @@ def test_update_statistics_writes_tables_and_change_maps(two_cities: Path) -> No
             assert (math.isnan(row[name]) and math.isnan(expected)) or row[name] == pytest.approx(expected, abs=2e-6)
 
 
+def test_a_cloudier_year_is_compared_on_the_pixels_valid_in_both(tmp_path: Path) -> None:
+    """No change on the ground, more cloud in 2021: the area drops, the common-pixel figures do not move."""
+    rng = np.random.default_rng(1)
+    ground = (rng.random((40, 40)) < 0.4).astype("uint8")
+    cloudy = ground.copy()
+    cloudy[5:25, 5:25] = 255
+    _city(tmp_path, "wuhan", {2020: ground, 2021: cloudy})
+    row = st.update_statistics(tmp_path).sel(city="wuhan", year=2021)
+    first = st.load_record(tmp_path, "wuhan", 2020)
+    area = st.pixel_area(UTM50N, from_origin(230_000.0, 3_390_000.0, 10.0, 10.0), ground.shape)
+    clear = cloudy != 255
+    assert float(row.impervious_km2) < first.impervious_km2  # the cloud hides impervious pixels
+    assert float(row.common_valid_km2) == pytest.approx(area[clear].sum() / 1e6, rel=1e-9)
+    assert float(row.impervious_common_km2) == pytest.approx(area[clear & (ground == 1)].sum() / 1e6, rel=1e-9)
+    assert float(row.previous_impervious_common_km2) == pytest.approx(float(row.impervious_common_km2), rel=1e-12)
+    assert float(row.net_km2) == 0.0 and float(row.gain_km2) == 0.0
+    assert math.isnan(first.common_valid_km2), "the first year has nothing to compare with"
+
+
+def test_records_without_common_pixel_figures_are_recomputed(two_cities: Path) -> None:
+    st.update_statistics(two_cities)
+    path = two_cities / "wuhan/2021" / st.RECORD_NAME
+    old = json.loads(path.read_text())
+    for name in ("common_valid_km2", "impervious_common_km2", "previous_impervious_common_km2"):
+        del old[name]
+    path.write_text(json.dumps(old))
+    row = st.update_statistics(two_cities).sel(city="wuhan", year=2021)
+    assert float(row.impervious_common_km2) - float(row.previous_impervious_common_km2) == pytest.approx(
+        float(row.net_km2), abs=1e-12
+    )
+    assert "common_valid_km2" in json.loads(path.read_text())
+
+
 def test_update_is_idempotent_and_follows_new_years(two_cities: Path) -> None:
     st.update_statistics(two_cities)
     change = two_cities / "wuhan/2021/change.tif"
