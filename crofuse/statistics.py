@@ -324,7 +324,8 @@ class CityYearStatistics:
 
     ``impervious_km2`` counts every validly mapped pixel, so a year with more cloud-masked pixels shows less area with
     no change on the ground. The ``*_common_km2`` fields compare the two years on the pixels valid in both
-    (``common_valid_km2``), where ``impervious_common_km2 − previous_impervious_common_km2`` equals ``net_km2`` (up to rounding).
+    (``common_valid_km2``), where ``impervious_common_km2 − previous_impervious_common_km2`` equals ``net_km2`` (up
+    to rounding).
     """
 
     city: str
@@ -428,13 +429,10 @@ def compute_city_year(output: Path, city: str, year: int) -> CityYearStatistics:
         ch = change_area(change, area, aoi_mask=aoi_mask)
         record.previous_year = prev_year
         record.gain_km2, record.loss_km2, record.net_km2 = ch.gain_km2, ch.loss_km2, ch.net_km2
-        common = change != NODATA_LABEL
-        if aoi_mask is not None:
-            common &= aoi_mask
-        record.common_valid_km2 = float(area[common].sum() / _M2_PER_KM2)
-        record.impervious_common_km2 = float(area[common & (cur == IMPERVIOUS)].sum() / _M2_PER_KM2)
-        was_impervious = previous.values == IMPERVIOUS
-        record.previous_impervious_common_km2 = float(area[common & was_impervious].sum() / _M2_PER_KM2)
+        common = (change != NODATA_LABEL) if aoi_mask is None else (change != NODATA_LABEL) & aoi_mask
+        now = impervious_area(cur, area, aoi_mask=common)
+        record.common_valid_km2, record.impervious_common_km2 = now.valid_km2, now.impervious_km2
+        record.previous_impervious_common_km2 = impervious_area(previous.values, area, aoi_mask=common).impervious_km2
         prev_reference = _read_reference(prev_folder, current)
         if reference is not None and prev_reference is not None:
             ref_change = change_area(change_map(prev_reference, reference), area, aoi_mask=aoi_mask)
