@@ -213,8 +213,7 @@ def test_cli_serve_runs_until_interrupted(sample_catalog: Path) -> None:
         assert ids == {"sentinel-2-l2a", "sentinel-1-rtc", "labels"}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-        reader.join(timeout=10)
-        while (line := lines.get_nowait() if not lines.empty() else None) is not None:
+        while (line := lines.get(timeout=10)) is not None:  # the rest of the output, up to the reader's end mark
             out.append(line)
     finally:
         if proc.poll() is None:

@@ -274,18 +274,12 @@ def test_dask_chunk_size_leaves_no_trace_in_the_outputs(reference_run, small_cub
     for key in ("zarr/impervious", "cog/impervious"):
         assert (a[key] == b[key])[~undecided].all(), key
 
-# A chunk sleeps 0.25 s after it is written, so the test's kill after the third chunk cannot lose a race to a
-# fast machine finishing all twelve; the sleep does not change what is written.
+# Chunks are slowed (0.25 s each) so the kill after the third cannot lose a race to a fast machine finishing all twelve.
 _RUN_SCRIPT = """
-import sys, time
-import tiling.predict as tp
+import sys
+from tests.fixtures.tiling import slow_down_chunks
 from tiling import TilingConfig, predict_cube
-_run_chunk = tp.run_chunk
-def _slow_run_chunk(task):
-    report = _run_chunk(task)
-    time.sleep(0.25)
-    return report
-tp.run_chunk = _slow_run_chunk
+slow_down_chunks(0.25)
 config = TilingConfig(chunk_size=64, device="cpu", torch_threads=1)
 predict_cube(sys.argv[1], sys.argv[2], sys.argv[3], config=config, progress=False)
 """

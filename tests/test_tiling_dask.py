@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from infra.cluster import ClusterConfig, dask_client
-from tests.fixtures.tiling import make_cube
+from tests.fixtures.tiling import make_cube, slow_down_chunks
 from tiling import TilingConfig, predict_cube
 from tiling.predict import torch_threads_for
 from tiling.store import PROGRESS_DIR
@@ -77,29 +77,9 @@ def test_two_workers_give_the_same_maps_as_one(one_worker_maps, two_workers, cub
         assert (got[key] == expected).all(), key
 
 
-def _slow_chunks(delay: float) -> None:
-    """On a worker: each chunk sleeps ``delay`` s after it is written (0 restores the plain task).
-
-    Only the timing changes, not what is written: it lets the test kill a worker mid-run on any machine speed.
-    """
-    import time
-
-    import tiling.predict as tp
-
-    plain = getattr(tp, "_plain_run_chunk", tp.run_chunk)
-    tp._plain_run_chunk = plain
-
-    def slow(task):
-        report = plain(task)
-        time.sleep(delay)
-        return report
-
-    tp.run_chunk = slow if delay else plain
-
-
 def test_a_killed_worker_does_not_spoil_the_run(one_worker_maps, two_workers, cube, tiling_checkpoint, tmp_path):
     client = two_workers
-    client.run(_slow_chunks, 0.25)
+    client.run(slow_down_chunks, 0.25)  # so the kill below lands mid-run on any machine
     out = tmp_path / "out"
     progress = out / PROGRESS_DIR
     outcome: dict = {}
