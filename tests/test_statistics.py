@@ -241,7 +241,6 @@ def test_update_is_idempotent_and_follows_new_years(two_cities: Path) -> None:
     assert json.loads(record.read_text())["previous_year"] == 2020
 
 
-
 def _update_many(output: str, n: int) -> None:
     for _ in range(n):
         st.update_statistics(Path(output))
@@ -280,6 +279,7 @@ def test_a_table_update_waits_for_the_lock(two_cities: Path) -> None:
     proc.join(60)
     assert proc.exitcode == 0 and (two_cities / st.STATISTICS_CSV).exists()
 
+
 def test_aoi_geojson_restricts_the_figures(two_cities: Path) -> None:
     ds = st.update_statistics(two_cities)
     full = float(ds.aoi_km2.sel(city="lagos", year=2021))
@@ -313,7 +313,6 @@ def test_quicklooks_are_written(two_cities: Path) -> None:
     assert (np.abs(pixels.astype(int) - [204, 25, 25]).sum(axis=-1) < 10).any()  # impervious red is drawn
     with Image.open(plot) as img:
         assert img.size == (1200, 450)
-
 
 
 def test_a_quicklook_is_redrawn_when_its_change_map_is_rewritten(two_cities: Path) -> None:

@@ -257,7 +257,6 @@ def test_rerun_after_completion_is_idempotent(reference_run, small_cube, tiling_
     assert all((before[k] == after[k]).all() for k in before)
 
 
-
 def test_dask_chunk_size_leaves_no_trace_in_the_outputs(reference_run, small_cube, tiling_checkpoint, tmp_path):
     """The same cube through predict_cube with 64-px and 96-px output chunks (12 vs 6 dask tasks, chunk borders in
     different places): the written maps agree, up to a one-percent rounding step of the stored probability."""
@@ -273,6 +272,7 @@ def test_dask_chunk_size_leaves_no_trace_in_the_outputs(reference_run, small_cub
     undecided = (p == 50) | (b["zarr/probability"] == 50)  # a rounding step can only flip a pixel at p ~ 0.5
     for key in ("zarr/impervious", "cog/impervious"):
         assert (a[key] == b[key])[~undecided].all(), key
+
 
 # Chunks are slowed (0.25 s each) so the kill after the third cannot lose a race to a fast machine finishing all twelve.
 _RUN_SCRIPT = """
