@@ -38,9 +38,9 @@ def main() -> None:
     from tiling import TilingConfig
     from tiling.inference import predict_scene
     from tiling.model import file_sha256, load_model
-    from tiling.predict import open_cube_dataset
+    from crofuse.cube import open_cube
 
-    cube = open_cube_dataset(args.cube).load()
+    cube = open_cube(args.cube).load()
     optical = cube["optical"].values.astype("float32")
     sar = cube["sar"].values.astype("float32")
     valid = cube["valid"].values.astype(bool)
@@ -61,7 +61,7 @@ def main() -> None:
         for blend in ("hann", "none"):
             config = TilingConfig(device="cpu", window=window, stride=stride, blend=blend, chunk_size=max(h, w))
             t0 = time.perf_counter()
-            tiled = predict_scene(optical, sar, valid, model.predict_fn, config=config, fill=model.fill)
+            tiled = predict_scene(optical, sar, valid, model.predict_fn, config=config)
             seconds = time.perf_counter() - t0
             agree = float(((tiled > 0.5) == (whole > 0.5))[interior].mean())
             diff = float(np.nanmax(np.abs(tiled - whole)[interior]))

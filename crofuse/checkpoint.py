@@ -331,8 +331,8 @@ class Predictor:
     arrays in the card's band order and returns ``(N, H, W)`` float32 probabilities of class 1 (impervious), of the
     same kind (torch on the input's device, or numpy). ``autocast=True`` runs the model in ``autocast_dtype``
     (default bf16; fp16 on GPUs without bf16); ``channels_last=True`` uses NHWC memory (faster convs on GPUs).
-    Inside: normalise with the card's statistics, replace
-    non-finite values by 0 (the band mean; mask them yourself with the cube's ``valid``), pad H and W by edge
+    Inside: :meth:`~crofuse.normalization.Normalization.standardise` with the card's statistics (non-finite values
+    become 0, the band mean; mask them yourself with the cube's ``valid``), pad H and W by edge
     replication up to multiples of 16, run the model under ``torch.inference_mode`` (optionally autocast and
     channels-last), take :func:`~crofuse.model.main_logits`, softmax, crop.
     """
@@ -400,9 +400,7 @@ class Predictor:
         with torch.inference_mode():
             optical_t = optical_t.to(self.device, torch.float32)
             sar_t = sar_t.to(self.device, torch.float32)
-            optical_t, sar_t = self.card.normalization.apply(optical_t, sar_t)
-            optical_t = torch.nan_to_num(optical_t, nan=0.0, posinf=0.0, neginf=0.0)
-            sar_t = torch.nan_to_num(sar_t, nan=0.0, posinf=0.0, neginf=0.0)
+            optical_t, sar_t = self.card.normalization.standardise(optical_t, sar_t)
             pad_h, pad_w = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
             if pad_h or pad_w:
                 optical_t = F.pad(optical_t, (0, pad_w, 0, pad_h), mode="replicate")

@@ -15,7 +15,8 @@ app = typer.Typer(
 # (module, what it adds). Each module exposes ``register(app: typer.Typer) -> None``.
 _COMMAND_MODULES = (
     "crofuse.training.cli",  # train, evaluate, info
-    "crofuse.synthetic.cli",  # sample-catalog build/serve/patches
+    "crofuse.synthetic.cli",  # sample-catalog build/serve
+    "crofuse.trainingset.cli",  # training-set build/info
     "crofuse.cube.cli",  # cube
     "tiling.cli",  # predict
     "crofuse.experiments.cli",  # experiments run/report

@@ -20,6 +20,15 @@ class PatchDatasetError(DataError):
     """A WHU-IS style patch dataset is malformed (missing partner file, wrong band count, bad labels...)."""
 
 
+class LabelError(DataError):
+    """Labels cannot be used: a label source that does not cover the AOI, unknown class codes, a missing year,
+    a vector file without CRS or with invalid geometries."""
+
+
+class TrainingSetError(DataError):
+    """A training set cannot be built as asked (an empty split, other settings in the same folder...)."""
+
+
 class CheckpointError(CrofuseError):
     """A checkpoint cannot be read."""
 

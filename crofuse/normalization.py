@@ -73,6 +73,14 @@ class Normalization:
             _normalise(sar, self.sar_mean, self.sar_std, name="sar"),
         )
 
+    def standardise(self, optical: ArrayT, sar: ArrayT) -> tuple[ArrayT, ArrayT]:
+        """The one input rule of training, the :class:`~crofuse.checkpoint.Predictor` and tiled inference:
+        standardise per band (:meth:`apply`), then set every non-finite value (NaN: no clear observation in the
+        composite; inf) to 0, i.e. to the band mean of the training split. Arrays ``(..., C, H, W)``, float32 out.
+        """
+        optical, sar = self.apply(optical, sar)
+        return _zero_non_finite(optical), _zero_non_finite(sar)
+
     def to_dict(self) -> dict[str, list[float]]:
         return {
             "optical_mean": list(self.optical_mean),
@@ -107,6 +115,13 @@ def _normalise(x: ArrayT, mean: tuple[float, ...], std: tuple[float, ...], *, na
         s = np.asarray(std, dtype=dtype)[:, None, None]
         return (x.astype(dtype, copy=False) - m) / s
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _zero_non_finite(x: ArrayT) -> ArrayT:
+    if isinstance(x, torch.Tensor):
+        return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    x = np.asarray(x, dtype=np.float32)
+    return np.where(np.isfinite(x), x, np.float32(0.0)).astype(np.float32, copy=False)
 
 
 __all__ = ["Normalization"]

@@ -115,7 +115,7 @@ def current_client() -> Any:
 def resolve_aoi(city: str, aoi: list[float] | dict[str, Any] | None, catalog: str) -> dict[str, Any]:
     """The AOI as a validated GeoJSON geometry; without one, the city's extent from the catalog's labels."""
     from crofuse.cube.aoi import parse_aoi
-    from flows.catalog import city_extent
+    from crofuse.labels import city_extent
 
     raw = city_extent(catalog, city) if aoi is None else aoi
     return parse_aoi(raw).geojson
@@ -170,7 +170,7 @@ def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: dict[str, Any
 def fetch_reference(catalog: str, city: str, year: int, out_dir: str) -> bool:
     """Ground-truth labels of the city-year from the catalog, on the map grid (``reference.tif``), if it has them."""
     from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
-    from flows.catalog import write_reference
+    from crofuse.labels.reference import write_reference
 
     like = read_map(Path(out_dir) / MAP_NAME)
     written = write_reference(catalog, city, year, like, Path(out_dir) / REFERENCE_NAME)

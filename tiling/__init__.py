@@ -2,14 +2,13 @@
 
 from tiling.blend import BlendAccumulator, blend_weights
 from tiling.config import TilingConfig
-from tiling.inference import FillValues, predict_chunk_probability, predict_scene, read_region
+from tiling.inference import predict_chunk_probability, predict_scene, read_region
 from tiling.predict import PredictionOutputs, encode_maps, predict_cube
 from tiling.windows import ChunkPlan, chunk_bounds, plan_chunk, reflect_index, window_starts
 
 __all__ = [
     "BlendAccumulator",
     "ChunkPlan",
-    "FillValues",
     "PredictionOutputs",
     "TilingConfig",
     "blend_weights",

@@ -1,7 +1,9 @@
 """Tiled prediction of one region: read with reflection, run batched windows, blend, crop (no dask in here).
 
 ``predict_fn`` is any function ``(optical (N,4,H,W), sar (N,2,H,W)) -> (N,H,W)`` probability on numpy float32 arrays;
-:func:`tiling.model.load_predict_fn` makes one from a checkpoint.
+:func:`tiling.model.load_model` makes one from a checkpoint. Inputs reach it as the cube holds them, NaN included:
+the :class:`~crofuse.checkpoint.Predictor` applies the one fill-and-normalise rule
+(:meth:`crofuse.normalization.Normalization.standardise`) that training uses too.
 """
 
 from __future__ import annotations
@@ -20,17 +22,6 @@ Reader = Callable[[slice, slice], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """``reader(rows, cols) -> (optical (4,h,w), sar (2,h,w), valid (h,w))`` for a slice of scene pixels."""
 
 
-@dataclass(frozen=True)
-class FillValues:
-    """Values that replace NaN inputs (per band, in the cube's units) so that NaN never reaches the model.
-
-    The checkpoint's normalisation means are used, so filled pixels become 0 after normalisation.
-    """
-
-    optical: tuple[float, ...]
-    sar: tuple[float, ...]
-
-
 def read_region(reader: Reader, shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]):
     """Read global rows/cols (possibly outside the scene) from ``reader``, mirroring at the scene edges.
 
@@ -47,12 +38,6 @@ def read_region(reader: Reader, shape: tuple[int, int], rows: tuple[int, int], c
         np.ascontiguousarray(sar[(slice(None), *ix)], dtype=np.float32),
         np.asarray(valid[ix], dtype=bool),
     )
-
-
-def _fill_nan(array: np.ndarray, fill: tuple[float, ...]) -> np.ndarray:
-    for band, value in enumerate(fill):
-        np.copyto(array[band], np.float32(value), where=~np.isfinite(array[band]))
-    return array
 
 
 def _batches(plan: ChunkPlan, valid: np.ndarray, size: int) -> Iterator[list[tuple[int, int]]]:
@@ -90,7 +75,6 @@ def predict_chunk_probability(
     predict_fn: PredictFn,
     *,
     config: TilingConfig,
-    fill: FillValues,
 ) -> ChunkPrediction:
     """Blended impervious probability for output pixels ``rows x cols`` of a scene of ``shape``.
 
@@ -101,8 +85,6 @@ def predict_chunk_probability(
         shape, rows, cols, window=config.window, stride=config.stride, pad=config.effective_halo
     )
     optical, sar, valid = read_region(reader, shape, plan.region_rows, plan.region_cols)
-    _fill_nan(optical, fill.optical)
-    _fill_nan(sar, fill.sar)
     w = config.window
     acc = BlendAccumulator(valid.shape, blend_weights(w, kind=config.blend, floor=config.floor))
     n = 0
@@ -129,7 +111,6 @@ def predict_scene(
     predict_fn: PredictFn,
     *,
     config: TilingConfig = TilingConfig(),
-    fill: FillValues,
 ) -> np.ndarray:
     """Tiled probability of an in-memory scene, chunk by chunk (same code path as the dask workers use).
 
@@ -143,6 +124,6 @@ def predict_scene(
     out = np.empty(shape, dtype=np.float32)
     for rows in chunk_bounds(shape[0], config.chunk_size):
         for cols in chunk_bounds(shape[1], config.chunk_size):
-            result = predict_chunk_probability(reader, shape, rows, cols, predict_fn, config=config, fill=fill)
+            result = predict_chunk_probability(reader, shape, rows, cols, predict_fn, config=config)
             out[rows[0] : rows[1], cols[0] : cols[1]] = result.probability
     return out

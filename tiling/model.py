@@ -15,17 +15,12 @@ import numpy as np
 from crofuse import OPTICAL_BANDS, SAR_BANDS
 from crofuse.errors import CheckpointError, ConfigError
 from tiling.config import TilingConfig
-from tiling.inference import FillValues, PredictFn
+from tiling.inference import PredictFn
 
 _CACHE: dict[tuple, LoadedModel] = {}
 _LOCK = threading.Lock()
 LOAD_COUNT = 0
 """How many times this process has loaded a checkpoint (tests check it is once per worker)."""
-
-# Used only when a checkpoint's card carries no normalisation means: typical urban Sentinel-2 reflectance and
-# Sentinel-1 gamma0 (dB) values, so that NaN never reaches the model.
-_DEFAULT_FILL = FillValues(optical=(0.08, 0.09, 0.10, 0.22), sar=(-10.0, -17.0))
-
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file, read in 1 MiB blocks."""
@@ -65,20 +60,8 @@ class LoadedModel:
     """A ready-to-call model on this worker."""
 
     predict_fn: PredictFn
-    fill: FillValues
     device: str
     sha256: str
-
-
-def _fill_from_card(card: object) -> FillValues:
-    norm = getattr(card, "normalization", None)
-    if norm is None:
-        return _DEFAULT_FILL
-    optical = getattr(norm, "optical_mean", None)
-    sar = getattr(norm, "sar_mean", None)
-    if optical is None or sar is None or len(optical) != len(OPTICAL_BANDS) or len(sar) != len(SAR_BANDS):
-        return _DEFAULT_FILL
-    return FillValues(optical=tuple(float(v) for v in optical), sar=tuple(float(v) for v in sar))
 
 
 def _build(checkpoint: Path, sha256: str, config: TilingConfig) -> LoadedModel:
@@ -105,7 +88,7 @@ def _build(checkpoint: Path, sha256: str, config: TilingConfig) -> LoadedModel:
         s = torch.from_numpy(sar).pin_memory().to(device, non_blocking=True)
         return predictor(o, s).cpu().numpy()
 
-    return LoadedModel(predict_fn=predict_fn, fill=_fill_from_card(predictor.card), device=device, sha256=sha256)
+    return LoadedModel(predict_fn=predict_fn, device=device, sha256=sha256)
 
 
 def load_model(checkpoint: str | Path, sha256: str, *, config: TilingConfig) -> LoadedModel:

@@ -10,27 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import threading
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from crofuse import IMPERVIOUS, NODATA_LABEL, OPTICAL_BANDS, PERVIOUS, SAR_BANDS
-from crofuse.errors import CubeError, InferenceError
+from crofuse.cube import open_cube
+from crofuse.cube.reader import cube_identity, cube_reader
+from crofuse.errors import CrofuseError, InferenceError
 from tiling import store as maps_store
 from tiling.config import TilingConfig
 from tiling.inference import predict_chunk_probability
 from tiling.model import file_sha256, load_model, set_torch_threads
 from tiling.windows import chunk_bounds
 
+log = logging.getLogger(__name__)
+
 IMPERVIOUS_COG = "impervious.tif"
 PROBABILITY_COG = "probability.tif"
 _CUBE_ATTRS = ("city", "year", "catalog", "optical_items", "sar_items", "crofuse_version", "season")
+
+
+class RecipeWarning(UserWarning):
+    """The checkpoint was trained on another composite recipe than the cube it maps."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class ChunkTask:
     """Everything a worker needs for one output chunk (small and picklable)."""
 
     cube_path: str
+    cube_identity: str
     store: str
     progress_dir: str
     shape: tuple[int, int]
@@ -77,87 +87,38 @@ class ChunkReport:
     pid: int
 
 
-# ---------------------------------------------------------------------------------------------------------- cube
-def open_cube_dataset(path: str | Path):
-    """Open an input cube lazily (``crofuse.cube.open_cube`` when the cube package provides it)."""
-    try:
-        from crofuse.cube import open_cube  # type: ignore[attr-defined]
-    except ImportError:
-        try:
-            from crofuse.cube.store import open_cube
-        except ImportError:
-            open_cube = None
-    path = Path(path)
-    if not path.exists():
-        raise CubeError(f"input cube {path} does not exist; build it with `crofuse cube` first")
-    import rioxarray  # noqa: F401
-    import xarray as xr
+# ---------------------------------------------------------------------------------------------------------- checks
+def check_inputs(cube, cube_path: Path, checkpoint: Path, *, strict: bool = False) -> list[str]:
+    """Validate the checkpoint against the cube before any output is touched; return the warnings.
 
-    cube = open_cube(path) if open_cube is not None else xr.open_zarr(path, decode_coords="all", consolidated=False)
-    if "spatial_ref" in cube.data_vars:  # written without grid_mapping attributes: still the cube's CRS variable
-        cube = cube.set_coords("spatial_ref")
-    return cube
+    The checkpoint is loaded in full (every tensor checked against its card), its bands must be the cube's, and its
+    training recipe (the card's ``training_data.recipe``: reducer, season, SCL mask...) is compared with the cube's
+    (:func:`crofuse.cube.recipe.compare_recipes`): a different band set or resolution is refused; a different
+    reducer, season, SCL mask or profile is a warning naming both values, refused with ``strict``.
+    """
+    from crofuse.checkpoint import load_checkpoint
+    from crofuse.cube.recipe import compare_recipes, composite_recipe
+    from crofuse.errors import CheckpointMismatchError
 
-
-def check_cube(cube, path: str | Path) -> None:
-    """Refuse a cube that does not follow the contract in docs/architecture.md, saying what is missing."""
-    missing = [v for v in ("optical", "sar", "valid") if v not in cube.variables]
-    if missing:
-        raise CubeError(f"cube {path} lacks variable(s) {missing}; it must hold optical, sar and valid (see docs)")
-    for name, bands in (("optical", OPTICAL_BANDS), ("sar", SAR_BANDS)):
-        var = cube[name]
-        if var.ndim != 3 or var.dims[1:] != ("y", "x"):
-            raise CubeError(f"cube {path}: {name} has dims {var.dims}, expected (band, 'y', 'x')")
-        band_dim = var.dims[0]
-        if band_dim in var.coords:
-            have = [str(b) for b in var[band_dim].values]
-            if not set(bands) <= set(have):
-                raise CubeError(f"cube {path}: {name} bands {have} do not include {list(bands)}")
-        elif var.sizes[band_dim] != len(bands):
-            raise CubeError(f"cube {path}: {name} has {var.sizes[band_dim]} bands, expected {len(bands)} {bands}")
-    if cube["valid"].dims != ("y", "x"):
-        raise CubeError(f"cube {path}: valid has dims {cube['valid'].dims}, expected ('y', 'x')")
-    if cube.rio.crs is None:
-        raise CubeError(f"cube {path} has no CRS (spatial_ref); rebuild it with `crofuse cube`")
-
-
-def _in_band_order(var, bands: tuple[str, ...]):
-    """Select ``bands`` in model order along the variable's first (band) dimension, whatever its name."""
-    band_dim = var.dims[0]
-    if band_dim in var.coords:
-        return var.sel({band_dim: list(bands)})
-    return var
-
-
-_READERS: dict[str, object] = {}
-_READERS_LOCK = threading.Lock()
-
-
-def _cube_reader(path: str):
-    """A per-process cached ``reader(rows, cols)`` over the cube's arrays, in model band order."""
-    with _READERS_LOCK:
-        reader = _READERS.get(path)
-        if reader is not None:
-            return reader
-        import xarray as xr
-
-        # plain lazily-indexed zarr arrays (no dask): a task reads its region synchronously, and never submits a
-        # nested graph back to the cluster from inside a worker. The client already validated the cube.
-        cube = xr.open_zarr(path, chunks=None, decode_coords="all", consolidated=False)
-        optical, sar = cube["optical"], cube["sar"]
-        optical = _in_band_order(optical, OPTICAL_BANDS)
-        sar = _in_band_order(sar, SAR_BANDS)
-        valid = cube["valid"]
-
-        def reader(rows: slice, cols: slice):
-            return (
-                optical.isel(y=rows, x=cols).values,
-                sar.isel(y=rows, x=cols).values,
-                valid.isel(y=rows, x=cols).values.astype(bool),
-            )
-
-        _READERS[path] = reader
-        return reader
+    card = load_checkpoint(checkpoint, expect_bands=(OPTICAL_BANDS, SAR_BANDS)).card
+    trained = (card.training_data or {}).get("recipe")
+    diffs = compare_recipes(trained, composite_recipe(cube.attrs))
+    refused = [d for d in diffs if d.severity == "refuse" or (strict and d.severity == "warn")]
+    if refused:
+        raise CheckpointMismatchError(
+            f"{checkpoint.name} was trained on other inputs than the cube {cube_path} holds: "
+            f"{'; '.join(d.describe() for d in refused)}. Rebuild the cube with the checkpoint's recipe "
+            f"(`crofuse info {checkpoint}` shows it){'' if not strict else ', or drop --strict to map anyway'}"
+        )
+    warnings = [
+        f"{checkpoint.name} was trained on another composite recipe than the cube {cube_path.name} "
+        f"({'; '.join(d.describe() for d in diffs if d.severity == 'warn')}): the maps may be biased; rebuild the "
+        "cube with the training recipe, or pass --strict to refuse such runs"
+    ] if any(d.severity == "warn" for d in diffs) else []
+    if trained is None:
+        log.info("%s records no training recipe (trained on patches from outside crofuse.trainingset): the cube "
+                 "cannot be checked against it", checkpoint.name)
+    return warnings
 
 
 # ---------------------------------------------------------------------------------------------------------- task
@@ -187,13 +148,12 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
     if model.device == "cpu":
         set_torch_threads(task.torch_threads)
     result = predict_chunk_probability(
-        _cube_reader(task.cube_path),
+        cube_reader(task.cube_path, task.cube_identity),
         task.shape,
         task.rows,
         task.cols,
         model.predict_fn,
         config=task.config,
-        fill=model.fill,
     )
     impervious, percent = encode_maps(result.probability, task.config.threshold)
     maps_store.write_chunk(Path(task.store), task.rows, task.cols, impervious=impervious, probability=percent)
@@ -203,9 +163,11 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
 
 
 # ---------------------------------------------------------------------------------------------------------- driver
-def _run_key(cube_path: Path, cube, sha256: str, config: TilingConfig) -> str:
+def _run_key(cube, sha256: str, config: TilingConfig) -> str:
+    """What a finished run is: the cube's content identity (not its path: a moved or copied output tree resumes),
+    the checkpoint's sha256 and the tiling settings that change the bytes."""
     payload = {
-        "cube": str(cube_path.resolve()),
+        "cube": cube_identity(cube.attrs),
         "cube_attrs": {k: str(cube.attrs.get(k)) for k in _CUBE_ATTRS},
         "shape": [cube.sizes["y"], cube.sizes["x"]],
         "checkpoint_sha256": sha256,
@@ -231,6 +193,17 @@ def torch_threads_for(client) -> int:
     return min(per_task) if per_task else 1
 
 
+def _task_error(exc: Exception) -> Exception:
+    """The error a failed chunk task surfaces as, the same with or without a dask client: crofuse's own errors
+    (an unreadable cube, a checkpoint that changed) as they are, anything else as :class:`InferenceError`."""
+    if isinstance(exc, CrofuseError):
+        return exc
+    return InferenceError(
+        f"a chunk task failed ({type(exc).__name__}: {exc}); the chunks already written are kept, fix the cause "
+        "and rerun the same command to resume"
+    )
+
+
 def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str) -> list[ChunkReport]:
     from tqdm.auto import tqdm
 
@@ -238,9 +211,12 @@ def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str) ->
     reports: list[ChunkReport] = []
     try:
         if client is None:
-            for task in tasks:
-                reports.append(run_chunk(task))
-                bar.update(1)
+            try:
+                for task in tasks:
+                    reports.append(run_chunk(task))
+                    bar.update(1)
+            except Exception as exc:
+                raise _task_error(exc) from exc
             return reports
         from distributed import as_completed
 
@@ -253,10 +229,7 @@ def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str) ->
                 bar.update(1)
         except Exception as exc:
             client.cancel(futures)
-            raise InferenceError(
-                f"a chunk task failed ({type(exc).__name__}: {exc}); the chunks already written are kept, "
-                "fix the cause and rerun the same command to resume"
-            ) from exc
+            raise _task_error(exc) from exc
         return reports
     finally:
         bar.close()
@@ -270,6 +243,7 @@ def predict_cube(
     config: TilingConfig = TilingConfig(),
     client=None,
     progress: bool = True,
+    strict: bool = False,
 ) -> PredictionOutputs:
     """Map impervious surface over a whole cube with tiled, blended CroFuseNet inference.
 
@@ -281,6 +255,8 @@ def predict_cube(
         client: a ``distributed.Client`` (e.g. from ``infra.cluster.dask_client``); ``None`` runs the chunks one
             after the other in this process.
         progress: show a progress bar over chunks.
+        strict: refuse a cube whose composite recipe (reducer, season, SCL mask, profile) differs from the one the
+            checkpoint was trained on, instead of warning (:func:`check_inputs`).
 
     A rerun after an interruption skips the chunks already written and ends with the same bytes; a rerun after a
     complete run only rewrites missing COGs. A different checkpoint or tiling setting starts over.
@@ -289,11 +265,13 @@ def predict_cube(
     cube_path, checkpoint, out_dir = Path(cube_path), Path(checkpoint), Path(out_dir)
     if not checkpoint.is_file():
         raise InferenceError(f"checkpoint {checkpoint} does not exist; train one with `crofuse train`")
-    cube = open_cube_dataset(cube_path)
-    check_cube(cube, cube_path)
+    cube = open_cube(cube_path)
+    for message in check_inputs(cube, cube_path, checkpoint, strict=strict):
+        log.warning(message)
+        warnings.warn(message, RecipeWarning, stacklevel=2)
     shape = (int(cube.sizes["y"]), int(cube.sizes["x"]))
     sha256 = file_sha256(checkpoint)
-    run_key = _run_key(cube_path, cube, sha256, config)
+    run_key = _run_key(cube, sha256, config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     store = out_dir / maps_store.MAPS_STORE
@@ -332,6 +310,7 @@ def predict_cube(
         tasks = [
             ChunkTask(
                 cube_path=str(cube_path.resolve()),
+                cube_identity=cube_identity(cube.attrs),
                 store=str(store.resolve()),
                 progress_dir=str(progress_dir.resolve()),
                 shape=shape,

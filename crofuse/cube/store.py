@@ -106,15 +106,22 @@ def _distributed_client_active() -> bool:
 
 
 def publish(tmp: Path, path: Path, *, attrs: dict[str, Any]) -> Path:
-    """Write ``attrs`` plus the completeness marker into the finished temp store, then move it to ``path``.
+    """Write ``attrs`` plus the completeness marker into the finished temp store, consolidate its metadata (so
+    ``xr.open_zarr`` reads it in one request, without zarr's fallback warning), then move it to ``path``.
 
     An existing cube is moved aside first and deleted after the rename, so a reader sees the old complete cube, no
     cube, or the new complete cube, never a mix.
     """
+    import warnings
+
     import zarr
 
     group = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
-    group.attrs.update({**attrs, COMPLETE_ATTR: True})
+    # build_id tells two builds with equal settings apart (readers are cached by it, crofuse.cube.reader)
+    group.attrs.update({**attrs, "build_id": uuid.uuid4().hex, COMPLETE_ATTR: True})
+    with warnings.catch_warnings():  # zarr 3 notes that consolidated metadata is not in the v3 spec yet
+        warnings.simplefilter("ignore", UserWarning)
+        zarr.consolidate_metadata(str(tmp), zarr_format=3)
     old = None
     if path.exists():
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -169,11 +176,35 @@ def open_cube(path: str | Path) -> xr.Dataset:
             f"{path} is incomplete (no '{COMPLETE_ATTR}' marker: the build was interrupted or is still running); "
             "rebuild it with `crofuse cube` (or build_cube) before using it"
         )
-    ds = xr.open_zarr(path, consolidated=False, zarr_format=3, decode_coords="all")
-    missing = [v for v in CUBE_VARIABLES if v not in ds]
-    if missing:
-        raise CubeError(f"{path} lacks variables {missing}; it was not written by crofuse.cube (rebuild it)")
+    ds = xr.open_zarr(path, consolidated=None, zarr_format=3, decode_coords="all")
+    if "spatial_ref" in ds.data_vars:  # written without grid_mapping attributes: still the cube's CRS variable
+        ds = ds.set_coords("spatial_ref")
+    check_contract(ds, path)
     return ds
 
 
-__all__ = ["COMPLETE_ATTR", "CUBE_NAME", "cube_path", "discard", "open_cube", "publish", "read_attrs", "write_cube"]
+def check_contract(ds: xr.Dataset, path: str | Path) -> None:
+    """Refuse a cube that does not follow the contract (docs/architecture.md), saying what is missing."""
+    from crofuse import OPTICAL_BANDS, SAR_BANDS
+
+    missing = [v for v in CUBE_VARIABLES if v not in ds]
+    if missing:
+        raise CubeError(f"{path} lacks variables {missing}; it was not written by crofuse.cube (rebuild it)")
+    for name, bands in (("optical", OPTICAL_BANDS), ("sar", SAR_BANDS)):
+        var = ds[name]
+        if var.ndim != 3 or var.dims[1:] != ("y", "x"):
+            raise CubeError(f"cube {path}: {name} has dims {var.dims}, expected (band, 'y', 'x')")
+        band_dim = var.dims[0]
+        if band_dim in var.coords:
+            have = [str(b) for b in var[band_dim].values]
+            if not set(bands) <= set(have):
+                raise CubeError(f"cube {path}: {name} bands {have} do not include {list(bands)}")
+        elif var.sizes[band_dim] != len(bands):
+            raise CubeError(f"cube {path}: {name} has {var.sizes[band_dim]} bands, expected {len(bands)} {bands}")
+    if ds["valid"].dims != ("y", "x"):
+        raise CubeError(f"cube {path}: valid has dims {ds['valid'].dims}, expected ('y', 'x')")
+    if ds.rio.crs is None:
+        raise CubeError(f"cube {path} has no CRS (spatial_ref); rebuild it with `crofuse cube`")
+
+
+__all__ = ["COMPLETE_ATTR", "CUBE_NAME", "check_contract", "cube_path", "discard", "open_cube", "publish", "read_attrs", "write_cube"]

@@ -10,8 +10,8 @@ Units: optical is read as surface reflectance 0-1 and SAR as gamma0 in dB, the u
 model at prediction time. Files may hold any numeric dtype; :class:`PatchUnits` converts other encodings (e.g.
 Sentinel-2 DN 0-10000 with ``optical_scale=1e-4``, or linear SAR power with ``sar_in_db=False``) so that a real
 WHU-IS download can be used without code changes. Pixels equal to a file's declared nodata value, and NaN, are
-treated as missing: the label is set to nodata there and the input is filled with the band mean before
-normalisation, so the loss never sees them.
+treated as missing: the label is set to nodata there, and :meth:`crofuse.normalization.Normalization.standardise`
+(the rule the Predictor and tiled inference use too) sets the standardised input to 0, the band mean.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ EXPECTED_BANDS: dict[str, int] = {"optical": len(OPTICAL_BANDS), "sar": len(SAR_
 SIZE_MULTIPLE = 16
 """Patch sides must be divisible by 16: the UNet encoders pool four times (paper III-A, 128 -> 8)."""
 _SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
+INCOMPLETE_MARKER = ".incomplete"
+"""Left in a training set's folder by ``crofuse.trainingset`` until its ``patches.json`` is written."""
 _LAYOUT_HINT = "expected ROOT/{train,val,test}/{optical,sar,label}/<name>.tif with the same <name> in all three"
 
 
@@ -103,6 +105,11 @@ def discover_split(root: str | Path, split: str) -> list[PatchFiles]:
     split_dir = root / split
     if split not in SPLITS:
         raise PatchDatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if (root / INCOMPLETE_MARKER).exists():
+        raise PatchDatasetError(
+            f"{root} is a training set that is still being built or whose build was interrupted "
+            f"({INCOMPLETE_MARKER} is there, patches.json is not): rerun `crofuse training-set build` to finish it"
+        )
     if not split_dir.is_dir():
         raise PatchDatasetError(f"split folder {split_dir} does not exist; {_LAYOUT_HINT}")
     listings: dict[str, dict[str, Path]] = {}
@@ -241,8 +248,8 @@ class PatchDataset:
     """A torch map-style dataset over one split of a WHU-IS style patch set (paper II-B).
 
     Each item is a dict ``{"optical": float32 (4,H,W), "sar": float32 (2,H,W), "label": int64 (H,W),
-    "name": str}``. With ``normalization`` given, inputs are standardised per band (missing pixels filled with the
-    band mean first, so they become 0); without it, inputs are returned in model units with NaN kept. Augmentation
+    "name": str}``. With ``normalization`` given, inputs are standardised per band and missing pixels become 0
+    (:meth:`~crofuse.normalization.Normalization.standardise`); without it, inputs are returned in model units with NaN kept. Augmentation
     (paper IV-A: vertical flip, rotation, Gaussian blur) is only allowed on the train split and is seeded per
     ``(seed, epoch, index)``, so a run is reproducible and workers do not repeat each other; call
     :meth:`set_epoch` at the start of every epoch.
@@ -301,7 +308,7 @@ class PatchDataset:
         patch = self.read(index)
         optical, sar, label = patch.optical, patch.sar, patch.label
         if self.normalization is not None:
-            optical, sar = _fill_and_normalize(optical, sar, self.normalization)
+            optical, sar = self.normalization.standardise(optical, sar)
         if self.augmentation is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             optical, sar, label = self.augmentation(optical, sar, label, rng=rng)
@@ -311,18 +318,6 @@ class PatchDataset:
             "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)),
             "name": self.files[index].name,
         }
-
-
-def _fill_and_normalize(
-    optical: np.ndarray, sar: np.ndarray, normalization: Normalization
-) -> tuple[np.ndarray, np.ndarray]:
-    """Replace missing pixels by the band mean, then standardise (the filled pixels become 0)."""
-    o_mean = np.asarray(normalization.optical_mean, dtype=np.float32)[:, None, None]
-    s_mean = np.asarray(normalization.sar_mean, dtype=np.float32)[:, None, None]
-    optical = np.where(np.isfinite(optical), optical, o_mean)
-    sar = np.where(np.isfinite(sar), sar, s_mean)
-    optical, sar = normalization.apply(optical.astype(np.float32), sar.astype(np.float32))
-    return optical.astype(np.float32, copy=False), sar.astype(np.float32, copy=False)
 
 
 def collate_patches(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
