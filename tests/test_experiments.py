@@ -262,13 +262,16 @@ def test_cli_report(micro_results: Path) -> None:
 
 def test_transfer_micro_suite_builds_cached_sample_patch_sets(tmp_path: Path) -> None:
     """Transfer (paper V-C) end to end on generated sample cities: train on Wuhan 2021, test on Nanjing 2021 and
-    Wuhan 2022; the three patch sets come from export_patches and are reused by a second suite."""
+    Wuhan 2022; the three patch sets are training sets built from a served sample catalog and are reused by a
+    second suite (which then needs no catalog server at all)."""
     from crofuse.experiments.data import MARKER
     from crofuse.experiments.runner import run_suite
 
     profile = PROFILES["micro"].with_changes(data=DataSettings(size_km=2.6))
     out = tmp_path / "results"
-    [path] = run_suite("transfer", profile=profile, seeds=1, out=out, progress=False)
+    from infra.stac import StacServer
+
+    [path] = run_suite("transfer", profile=profile, seeds=1, out=out, progress=False, serve=StacServer)
     rec = json.loads(path.read_text())
     assert set(rec["domains"]) == {"spatial", "temporal"}
     assert (rec["domains"]["spatial"]["city"], rec["domains"]["spatial"]["year"]) == ("nanjing", 2021)

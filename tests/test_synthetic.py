@@ -13,7 +13,6 @@ from crofuse.synthetic import (
     SampleConfig,
     generate_landcover,
     generate_truths,
-    seasonal_composite,
     sentinel1_schedule,
     sentinel2_schedule,
     simulate_optical,
@@ -199,19 +198,6 @@ def test_growth_between_years_is_exact(truths) -> None:
     yy, xx = np.mgrid[0:n, 0:n]
     r = np.hypot(yy - n / 2, xx - n / 2)
     assert np.median(r[gained]) > np.median(r[b.label == 1])
-
-
-def test_composite_recovers_the_truth(truths) -> None:
-    t = truths[2022]
-    comp = seasonal_composite(t, CFG)
-    ok = comp.optical_count > 0
-    assert ok.mean() > 0.5
-    err = np.abs(comp.optical[:, ok] - t.reflectance[:, ok])
-    assert np.median(err) < 0.01
-    assert (comp.sar_count == len(sentinel1_schedule(WUHAN, 2022, (6,), orbits=CFG.s1_orbits))).all()
-    truth_db = 10 * np.log10(0.5 * (t.backscatter["ascending"] + t.backscatter["descending"]))
-    assert np.median(np.abs(comp.sar - truth_db)) < 1.5
-    assert np.isnan(comp.optical[:, ~ok]).all()
 
 
 def test_no_temporal_variation_means_clear_pixels_equal_truth(truths) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crofuse.synthetic import WUHAN, SampleConfig, build_catalog, export_patches, ground_truth
+from crofuse.synthetic import WUHAN, SampleConfig, build_catalog, ground_truth
 from tests.fixtures.catalog import SMALL_CATALOG
 
 TINY = SampleConfig(cities=(WUHAN,), years=(2022,), size_km=1.0, seed=7)
@@ -68,35 +68,6 @@ def test_parallel_build_equals_serial_build(tmp_path: Path) -> None:
     for a in sorted((tmp_path / "serial").rglob("*.tif"))[::7]:
         b = tmp_path / "parallel" / a.relative_to(tmp_path / "serial")
         np.testing.assert_array_equal(_read(a), _read(b))
-
-
-def test_patch_export_layout(tmp_path: Path) -> None:
-    import rasterio
-
-    summary = export_patches(tmp_path, cities=(WUHAN,), years=(2021, 2022), size_km=2.0, seed=1)
-    assert sum(summary.counts.values()) == 8  # 2 x 2 windows (0 and 72) per year
-    assert summary.counts == {"train": 6, "val": 1, "test": 1}
-    truth = ground_truth(SampleConfig(cities=(WUHAN,), years=(2021, 2022), size_km=2.0, seed=1), "wuhan", 2022)
-    for split, count in summary.counts.items():
-        names = {m: sorted(p.stem for p in (tmp_path / split / m).glob("*.tif")) for m in ("optical", "sar", "label")}
-        assert names["optical"] == names["sar"] == names["label"] and len(names["label"]) == count
-        for name in names["label"]:
-            with rasterio.open(tmp_path / split / "optical" / f"{name}.tif") as src:
-                assert (src.count, src.height, src.width, src.dtypes[0]) == (4, 128, 128, "float32")
-                assert src.crs.to_epsg() == 32650
-                optical = src.read()
-            sar = _read(tmp_path / split / "sar" / f"{name}.tif")
-            label = _read(tmp_path / split / "label" / f"{name}.tif")[0]
-            assert sar.shape == (2, 128, 128) and sar.dtype == np.float32 and label.dtype == np.uint8
-            assert set(np.unique(label)) <= {0, 1, 255}
-            ok = label != 255
-            assert np.nanmin(optical) >= 0 and np.nanmax(optical) <= 1
-            assert -35 < np.nanmedian(sar[0]) < 5 and np.nanmedian(sar[1]) < np.nanmedian(sar[0])
-            if name.startswith("wuhan_2022_"):
-                r, c = int(name.split("_")[2]), int(name.split("_")[3])
-                np.testing.assert_array_equal(label[ok], truth.label[r : r + 128, c : c + 128][ok])
-    again = export_patches(tmp_path, cities=(WUHAN,), years=(2021, 2022), size_km=2.0, seed=1)
-    assert again.reused and again.counts == summary.counts
 
 
 def test_cli_build_prints_what_was_built(tmp_path: Path) -> None:

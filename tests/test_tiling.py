@@ -132,9 +132,9 @@ def test_chunking_leaves_no_seams(model, scene):
         calls.append(len(o))
         return model.predict_fn(o, s)
 
-    one = predict_scene(scene["optical"], scene["sar"], scene["valid"], counting, config=config.replace(chunk_size=400), fill=model.fill)
+    one = predict_scene(scene["optical"], scene["sar"], scene["valid"], counting, config=config.replace(chunk_size=400))
     assert max(calls) > 1, "windows run in batches, not one forward per window"
-    many = predict_scene(scene["optical"], scene["sar"], scene["valid"], model.predict_fn, config=config.replace(chunk_size=160), fill=model.fill)
+    many = predict_scene(scene["optical"], scene["sar"], scene["valid"], model.predict_fn, config=config.replace(chunk_size=160))
     assert np.isnan(one).sum() == (~scene["valid"]).sum(), "invalid pixels (and only those) are nodata"
     np.testing.assert_allclose(many, one, atol=2e-5, equal_nan=True)
     assert np.nanstd(one) > 0.05, "the model output is not trivially constant"
@@ -151,7 +151,7 @@ def _agreement(checkpoint, scene, configs: dict[str, TilingConfig]) -> tuple[dic
     interior &= scene["valid"]
     agreement = {}
     for name, config in configs.items():
-        tiled = predict_scene(scene["optical"], scene["sar"], scene["valid"], model.predict_fn, config=config, fill=model.fill)
+        tiled = predict_scene(scene["optical"], scene["sar"], scene["valid"], model.predict_fn, config=config)
         agreement[name] = float(((tiled > 0.5) == (whole > 0.5))[interior].mean())
     return agreement, float((whole > 0.5)[interior].mean())
 

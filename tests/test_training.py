@@ -14,7 +14,7 @@ import torch
 from crofuse import OPTICAL_BANDS, SAR_BANDS, __version__
 from crofuse.errors import ConfigError
 from crofuse.training import TrainConfig, TrainResult, evaluate_checkpoint, poly_lr, train
-from crofuse.training.trainer import optimizer_state_from_flat, optimizer_state_to_flat
+from crofuse.training.checkpoints import optimizer_state_from_flat, optimizer_state_to_flat
 
 pytestmark = pytest.mark.slow
 

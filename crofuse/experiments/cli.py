@@ -38,6 +38,7 @@ def run_command(
     """Train and evaluate every method of SUITE for each seed; one JSON record per run under OUT/SUITE/METHOD/."""
     from crofuse.errors import CrofuseError
     from crofuse.experiments.runner import run_suite
+    from infra.stac import StacServer  # serves the sample catalog while patch sets are built
 
     try:
         paths = run_suite(
@@ -45,7 +46,7 @@ def run_command(
             methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
             data_dir=data_dir, source_root=source_root, device=device, threads=threads, epochs=epochs,
             patience=patience, force=force,
-            progress=progress,
+            progress=progress, serve=StacServer,
         )
     except CrofuseError as exc:
         typer.echo(f"error: {exc}", err=True)

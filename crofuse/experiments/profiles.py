@@ -29,19 +29,26 @@ class Domain:
         return f"{self.city}-{self.year}"
 
 
+def _paper_split() -> dict[str, Any]:
+    return {"split": "random"}
+
+
 @dataclass(frozen=True)
 class DataSettings:
-    """Arguments of :func:`crofuse.synthetic.export_patches` for one domain (besides city and year).
+    """How a domain's patch set is made: the sample catalog it comes from and the training set cut from it.
 
     Args:
         size_km: side of the simulated square around the city centre.
         seed: generator seed (fixed per profile: the seeds of a suite vary training, not the data).
-        extra: further keyword arguments passed through to ``export_patches`` unchanged.
+        extra: further :class:`crofuse.synthetic.SampleConfig` fields of the sample catalog (``cloud_scale``...).
+        training_set: further :class:`crofuse.trainingset.TrainingSetConfig` fields (``split``, ``block_km``,
+            ``patch_size``, ``stride``...); default the paper's random 8:1:1 split of 128/80 windows.
     """
 
     size_km: float
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    training_set: dict[str, Any] = field(default_factory=_paper_split)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from crofuse.errors import ConfigError
-from crofuse.experiments.data import ensure_patch_set
+from crofuse.experiments.data import SampleData, ServeCatalog
 from crofuse.experiments.profiles import Profile, get_profile
 from crofuse.experiments.records import SCHEMA, machine_info, record_path, write_json_atomic
 from crofuse.experiments.suites import Method, Suite, get_suite, model_options
@@ -41,7 +41,7 @@ class RunContext:
 
     out: Path
     profile: Profile
-    data_dir: Path
+    data: SampleData
     source_root: Path
     device: str = "auto"
     progress: bool = True
@@ -214,7 +214,7 @@ def _transfer_domains(ctx: RunContext, checkpoint: Path) -> dict[str, Any]:
     profile = ctx.profile
     out: dict[str, Any] = {}
     for name, domain in (("spatial", profile.spatial_target), ("temporal", profile.temporal_target)):
-        root = ensure_patch_set(ctx.data_dir, domain, profile.data)
+        root = ctx.data.patch_set(domain)
         t0 = time.perf_counter()
         with _torch_threads(profile.torch_threads):
             metrics = evaluate_checkpoint(checkpoint, root, "test", batch_size=profile.eval_batch_size,
@@ -248,19 +248,21 @@ def run_suite(
     patience: int | None = None,
     force: bool = False,
     progress: bool = True,
+    serve: ServeCatalog | None = None,
+    catalog_url: str | None = None,
 ) -> list[Path]:
     """Run ``suite`` under ``profile`` for ``seeds`` (a count: seeds 0..n-1, or explicit seeds) into ``out``.
 
-    ``methods`` restricts the suite to some method keys. ``data_dir`` holds the sample patch sets (default
-    ``out/_data``). ``source_root`` replaces the generated source patch set with an existing WHU-IS style folder
+    ``methods`` restricts the suite to some method keys. ``data_dir`` holds the sample catalog and the patch sets
+    built from it through STAC (default ``out/_data``; :class:`crofuse.experiments.data.SampleData`): ``serve``
+    serves the sample catalog while patch sets are built (``infra.stac.StacServer``), or ``catalog_url`` names a
+    STAC API that already serves it. ``source_root`` replaces the generated source patch set with an existing WHU-IS style folder
     (e.g. the real WHU-IS); the transfer suite still generates its target domains. ``threads`` overrides the
     profile's torch thread count (use 1 on a machine shared with other jobs: two threads contending for busy cores
     run many times slower). ``epochs``/``patience`` override the profile's training length; the profile is then
     renamed (``cpu-small[epochs=60]``), so its records and tables never pass for the plain profile's. Existing
     records are kept unless ``force``. Returns the record paths, in method then seed order.
     """
-    from tqdm.auto import tqdm
-
     suite = get_suite(suite) if isinstance(suite, str) else suite
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if threads is not None:
@@ -270,10 +272,16 @@ def run_suite(
     chosen = list(suite.methods) if methods is None else [suite.method(k) for k in methods]
     out = Path(out)
     data_dir = Path(data_dir) if data_dir is not None else out / "_data"
-    source = Path(source_root) if source_root is not None else ensure_patch_set(data_dir, profile.source,
-                                                                                 profile.data)
-    ctx = RunContext(out=out, profile=profile, data_dir=data_dir, source_root=source, device=device,
-                     progress=progress)
+    with SampleData(data_dir, profile, serve=serve, catalog_url=catalog_url, progress=progress) as data:
+        source = Path(source_root) if source_root is not None else data.patch_set(profile.source)
+        ctx = RunContext(out=out, profile=profile, data=data, source_root=source, device=device, progress=progress)
+        return _run_jobs(suite, ctx, chosen, seed_list, force=force)
+
+
+def _run_jobs(suite: Suite, ctx: RunContext, chosen: list[Method], seed_list: list[int], *, force: bool) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    out, profile, source, progress = ctx.out, ctx.profile, ctx.source_root, ctx.progress
     machine = machine_info()
     paths: list[Path] = []
     jobs = [(m, s) for m in chosen for s in seed_list]

@@ -147,7 +147,7 @@ def _read_vector(path: str, layer: str | None) -> tuple[list[Any], list[Any], An
             "were drawn in (in QGIS: Layer > Set CRS; or ogr2ogr -a_srs EPSG:XXXX out.gpkg in.gpkg) and retry"
         )
     geoms = [g for g in shapely.from_wkb(wkb)]
-    bad = [(int(f), shapely.validation.explain_validity(g)) for f, g in zip(fids, geoms, strict=True)
+    bad = [(int(f), shapely.is_valid_reason(g)) for f, g in zip(fids, geoms, strict=True)
            if g is not None and not g.is_valid]
     if bad:
         listed = "; ".join(f"feature {f}: {why}" for f, why in bad[:5])
@@ -158,6 +158,18 @@ def _read_vector(path: str, layer: str | None) -> tuple[list[Any], list[Any], An
     kept = [(g, f) for g, f in zip(geoms, fids, strict=True) if g is not None and not g.is_empty
             and g.geom_type in ("Polygon", "MultiPolygon")]
     return [g for g, _ in kept], [int(f) for _, f in kept], crs
+
+
+def _polygon_layer(path: str) -> str | None:
+    """The layer of impervious polygons when none is named: the first that is not ``coverage``."""
+    import pyogrio
+
+    try:
+        names = [name for name, _ in pyogrio.list_layers(path)]
+    except Exception as e:  # pyogrio raises DataSourceError for unreadable files
+        raise LabelError(f"cannot read the label polygons {path}: {e}") from e
+    others = [n for n in names if n != "coverage"]
+    return others[0] if others else None
 
 
 def _coverage_geometry(path: str, geoms: list[Any], crs: Any) -> Any:
@@ -184,7 +196,7 @@ def vector_on_grid(source: LabelSource, geobox: GeoBox, *, strip_rows: int = 256
     from rasterio.features import rasterize
     from rasterio.transform import Affine
 
-    geoms, fids, crs = _read_vector(str(source.path), source.layer)
+    geoms, fids, crs = _read_vector(str(source.path), source.layer or _polygon_layer(str(source.path)))
     notes = [f"{len(geoms)} polygons from {Path(str(source.path)).name}"]
     target_crs = geobox.crs
     projected = [Geometry(g, crs=crs).to_crs(target_crs).geom for g in geoms]

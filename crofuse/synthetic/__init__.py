@@ -2,7 +2,8 @@
 
 Ground truth is drawn at 5 m (default) and mixed linearly to 10 m; Sentinel-2 L2A (B02, B03, B04, B08, SCL) and
 Sentinel-1 RTC (VV, VH) acquisitions are simulated from it with clouds, shadows, cirrus and speckle, written as COGs
-with STAC items (``build_catalog``), and cut into a WHU-IS style patch dataset (``export_patches``).
+with STAC items (``build_catalog``). Training sets are cut from it through the mapping pipeline
+(``crofuse.trainingset``: STAC search, the cube composite, the catalog's labels), never from an in-memory composite.
 See ``docs/sample-data.md`` for the values used and what is not modelled.
 """
 
@@ -20,7 +21,6 @@ from crofuse.synthetic.catalog import (
 from crofuse.synthetic.cities import DEFAULT_CITIES, NANJING, WUHAN, City, city_by_name
 from crofuse.synthetic.config import SampleConfig
 from crofuse.synthetic.landcover import GroundTruth, generate_landcover, generate_truths, ground_truth
-from crofuse.synthetic.patches import Composite, PatchSummary, export_patches, seasonal_composite
 from crofuse.synthetic.optical import SCL_MASKED, OpticalScene, simulate_optical
 from crofuse.synthetic.sar import SarScene, simulate_sar
 from crofuse.synthetic.schedule import Acquisition, sentinel1_schedule, sentinel2_schedule
@@ -37,23 +37,19 @@ __all__ = [
     "WUHAN",
     "Acquisition",
     "CatalogSummary",
-    "Composite",
     "City",
     "GroundTruth",
     "LandCover",
     "Material",
     "OpticalScene",
-    "PatchSummary",
     "SampleConfig",
     "SarScene",
     "build_catalog",
-    "export_patches",
     "city_by_name",
     "generate_landcover",
     "generate_truths",
     "ground_truth",
     "read_manifest",
-    "seasonal_composite",
     "sentinel1_schedule",
     "sentinel2_schedule",
     "simulate_optical",

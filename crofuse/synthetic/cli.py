@@ -1,4 +1,4 @@
-"""``crofuse sample-catalog build|serve|patches``: the synthetic sample data."""
+"""``crofuse sample-catalog build|serve``: the synthetic sample data (training sets: ``crofuse training-set build``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 sample_app = typer.Typer(
-    help="Synthetic Sentinel-1/Sentinel-2 sample cities: build a STAC catalog, serve it, export patches.",
+    help="Synthetic Sentinel-1/Sentinel-2 sample cities: build a STAC catalog and serve it.",
     no_args_is_help=True,
 )
 
@@ -103,35 +103,6 @@ def serve(
         raise typer.Exit(1) from e
     except KeyboardInterrupt:
         typer.echo("stopped")
-
-
-@sample_app.command("patches")
-def patches(
-    out: Annotated[Path, typer.Argument(help="Folder of the patch dataset: OUT/{train,val,test}/{optical,sar,label}/.")],
-    cities: Cities = None,
-    years: Years = None,
-    months: Months = None,
-    size_km: SizeKm = 10.0,
-    seed: Seed = 0,
-    patch_size: Annotated[int, typer.Option(help="Patch side in pixels (paper: 128).")] = 128,
-    stride: Annotated[int, typer.Option(help="Window stride in pixels (paper: 80).")] = 80,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-) -> None:
-    """Export a WHU-IS style patch dataset (June composites, 8:1:1 seeded split) from the same generator."""
-    from crofuse.errors import CrofuseError
-    from crofuse.synthetic import export_patches
-
-    try:
-        cfg = _config(cities, years, months, size_km, seed)
-        summary = export_patches(
-            out, cities=cfg.cities, years=cfg.years, size_km=size_km, seed=seed, patch_size=patch_size,
-            stride=stride, config=cfg, progress=progress,
-        )
-    except CrofuseError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
-    for line in summary.lines():
-        typer.echo(line)
 
 
 def register(app: typer.Typer) -> None:

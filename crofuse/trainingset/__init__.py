@@ -13,9 +13,11 @@ from crofuse.trainingset.build import (
     TrainingSetPlan,
     TrainingSetSummary,
     build_training_set,
+    finish_training_set,
     plan_training_set,
     prepare_city_year,
     read_manifest,
+    start_training_set,
     write_city_year,
 )
 from crofuse.trainingset.config import DEFAULT_BLOCK_KM, TrainingSetConfig, training_set_config
@@ -33,10 +35,12 @@ __all__ = [
     "TrainingSetSummary",
     "Window",
     "build_training_set",
+    "finish_training_set",
     "leaked_pixels",
     "plan_training_set",
     "prepare_city_year",
     "read_manifest",
+    "start_training_set",
     "training_set_config",
     "write_city_year",
 ]

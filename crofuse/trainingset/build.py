@@ -168,7 +168,6 @@ def prepare_city_year(config: TrainingSetConfig, city: CitySpec, year: int, *, p
     import odc.geo.xr  # noqa: F401  (the .odc accessor)
 
     from crofuse.cube import CubeConfig, build_cube, city_slug, open_cube
-    from crofuse.cube.aoi import parse_aoi
     from crofuse.cube.reader import cube_identity
     from crofuse.cube.recipe import composite_recipe
     from crofuse.labels import city_extent, get_label_source, labels_on_grid
@@ -320,8 +319,10 @@ def write_city_year(config: TrainingSetConfig, plan: TrainingSetPlan, prepared: 
     names = {s: sorted(w.name for w in mine if w.split == s) for s in SPLITS}
     marker = config.out / PROGRESS / f"{prepared.city}-{prepared.year}.json"
     key = {"fingerprint": config.fingerprint(), "cube": prepared.cube_identity, "names": names}
-    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
-        return json.loads(marker.read_text())["stats"]
+    if marker.exists():
+        done = json.loads(marker.read_text())
+        if done.get("key") == key:
+            return {k: v for k, v in done.items() if k != "key"} | {"seconds": 0.0, "reused": True}
     t0 = time.perf_counter()
     with rasterio.open(prepared.labels) as src:
         labels = src.read(1)
@@ -345,66 +346,40 @@ def write_city_year(config: TrainingSetConfig, plan: TrainingSetPlan, prepared: 
 
 
 # ------------------------------------------------------------------------------------------------------ driver
-def build_training_set(
-    config: TrainingSetConfig,
-    *,
-    overwrite: bool = False,
-    progress: bool = True,
-    on_city_year: Callable[[PreparedCityYear], None] | None = None,
-) -> TrainingSetSummary:
-    """Build (or resume, or reuse) the training set ``config`` describes; see the module docstring.
-
-    Raises :class:`~crofuse.errors.LabelError` (labels that do not cover a city-year, unknown codes, a missing
-    year), :class:`~crofuse.errors.TrainingSetError` (an empty split, other settings in the folder) and the cube's
-    errors (:mod:`crofuse.cube`), each naming the city-year and what to do.
-    """
-    from tqdm.auto import tqdm
-
+def start_training_set(config: TrainingSetConfig, *, overwrite: bool = False) -> TrainingSetSummary | None:
+    """Check the folder (:func:`check_settings`): the summary of a complete set with these settings (nothing to
+    do), or ``None`` after marking the folder ``.incomplete`` for a (resumed) build."""
     root = Path(config.out)
-    started = time.perf_counter()
     if check_settings(config, overwrite=overwrite):
         manifest = json.loads((root / MANIFEST).read_text())
         return TrainingSetSummary(root=root, counts={s: len(manifest["splits"][s]) for s in SPLITS},
                                   dropped=manifest["dropped"], impervious_fraction=manifest["impervious_fraction"],
-                                  leaked_pixels=manifest["leaked_pixels"], reused=True,
-                                  seconds={"total": time.perf_counter() - started})
+                                  leaked_pixels=manifest["leaked_pixels"], reused=True, seconds={})
     root.mkdir(parents=True, exist_ok=True)
     _write_json(_state_path(root), {"fingerprint": config.fingerprint(), "settings": config.settings()})
-    jobs = [(c, y) for c in config.cities for y in config.years]
-    prepared: list[PreparedCityYear] = []
-    bar = tqdm(jobs, desc="cubes and labels", unit="city-year", disable=not progress)
-    for city, year in bar:
-        bar.set_postfix_str(f"{city.name} {year}")
-        p = prepare_city_year(config, city, year, progress=False)
-        prepared.append(p)
-        if on_city_year is not None:
-            on_city_year(p)
-    bar.close()
-    t_plan = time.perf_counter()
-    plan = plan_training_set(config, prepared)
-    plan_s = time.perf_counter() - t_plan
-    stale = {s: {p.stem for p in (root / s / "label").glob("*.tif")} for s in SPLITS}
-    stats = {s: [0, 0] for s in SPLITS}
-    write_s = 0.0
-    for p in tqdm(prepared, desc="patches", unit="city-year", disable=not progress):
-        result = write_city_year(config, plan, p)
-        write_s += float(result.get("seconds", 0.0))
-        for s in SPLITS:
-            stats[s][0] += result["stats"][s][0]
-            stats[s][1] += result["stats"][s][1]
+    return None
+
+
+def finish_training_set(config: TrainingSetConfig, prepared: Sequence[PreparedCityYear], plan: TrainingSetPlan,
+                        written: Sequence[dict[str, Any]], *, seconds: dict[str, float] | None = None
+                        ) -> TrainingSetSummary:
+    """Remove patches of an earlier plan, write ``patches.json`` (last) and clear ``.incomplete``."""
+    from crofuse.labels import get_label_source
+
+    root = Path(config.out)
     names = {s: sorted(w.name for w in plan.windows if w.split == s) for s in SPLITS}
     for s in SPLITS:  # patches of an earlier, overwritten plan
-        for name in stale[s] - set(names[s]):
-            remove_patch(root, s, name)
+        for stale in {p.stem for p in (root / s / "label").glob("*.tif")} - set(names[s]):
+            remove_patch(root, s, stale)
+    stats = {s: [sum(r["stats"][s][0] for r in written), sum(r["stats"][s][1] for r in written)] for s in SPLITS}
     fraction = {s: (stats[s][0] / stats[s][1] if stats[s][1] else 0.0) for s in SPLITS}
     recipes = {json.dumps(p.recipe, sort_keys=True) for p in prepared}
     if len(recipes) > 1:
         raise TrainingSetError(f"the city-years of {root} were composited with different recipes: {sorted(recipes)}")
-    from crofuse.labels import get_label_source
-
-    seconds = {"cubes": sum(p.seconds.get("cube", 0.0) for p in prepared),
-               "labels": sum(p.seconds.get("labels", 0.0) for p in prepared), "plan": plan_s, "write": write_s,
-               "total": time.perf_counter() - started}
+    seconds = dict(seconds or {})
+    seconds.update(cubes=sum(p.seconds.get("cube", 0.0) for p in prepared),
+                   labels=sum(p.seconds.get("labels", 0.0) for p in prepared),
+                   write=sum(float(r.get("seconds", 0.0)) for r in written))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -437,12 +412,50 @@ def build_training_set(
                               seconds=seconds)
 
 
+def build_training_set(
+    config: TrainingSetConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_city_year: Callable[[PreparedCityYear], None] | None = None,
+) -> TrainingSetSummary:
+    """Build (or resume, or reuse) the training set ``config`` describes; see the module docstring.
+
+    Raises :class:`~crofuse.errors.LabelError` (labels that do not cover a city-year, unknown codes, a missing
+    year), :class:`~crofuse.errors.TrainingSetError` (an empty split, other settings in the folder) and the cube's
+    errors (:mod:`crofuse.cube`), each naming the city-year and what to do.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    done = start_training_set(config, overwrite=overwrite)
+    if done is not None:
+        return done
+    prepared: list[PreparedCityYear] = []
+    bar = tqdm([(c, y) for c in config.cities for y in config.years], desc="cubes and labels", unit="city-year",
+               disable=not progress)
+    for city, year in bar:
+        bar.set_postfix_str(f"{city.name} {year}")
+        prepared.append(prepare_city_year(config, city, year, progress=False))
+        if on_city_year is not None:
+            on_city_year(prepared[-1])
+    bar.close()
+    t_plan = time.perf_counter()
+    plan = plan_training_set(config, prepared)
+    plan_s = time.perf_counter() - t_plan
+    written = [write_city_year(config, plan, p) for p in tqdm(prepared, desc="patches", unit="city-year",
+                                                              disable=not progress)]
+    return finish_training_set(config, prepared, plan, written,
+                               seconds={"plan": plan_s, "total": time.perf_counter() - started})
+
+
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
-    """The ``patches.json`` of a training set, or ``None`` for a folder without one (e.g. a WHU-IS download)."""
+    """The ``patches.json`` of a crofuse training set, or ``None`` for other folders (e.g. a WHU-IS download)."""
     path = Path(root) / MANIFEST
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    manifest = json.loads(path.read_text())
+    return manifest if manifest.get("format") == FORMAT else None
 
 
 __all__ = [
@@ -453,8 +466,10 @@ __all__ = [
     "TrainingSetSummary",
     "build_training_set",
     "check_settings",
+    "finish_training_set",
     "plan_training_set",
     "prepare_city_year",
     "read_manifest",
+    "start_training_set",
     "write_city_year",
 ]
