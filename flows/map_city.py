@@ -52,6 +52,7 @@ def map_city(
     tiling: dict[str, Any] | None = None,
     cube_options: dict[str, Any] | None = None,
     quicklooks: bool = True,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Map impervious surface of one city for one year.
 
@@ -69,6 +70,8 @@ def map_city(
         tiling: ``tiling.TilingConfig`` fields (``window``, ``batch_size``, ``chunk_size``, ``device``...).
         cube_options: more ``crofuse.cube.CubeConfig`` fields (``profile``, ``loader``, ``max_cloud_cover``...).
         quicklooks: write the PNG quicklook and the change plot.
+        strict: refuse to map a cube composited with another recipe (reducer, season, SCL mask) than the one the
+            checkpoint was trained on (default: a warning in the run's log).
 
     Returns:
         ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", ...}``; ``skipped`` is True and
@@ -100,7 +103,7 @@ def map_city(
         if client is not None:
             log.info("dask cluster: %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
         cube = build_input_cube(config)
-        maps = predict_maps(cube, checkpoint, str(out_dir), tiling)
+        maps = predict_maps(cube, checkpoint, str(out_dir), tiling, strict)
     has_reference = fetch_reference(catalog, slug, year, str(out_dir))
     _write_aoi(out_dir, geometry)
     record = update_city_statistics(output, slug, year)

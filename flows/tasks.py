@@ -146,12 +146,18 @@ def build_input_cube(config: Any) -> str:
 
 
 @local_task(name="predict")
-def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: dict[str, Any] | None) -> dict[str, Any]:
-    """``tiling.predict_cube`` on the run's dask client: ``impervious.tif``, ``probability.tif``, ``maps.zarr``."""
+def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: dict[str, Any] | None,
+                 strict: bool = False) -> dict[str, Any]:
+    """``tiling.predict_cube`` on the run's dask client: ``impervious.tif``, ``probability.tif``, ``maps.zarr``.
+
+    A cube composited with another recipe than the checkpoint's is logged as a warning (``strict``: refused)."""
     from tiling import TilingConfig, predict_cube
 
     config = TilingConfig(**(tiling or {}))
-    out = predict_cube(cube, checkpoint, out_dir, config=config, client=current_client(), progress=False)
+    out = predict_cube(cube, checkpoint, out_dir, config=config, client=current_client(), progress=False,
+                       strict=strict)
+    for message in out.warnings:
+        get_run_logger().warning(message)
     get_run_logger().info(
         "predicted %d/%d chunks (%d windows) in %.1f s", out.chunks_computed, out.chunks_total, out.windows, out.seconds
     )

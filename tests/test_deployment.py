@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 def test_prefect_yaml_declares_both_deployments() -> None:
     spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert set(deployments) == {"map-city", "yearly-remap"}
+    assert set(deployments) == {"map-city", "yearly-remap", "build-training-set", "train-model"}
+    assert deployments["build-training-set"]["entrypoint"] == "flows/training.py:build_training_set_flow"
+    assert deployments["train-model"]["entrypoint"] == "flows/training.py:train_model_flow"
     assert deployments["map-city"]["entrypoint"] == "flows/map_city.py:map_city"
     assert deployments["yearly-remap"]["entrypoint"] == "flows/remap.py:remap_cities"
     assert deployments["yearly-remap"]["schedules"][0]["cron"].split()[2:4] == ["1", "2"]  # once a year

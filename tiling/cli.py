@@ -28,6 +28,8 @@ def predict(
     blend: Annotated[str, typer.Option("--blend", help="hann or none")] = "hann",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
     no_cluster: Annotated[bool, typer.Option("--no-cluster", help="run in this process, no dask cluster")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse a cube composited with another recipe "
+                                         "(reducer, season, SCL mask) than the checkpoint was trained on")] = False,
 ) -> None:
     """Map impervious surface for one city and year: impervious.tif, probability.tif and maps.zarr."""
     from crofuse.errors import CrofuseError
@@ -41,14 +43,14 @@ def predict(
             window=window, stride=stride, batch_size=batch_size, chunk_size=chunk_size, blend=blend, device=device
         )
         if no_cluster:
-            result = predict_cube(cube, checkpoint, out_dir, config=config, client=None)
+            result = predict_cube(cube, checkpoint, out_dir, config=config, client=None, strict=strict)
         else:
             cluster_config = ClusterConfig(
                 kind=cluster, address=dask_address, n_workers=workers, threads_per_worker=threads_per_worker
             )
             with dask_client(cluster_config) as client:
                 typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
-                result = predict_cube(cube, checkpoint, out_dir, config=config, client=client)
+                result = predict_cube(cube, checkpoint, out_dir, config=config, client=client, strict=strict)
     except CrofuseError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc

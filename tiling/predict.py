@@ -56,6 +56,7 @@ class PredictionOutputs:
     chunks_skipped: int
     windows: int
     seconds: float
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def predict_cube(
     if not checkpoint.is_file():
         raise InferenceError(f"checkpoint {checkpoint} does not exist; train one with `crofuse train`")
     cube = open_cube(cube_path)
-    for message in check_inputs(cube, cube_path, checkpoint, strict=strict):
+    notes = check_inputs(cube, cube_path, checkpoint, strict=strict)
+    for message in notes:
         log.warning(message)
         warnings.warn(message, RecipeWarning, stacklevel=2)
     shape = (int(cube.sizes["y"]), int(cube.sizes["x"]))
@@ -354,4 +356,5 @@ def predict_cube(
         chunks_skipped=skipped,
         windows=sum(r.windows for r in computed),
         seconds=time.perf_counter() - started,
+        warnings=tuple(notes),
     )
