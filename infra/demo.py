@@ -1,10 +1,11 @@
 """``make demo``: the whole system on this machine, offline, in one command.
 
-1. builds the sample catalog (2 cities × 2 years by default) under ``demo-output/catalog`` and serves it with
-   ``rustac serve`` on 127.0.0.1;
-2. obtains a checkpoint: reuses ``demo-output/checkpoint/crofuse-demo.safetensors`` or trains a *reduced-width*
-   CroFuseNet for a few epochs on patches exported from the sample catalog (CPU, a few minutes; a demo model, not
-   the paper's);
+1. builds the sample catalog (2 mapped cities + 2 training cities × 2 years by default) under
+   ``demo-output/catalog`` and serves it with ``rustac serve`` on 127.0.0.1;
+2. obtains a checkpoint: reuses ``demo-output/checkpoint/crofuse-demo.safetensors`` or builds a training set from
+   that STAC API through the mapping pipeline (``crofuse.trainingset``: the map-city cube composite, the catalog's
+   labels, a blocked split) for the *training* cities, and trains a *reduced-width* CroFuseNet on it for a few
+   epochs (CPU, a few minutes; a demo model, not the paper's). The cities it maps are never seen in training;
 3. starts a Prefect server (SQLite under ``.prefect/``), a ``process`` worker and one local dask cluster, deploys
    ``prefect.yaml`` and runs ``prefect deployment run map-city/map-city -p dask_address=<that cluster>`` for every
    city-year (the runs share the cluster, whose workers keep the model loaded);
@@ -13,13 +14,12 @@
 
 A rerun reuses the catalog, the checkpoint and every finished city-year. Nothing here reaches the internet.
 
-    python -m infra.demo [--years 2021 2022] [--size-km 4] [--epochs 20] [--width 8] [--fresh-model] [--checkpoint P]
+    python -m infra.demo [--years 2021 2022] [--size-km 4] [--epochs 30] [--width 8] [--fresh-model] [--checkpoint P]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -29,12 +29,11 @@ from infra.prefect_server import REPO_ROOT, PrefectServer, ProcessWorker, deploy
 
 DEMO_ROOT = REPO_ROOT / "demo-output"
 CATALOG_DIR = DEMO_ROOT / "catalog"
-PATCHES_DIR = DEMO_ROOT / "patches"
+TRAINING_SET_DIR = DEMO_ROOT / "training-set"
 TRAIN_DIR = DEMO_ROOT / "training"
 CHECKPOINT = DEMO_ROOT / "checkpoint" / "crofuse-demo.safetensors"
 MAPS_DIR = DEMO_ROOT / "maps"
 PREFECT_HOME = REPO_ROOT / ".prefect"
-TRAIN_SEED = 1  # the catalog uses seed 0: training cities are different procedural layouts
 CATALOG_PORT = 8765  # the default `catalog` of prefect.yaml; another free port is used if it is taken
 
 
@@ -46,9 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022], help="years to simulate and map")
     p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city (km)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs of the demo model (~14 s each on 2 cores)")
-    p.add_argument("--max-patches", type=int, default=128, help="training patches used (first N by name)")
-    p.add_argument("--patch-km", type=float, default=5.0, help="side of each simulated training city (km)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs of the demo model (a few s each on 2 cores)")
     p.add_argument("--width", type=int, default=8, help="base_channels of the demo CroFuseNet (paper: 32)")
     p.add_argument("--fresh-model", action="store_true", help="retrain even if a demo checkpoint exists")
     p.add_argument("--checkpoint", type=Path, default=None, help="map with this checkpoint instead of the demo model")
@@ -58,39 +55,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_sample_catalog(years: list[int], size_km: float) -> Path:
     from crofuse.synthetic.catalog import build_catalog
+    from crofuse.synthetic.cities import DEFAULT_CITIES, TRAINING_CITIES
     from crofuse.synthetic.config import SampleConfig
 
-    say(f"sample catalog: {len(years)} years × 2 cities, {size_km:g} km each -> {CATALOG_DIR}")
-    summary = build_catalog(CATALOG_DIR, SampleConfig(years=tuple(years), size_km=size_km), progress=True)
+    cities = DEFAULT_CITIES + TRAINING_CITIES
+    say(f"sample catalog: {len(years)} years × {len(cities)} cities ({', '.join(c.name for c in DEFAULT_CITIES)} "
+        f"mapped, {', '.join(c.name for c in TRAINING_CITIES)} for training), {size_km:g} km each -> {CATALOG_DIR}")
+    summary = build_catalog(CATALOG_DIR, SampleConfig(cities=cities, years=tuple(years), size_km=size_km),
+                            progress=True)
     say(f"catalog ready: {summary.written} items written, {summary.reused} reused ({summary.seconds:.0f} s)")
     return CATALOG_DIR
 
 
-def obtain_checkpoint(
-    *, epochs: int, width: int, fresh: bool, years: list[int], patch_km: float, max_patches: int
-) -> Path:
+def obtain_checkpoint(*, catalog_url: str, epochs: int, width: int, fresh: bool, years: list[int]) -> Path:
     if CHECKPOINT.exists() and not fresh:
         say(f"checkpoint: reusing {CHECKPOINT} (delete it or pass --fresh-model to retrain)")
         return CHECKPOINT
-    from crofuse.synthetic import export_patches
+    from crofuse.cities import CitySpec
+    from crofuse.synthetic.cities import TRAINING_CITIES
     from crofuse.training import TrainConfig, train
+    from crofuse.trainingset import build_training_set, training_set_config
 
     say(
-        f"patches: exporting 128×128 training patches -> {PATCHES_DIR} (the same cities drawn with another seed, so "
-        "the model never sees the layouts it maps)"
+        f"training set: {', '.join(c.name for c in TRAINING_CITIES)} {years} from {catalog_url} through the map-city "
+        f"cube composite, the catalog's labels and a blocked split -> {TRAINING_SET_DIR}"
     )
-    summary = export_patches(PATCHES_DIR, years=years, size_km=patch_km, seed=TRAIN_SEED, progress=True)
-    say(f"patches: {summary.counts}")
+    config = training_set_config(out=TRAINING_SET_DIR, cities=[CitySpec(name=c.name) for c in TRAINING_CITIES],
+                                 years=years, catalog=catalog_url, labels="sample", split="blocked")
+    summary = build_training_set(config, overwrite=True, progress=True)  # the demo owns this folder
+    for line in summary.lines():
+        say(line)
     say(
-        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32; plain conv head) for {epochs} epochs on "
-        f"{max_patches} patches on CPU; "
-        "expect rough maps, this shows the pipeline, not the paper's accuracy"
+        f"checkpoint: training a DEMO CroFuseNet (base_channels={width}, paper uses 32; plain conv head) for {epochs} "
+        f"epochs on CPU; expect rough maps, this shows the pipeline, not the paper's accuracy"
     )
     if fresh:
         shutil.rmtree(TRAIN_DIR, ignore_errors=True)
     result = train(
         TrainConfig(
-            data_root=PATCHES_DIR,
+            data_root=TRAINING_SET_DIR,
             out_dir=TRAIN_DIR,
             model="crofusenet",
             # A plain conv head rather than the paper's conv+BN+ReLU: with the ReLU, ~11 % of pixels get both logits
@@ -100,7 +103,6 @@ def obtain_checkpoint(
             batch_size=16,
             max_epochs=epochs,
             patience=epochs,
-            max_patches=max_patches,
             progress=True,
         )
     )
@@ -108,7 +110,9 @@ def obtain_checkpoint(
     tmp = CHECKPOINT.with_suffix(".tmp")
     shutil.copyfile(result.best_checkpoint, tmp)
     tmp.replace(CHECKPOINT)
-    say(f"checkpoint: {CHECKPOINT} (validation: {json.dumps(result.metrics.get('val', {}), default=str)[:200]})")
+    val, test = result.metrics.get("val", {}), result.metrics.get("test", {})
+    say(f"checkpoint: {CHECKPOINT} (best epoch {result.metrics.get('best_epoch')}: val MIoU {val.get('miou', 0):.3f}, "
+        f"test MIoU {test.get('miou', 0):.3f} on held-out blocks of the training cities)")
     return CHECKPOINT
 
 
@@ -158,12 +162,6 @@ def main(argv: list[str] | None = None) -> int:
 
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
     build_sample_catalog(args.years, args.size_km)
-    if args.checkpoint is not None:
-        checkpoint = args.checkpoint.resolve()
-        say(f"checkpoint: using {checkpoint}")
-    else:
-        checkpoint = obtain_checkpoint(epochs=args.epochs, width=args.width, fresh=args.fresh_model,
-                                       years=args.years, patch_km=args.patch_km, max_patches=args.max_patches)
 
     port = CATALOG_PORT
     try:
@@ -176,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     with StacServer(CATALOG_DIR, port=port) as stac:
         say(f"STAC API (rustac serve): {stac.url}")
+        if args.checkpoint is not None:
+            checkpoint = args.checkpoint.resolve()
+            say(f"checkpoint: using {checkpoint}")
+        else:
+            checkpoint = obtain_checkpoint(catalog_url=stac.url, epochs=args.epochs, width=args.width,
+                                           fresh=args.fresh_model, years=args.years)
         say(f"Prefect server: starting with SQLite under {PREFECT_HOME} (first start migrates the database)")
         with PrefectServer(PREFECT_HOME) as server:
             say(f"Prefect API: {server.api_url}; deploying prefect.yaml")

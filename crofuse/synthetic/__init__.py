@@ -18,7 +18,17 @@ from crofuse.synthetic.catalog import (
     build_catalog,
     read_manifest,
 )
-from crofuse.synthetic.cities import DEFAULT_CITIES, NANJING, WUHAN, City, city_by_name
+from crofuse.synthetic.cities import (
+    DEFAULT_CITIES,
+    HEFEI,
+    KNOWN_CITIES,
+    NANCHANG,
+    NANJING,
+    TRAINING_CITIES,
+    WUHAN,
+    City,
+    city_by_name,
+)
 from crofuse.synthetic.config import SampleConfig
 from crofuse.synthetic.landcover import GroundTruth, generate_landcover, generate_truths, ground_truth
 from crofuse.synthetic.optical import SCL_MASKED, OpticalScene, simulate_optical
@@ -29,11 +39,15 @@ from crofuse.synthetic.signatures import LandCover, Material
 __all__ = [
     "COLLECTIONS",
     "DEFAULT_CITIES",
+    "HEFEI",
+    "KNOWN_CITIES",
     "LABELS_COLLECTION",
+    "NANCHANG",
     "NANJING",
     "S1_COLLECTION",
     "S2_COLLECTION",
     "SCL_MASKED",
+    "TRAINING_CITIES",
     "WUHAN",
     "Acquisition",
     "CatalogSummary",

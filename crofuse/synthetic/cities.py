@@ -82,8 +82,16 @@ NANJING = City("nanjing", 118.80, 32.06, 32650)
 DEFAULT_CITIES: tuple[City, ...] = (WUHAN, NANJING)
 """The two cities of the demo: Wuhan (the paper's WHU-IS area) and Nanjing, both in UTM zone 50N."""
 
+HEFEI = City("hefei", 117.27, 31.86, 32650)
+NANCHANG = City("nanchang", 115.86, 28.68, 32650)
+TRAINING_CITIES: tuple[City, ...] = (HEFEI, NANCHANG)
+"""Two more humid cities of the Yangtze basin (same generator palette, other procedural layouts): the demo trains
+its model on them, so the cities it maps are never seen in training."""
 
-def city_by_name(name: str, cities: tuple[City, ...] = DEFAULT_CITIES) -> City:
+KNOWN_CITIES: tuple[City, ...] = DEFAULT_CITIES + TRAINING_CITIES
+
+
+def city_by_name(name: str, cities: tuple[City, ...] = KNOWN_CITIES) -> City:
     """Look a city up by slug; the error lists the known ones."""
     for c in cities:
         if c.name == name:

@@ -26,13 +26,13 @@ def _config(
     seed: int,
     s1_gap_months: list[str] | None = None,
 ):
-    from crofuse.synthetic import DEFAULT_CITIES, SampleConfig, city_by_name
+    from crofuse.synthetic import SampleConfig, city_by_name
 
     kw: dict = {"size_km": size_km, "seed": seed}
     if s1_gap_months:
         kw["s1_gap_months"] = tuple(_split(s1_gap_months))
     if cities:
-        kw["cities"] = tuple(city_by_name(c, DEFAULT_CITIES) for c in _split(cities))
+        kw["cities"] = tuple(city_by_name(c) for c in _split(cities))
     if years:
         kw["years"] = tuple(int(y) for y in _split(years))
     if months:
@@ -40,7 +40,7 @@ def _config(
     return SampleConfig(**kw)
 
 
-Cities = Annotated[list[str] | None, typer.Option("--cities", help="City slugs (wuhan, nanjing); default both.")]
+Cities = Annotated[list[str] | None, typer.Option("--cities", help="City slugs (wuhan, nanjing, hefei, nanchang); default wuhan and nanjing.")]
 Years = Annotated[list[str] | None, typer.Option("--years", help="Years, e.g. --years 2021,2022 (default).")]
 Months = Annotated[list[str] | None, typer.Option("--months", help="Months with acquisitions (default 6, June).")]
 SizeKm = Annotated[float, typer.Option("--size-km", help="Side of the square simulated around each city centre.")]
