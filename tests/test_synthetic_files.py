@@ -135,7 +135,8 @@ def test_overcast_season_and_sar_gap(tmp_path: Path) -> None:
     """Options for consumers' failure tests: every S2 pass cloudy, and a month without any Sentinel-1 pass."""
     cfg = SampleConfig(cities=(WUHAN,), years=(2022,), size_km=1.0, seed=7, overcast=True, s1_gap_months=("2022-06",))
     summary = build_catalog(tmp_path, cfg, workers=1)
-    assert summary.items == {"sentinel-2-l2a": 6, "sentinel-1-rtc": 0, "labels": 1}
+    assert summary.items == {"sentinel-2-l2a": 6, "sentinel-1-rtc": 0, "labels": 1, "esa-worldcover": 2,
+                             "io-lulc-annual-v02": 1}
     for p in (tmp_path / "sentinel-2-l2a").glob("*/*.json"):
         item = json.loads(p.read_text())
         assert item["properties"]["eo:cloud_cover"] == 100.0
