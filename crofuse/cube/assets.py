@@ -3,7 +3,9 @@
 Three checks, all threaded and all before any pixel is loaded, each raising :class:`~crofuse.errors.AssetReadError`
 that names the item, the asset key and the href:
 
-- :func:`check_headers`: every COG opens (header and first IFD).
+- :func:`check_headers`: every COG opens (header and first IFD) and its georeferencing is the one the catalog's
+  projection extension gives (``proj:code``/``proj:epsg``, and where the asset has them ``proj:shape`` and
+  ``proj:transform``): a damaged GeoTIFF tag otherwise moves or re-projects the pixels without any read error.
 - :func:`verify_files`: where an asset carries the STAC file extension's ``file:size`` and ``file:checksum``
   (multihash, https://github.com/stac-extensions/file, v2.1.0), the bytes are what the catalog says. This is the
   only check that catches damage inside a compressed tile that still decodes (to wrong values): the header is
@@ -42,22 +44,67 @@ class AssetRef:
     href: str
     checksum: str | None = None
     size: int | None = None
+    epsg: int | None = None
+    shape: tuple[int, int] | None = None
+    transform: tuple[float, ...] | None = None
 
     def describe(self) -> str:
         """``item 'X' asset 'B04' (href)``."""
         return f"item {self.item!r} asset {self.key!r} ({self.href})"
 
 
+def _epsg(fields: dict) -> int | None:
+    code = fields.get("proj:code")
+    if isinstance(code, str) and code.upper().startswith("EPSG:"):
+        try:
+            return int(code.split(":", 1)[1])
+        except ValueError:
+            return None
+    epsg = fields.get("proj:epsg")
+    return int(epsg) if isinstance(epsg, int) and not isinstance(epsg, bool) else None
+
+
+def _number(v) -> int | None:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def asset_refs(items: Iterable[pystac.Item], keys: Sequence[str]) -> list[AssetRef]:
-    """Every (item, asset) pair that will be read."""
+    """Every (item, asset) pair that will be read, with what the catalog says about its file and grid.
+
+    The grid is taken from the asset's projection fields; only the CRS falls back to the item's (item-level
+    ``proj:shape``/``proj:transform`` describe one resolution, not necessarily this asset's).
+    """
     refs = []
     for it in items:
         for k in keys:
             a = it.assets[k]
-            checksum, size = a.extra_fields.get("file:checksum"), a.extra_fields.get("file:size")
-            refs.append(AssetRef(it.id, k, a.href, str(checksum) if checksum else None,
-                                 int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None))
+            f = a.extra_fields
+            shape = f.get("proj:shape")
+            transform = f.get("proj:transform")
+            refs.append(AssetRef(
+                it.id, k, a.href,
+                checksum=str(f["file:checksum"]) if f.get("file:checksum") else None,
+                size=_number(f.get("file:size")),
+                epsg=_epsg(f) or _epsg(it.properties),
+                shape=tuple(int(v) for v in shape) if isinstance(shape, list) and len(shape) == 2 else None,
+                transform=tuple(float(v) for v in transform[:6]) if isinstance(transform, list)
+                and len(transform) >= 6 else None,
+            ))
     return refs
+
+
+def _grid_mismatch(ref: AssetRef, src) -> str | None:
+    """What differs between the file's georeferencing and the catalog's, or ``None``."""
+    found_epsg = src.crs.to_epsg() if src.crs is not None else None
+    if ref.epsg is not None and found_epsg != ref.epsg:
+        return f"its CRS is {src.crs.to_string() if src.crs else None}, the catalog says EPSG:{ref.epsg}"
+    if ref.shape is not None and (src.height, src.width) != ref.shape:
+        return f"its shape is {[src.height, src.width]}, the catalog's proj:shape is {list(ref.shape)}"
+    if ref.transform is not None:
+        found = tuple(src.transform)[:6]
+        if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(found, ref.transform, strict=True)):
+            return f"its transform is {list(found)}, the catalog's proj:transform is {list(ref.transform)}"
+    return None
 
 
 def _open_header(ref: AssetRef) -> str | None:
@@ -70,8 +117,11 @@ def _open_header(ref: AssetRef) -> str | None:
                 return f"it has no pixels ({src.count} bands, {src.width}x{src.height})"
             if src.crs is None:
                 return "it has no CRS"
-    except (RasterioError, OSError) as e:
-        return str(e)
+            mismatch = _grid_mismatch(ref, src)
+            if mismatch:
+                return f"its georeferencing is not the catalog's: {mismatch} (a damaged header, or a wrong item)"
+    except (RasterioError, OSError, ValueError) as e:  # damaged tags can also fail to decode (UnicodeDecodeError)
+        return f"{type(e).__name__}: {e}" if not isinstance(e, RasterioError | OSError) else str(e)
     return None
 
 
@@ -83,7 +133,7 @@ def _read_all(ref: AssetRef) -> str | None:
         with rasterio.Env(**_GDAL_ENV), rasterio.open(ref.href) as src:
             for _, window in src.block_windows(1):
                 src.read(1, window=window)
-    except (RasterioError, OSError) as e:
+    except (RasterioError, OSError, ValueError) as e:
         return str(e)
     return None
 

@@ -401,7 +401,7 @@ def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False
     ds = assemble(config, items, geobox, missing)
     try:
         tmp = write_cube(ds, path, progress=progress)
-    except (RuntimeError, rasterio.errors.RasterioError, OSError) as e:
+    except (RuntimeError, rasterio.errors.RasterioError, OSError, ValueError) as e:  # ValueError: undecodable tags
         err = asset_checks.diagnose_read_failure(refs, e)
         if err is None:
             raise

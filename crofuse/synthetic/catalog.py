@@ -231,7 +231,7 @@ def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
         item.add_asset(band, _asset(p, f"Band {band} ({common}) - 10m", ["data", "reflectance"], [{
             "nodata": 0, "data_type": "uint16", "spatial_resolution": 10, "scale": 0.0001,
             "offset": -offset / 10000.0, "unit": "1",
-        }], {"eo:bands": [{"name": band, "common_name": common, "center_wavelength": wl}], "gsd": 10}))
+        }], {"eo:bands": [{"name": band, "common_name": common, "center_wavelength": wl}], "gsd": 10, **_proj(gb)}))
     scl_gb = gb.zoom_out(2)
     p = write_cog(d / "SCL.tif", scene.scl, scl_gb, nodata=0, band_names=("SCL",))
     item.add_asset("SCL", _asset(p, "Scene classification map (SCL) - 20m", ["data"], [{
@@ -258,7 +258,7 @@ def _write_s1(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
         p = write_cog(d / f"{band}.tif", scene.gamma0[k], gb, nodata=float("nan"), band_names=(band.upper(),),
                       overview_resampling="average")
         item.add_asset(band, _asset(p, f"{band.upper()}: gamma0 terrain-corrected, linear power", ["data"], [{
-            "nodata": "nan", "data_type": "float32", "spatial_resolution": 10, "unit": "linear power"}]))
+            "nodata": "nan", "data_type": "float32", "spatial_resolution": 10, "unit": "linear power"}], _proj(gb)))
     return item
 
 
@@ -287,18 +287,19 @@ def _write_labels(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, 
     p = write_cog(d / "impervious.tif", truth.label, gb, nodata=255, band_names=("impervious",))
     item.add_asset("impervious", _asset(p, "Impervious surface (1) / pervious (0), 10 m", ["data", "labels"], [{
         "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}],
-        {"classification:classes": [{"value": 0, "name": "pervious"}, {"value": 1, "name": "impervious"}]}))
+        {"classification:classes": [{"value": 0, "name": "pervious"}, {"value": 1, "name": "impervious"}],
+         **_proj(gb)}))
     p = write_cog(d / "landcover.tif", truth.landcover, gb, nodata=0, band_names=("landcover",))
     item.add_asset("landcover", _asset(p, "Majority land cover, 10 m", ["data", "labels"], [{
         "nodata": 0, "data_type": "uint8", "spatial_resolution": 10}],
-        {"classification:classes": _LANDCOVER_CLASSES}))
+        {"classification:classes": _LANDCOVER_CLASSES, **_proj(gb)}))
     p = write_cog(d / "growth.tif", truth.growth, gb, nodata=255, band_names=("growth",))
     item.add_asset("growth", _asset(p, f"Impervious since {truth.year - 1} (1) / not (0)", ["data", "labels"], [{
-        "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}]))
+        "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}], _proj(gb)))
     p = write_cog(d / "impervious_fraction.tif", truth.impervious_fraction, gb, nodata=float("nan"),
                   band_names=("impervious_fraction",), overview_resampling="average")
     item.add_asset("impervious_fraction", _asset(p, "Impervious share of each 10 m pixel", ["data"], [{
-        "nodata": "nan", "data_type": "float32", "spatial_resolution": 10}]))
+        "nodata": "nan", "data_type": "float32", "spatial_resolution": 10}], _proj(gb)))
     return item
 
 
