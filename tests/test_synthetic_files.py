@@ -34,10 +34,14 @@ def test_rebuild_reuses_finished_items_and_redoes_broken_ones(tmp_path: Path) ->
     before = s1[0].read_bytes()
     s2[0].write_text(s2[0].read_text()[:100])  # a half-written item JSON
     (s1[0].parent / "vh.tif").unlink()  # an item whose asset went missing
+    io = next((tmp_path / "io-lulc-annual-v02").glob("*/*.tif"))
+    good = io.read_bytes()
+    io.write_bytes(good[:5000] + bytes(100) + good[5100:])  # damaged in place, same size: file:checksum differs
     assert not list(tmp_path.rglob("*.tmp*"))  # no temporary file was left behind
     fixed = build_catalog(tmp_path, TINY, workers=1)
-    assert fixed.written == 2 and fixed.reused == n - 2
+    assert fixed.written == 3 and fixed.reused == n - 3
     assert s1[0].read_bytes() == before  # regenerated identically: deterministic
+    assert io.read_bytes() == good
     json.loads(s2[0].read_text())
     # other settings: every item is rebuilt (fingerprint), none is reused by mistake
     other = build_catalog(tmp_path, SampleConfig(**{**TINY.__dict__, "enl": 6.0}), workers=1)

@@ -2,7 +2,8 @@
 
 Layout under ``OUT``: ``catalog.json``, ``<collection>/collection.json``, ``<collection>/<item>/<item>.json`` with the
 item's COGs beside it, and ``build.json`` (the settings and the summary of the last build). An item counts as finished
-when its JSON exists, carries the fingerprint of the current settings and all its assets exist; everything is written
+when its JSON exists, carries the fingerprint of the current settings and all its assets exist with the
+``file:size`` and ``file:checksum`` the JSON records; everything is written
 under a temporary name and renamed, so an interrupted build never leaves a file that looks finished.
 """
 
@@ -195,8 +196,11 @@ def _finished(path: Path, fingerprint: str) -> pystac.Item | None:
         return None
     for a in d.get("assets", {}).values():
         p = Path(a["href"])
-        # a missing, truncated or replaced COG (or an item written before assets carried file:checksum) is redone
+        # a missing, truncated, damaged or replaced COG (or an item written before assets carried file:checksum) is
+        # redone: hashing is ~1 s per GB, small next to generating the item again
         if not p.exists() or "file:checksum" not in a or p.stat().st_size != a.get("file:size"):
+            return None
+        if file_checksum(p) != a["file:checksum"]:
             return None
     return pystac.Item.from_dict(d, migrate=False)
 
