@@ -196,10 +196,15 @@ def parse_multihash(text: str) -> tuple[str, str]:
 
 
 def _open_bytes(href: str):
-    """A binary file object for a local path, ``file://`` URL or anything fsspec opens (http(s), s3, ...)."""
+    """A binary file object for a local path or ``file://`` URL, an http(s) URL (urllib, 60 s timeout), or anything
+    else fsspec opens (s3://, gs://, ... with the matching fsspec backend installed)."""
     local = href.removeprefix("file://")
     if "://" not in local:
         return open(Path(local), "rb")
+    if href.startswith(("http://", "https://")):
+        import urllib.request
+
+        return urllib.request.urlopen(href, timeout=60)  # the catalog's own asset URL
     import fsspec
 
     return fsspec.open(href, "rb").open()
@@ -225,8 +230,8 @@ def _verify_file(ref: AssetRef) -> str | None:
                 n += len(block)
                 if h is not None:
                     h.update(block)
-    except OSError as e:
-        return f"it cannot be read: {e}"
+    except (OSError, ValueError, ImportError) as e:  # ImportError: no fsspec backend for the URL's scheme
+        return f"it cannot be read to verify its file:checksum ({type(e).__name__}: {e})"
     if ref.size is not None and n != ref.size:
         return f"file:size mismatch: the catalog says {ref.size} bytes, the file has {n}"
     if h is not None and h.hexdigest() != want:

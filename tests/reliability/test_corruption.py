@@ -12,7 +12,6 @@ on, the first damaged byte is a named checksum mismatch.
 
 from __future__ import annotations
 
-import json
 import struct
 import warnings
 from collections.abc import Iterator
@@ -109,7 +108,7 @@ def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clean_cube(tiny, tmp_path_factory):
-    root, url = tiny
+    _, url = tiny
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = open_cube(build_cube(_cfg(url, tmp_path_factory.mktemp("clean")), progress=False)).load()
@@ -136,7 +135,7 @@ def test_cloudy_pixel_columns_emit_no_runtime_warning(clean_cube, monkeypatch):
 
 
 def test_clean_build_verifies_checksums_and_reports_no_impossible_values(tiny, clean_cube, tmp_path):
-    root, url = tiny
+    _, url = tiny
     ds = open_cube(build_cube(_cfg(url, tmp_path, verify_checksums=True), progress=False))
     n_assets = len(ds.attrs["optical_items"]) * 5 + len(ds.attrs["sar_items"]) * 2
     assert ds.attrs["assets_verified"] == n_assets
@@ -256,3 +255,41 @@ def _clear_in(root: Path, item: str, pixels: list[tuple[int, int]]) -> list[tupl
     with rasterio.open(d["assets"]["SCL"]["href"]) as src:
         scl = src.read(1)
     return [(r, c) for r, c in pixels if scl[r // 2, c // 2] not in DEFAULT_SCL_MASK]
+
+
+def test_multihash_and_remote_files_are_verified(tmp_path):
+    """``file:checksum`` multihashes are parsed (sha2-256, sha2-512, md5 with its two-byte code), unknown functions
+    are reported, and an http(s) asset is hashed over the network (a loopback server here)."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from crofuse.cube.assets import AssetRef, parse_multihash, verify_files
+
+    data = b"not really a COG, but bytes all the same" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    assert parse_multihash("1220" + sha) == ("sha256", sha)
+    assert parse_multihash("1340" + hashlib.sha512(data).hexdigest())[0] == "sha512"
+    assert parse_multihash("d50110" + hashlib.md5(data).hexdigest())[0] == "md5"
+    with pytest.raises(ValueError, match="cannot verify"):
+        parse_multihash("1e20" + sha)  # blake3: not supported, said so
+    with pytest.raises(ValueError, match="32 bytes"):
+        parse_multihash("1220" + sha[:-2])
+    (tmp_path / "a.tif").write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/a.tif"
+        assert verify_files([AssetRef("it", "B04", url, checksum="1220" + sha, size=len(data))]) == 1
+        with pytest.raises(AssetReadError, match=r"item 'it' asset 'B04'.*file:size mismatch"):
+            verify_files([AssetRef("it", "B04", url, checksum="1220" + sha, size=len(data) + 1)])
+        with pytest.raises(AssetReadError, match=rf"expected {'0' * 64}, found {sha}"):
+            verify_files([AssetRef("it", "B04", url, checksum="1220" + "0" * 64)])
+        with pytest.raises(AssetReadError, match="cannot be read"):
+            verify_files([AssetRef("it", "B04", url + ".missing", checksum="1220" + sha)])
+    finally:
+        server.shutdown()
+        server.server_close()
