@@ -156,21 +156,27 @@ def test_truncated_cog_is_named_not_turned_into_nodata(fragile, tmp_path: Path, 
 
     root, url = fragile
     with _Damage(_used_asset(root, "B04"), "truncate") as bad:
-        with pytest.raises(AssetReadError) as info:
-            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5, margin=0.02), loader=loader), progress=False)
+        with pytest.raises(AssetReadError) as info:  # checksums off: the loader's failed read itself is named
+            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5, margin=0.02), loader=loader,
+                            verify_checksums=False), progress=False)
     assert str(bad) in str(info.value) and "'B04'" in str(info.value)
     assert not (tmp_path / "wuhan" / "2022" / "inputs.zarr").exists()
 
 
-@pytest.mark.parametrize("check_assets", [True, False])
-def test_garbage_cog_is_named(fragile, tmp_path: Path, check_assets: bool):
+@pytest.mark.parametrize(("check_assets", "verify_checksums", "stage"), [
+    (True, True, "could not be opened"),  # the header check runs first
+    (False, True, "not the files their catalog describes"),  # then file:size/file:checksum
+    (False, False, "reading raster data"),  # with both off, the failed read is still named
+])
+def test_garbage_cog_is_named(fragile, tmp_path: Path, check_assets: bool, verify_checksums: bool, stage: str):
     from crofuse.synthetic import WUHAN
 
     root, url = fragile
     with _Damage(_used_asset(root, "SCL"), "garbage") as bad:
-        with pytest.raises(AssetReadError, match="could not be opened" if check_assets else "reading raster data") as info:
-            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5), check_assets=check_assets), progress=False)
-    assert str(bad) in str(info.value)
+        with pytest.raises(AssetReadError, match=stage) as info:
+            build_cube(_cfg(url, tmp_path, aoi=inner_bbox(WUHAN, 0.5), check_assets=check_assets,
+                            verify_checksums=verify_checksums), progress=False)
+    assert str(bad) in str(info.value) and "'SCL'" in str(info.value)
 
 
 def test_missing_cog_is_named(fragile, tmp_path: Path):

@@ -34,6 +34,8 @@ def test_catalog_has_the_scheduled_items(sample_catalog: Path) -> None:
         "SENTINEL-1A"
     }
     assert len(_items(sample_catalog, "labels")) == 2
+    assert len(_items(sample_catalog, "io-lulc-annual-v02")) == 2  # one per catalog year
+    assert len(_items(sample_catalog, "esa-worldcover")) == 2  # the product years 2020 and 2021 only
 
 
 def test_items_carry_the_contract_properties(sample_catalog: Path) -> None:
@@ -55,6 +57,19 @@ def test_items_carry_the_contract_properties(sample_catalog: Path) -> None:
         assert set(item["assets"]) == {"vv", "vh"}
         assert item["properties"]["sat:orbit_state"] in ("ascending", "descending")
         assert item["properties"]["crofuse:city"] == "wuhan"
+
+
+def test_every_asset_carries_file_checksum_and_size(sample_catalog: Path) -> None:
+    import hashlib
+
+    items = [d for p in sorted(sample_catalog.glob("*/*/*.json")) if (d := json.loads(p.read_text())).get("assets")]
+    assert len(items) == 33
+    for item in items:
+        assert "https://stac-extensions.github.io/file/v2.1.0/schema.json" in item["stac_extensions"]
+        for a in item["assets"].values():
+            data = Path(a["href"]).read_bytes()
+            assert a["file:size"] == len(data)
+            assert a["file:checksum"] == "1220" + hashlib.sha256(data).hexdigest()  # multihash: sha2-256, 32 bytes
 
 
 def test_cogs_validate(sample_catalog: Path) -> None:
@@ -92,7 +107,8 @@ def test_stac_api_search_counts(stac_api: str, sample_catalog: Path) -> None:
     import pystac_client
 
     client = pystac_client.Client.open(stac_api)
-    assert {c.id for c in client.get_collections()} == {"sentinel-2-l2a", "sentinel-1-rtc", "labels"}
+    assert {c.id for c in client.get_collections()} == {
+        "sentinel-2-l2a", "sentinel-1-rtc", "labels", "esa-worldcover", "io-lulc-annual-v02"}
     truth = ground_truth(SMALL_CATALOG, "wuhan", 2021)
     bbox = list(truth.geobox.extent.to_crs("EPSG:4326").boundingbox)
     s2_2021 = list(client.search(collections=[S2_COLLECTION], bbox=bbox, datetime="2021-06-01/2021-06-30").items())
@@ -210,7 +226,7 @@ def test_cli_serve_runs_until_interrupted(sample_catalog: Path) -> None:
             out.append(line)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/collections", timeout=10) as r:
             ids = {c["id"] for c in json.loads(r.read())["collections"]}
-        assert ids == {"sentinel-2-l2a", "sentinel-1-rtc", "labels"}
+        assert ids == {"sentinel-2-l2a", "sentinel-1-rtc", "labels", "esa-worldcover", "io-lulc-annual-v02"}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         while (line := lines.get(timeout=10)) is not None:  # the rest of the output, up to the reader's end mark

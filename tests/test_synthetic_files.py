@@ -34,10 +34,14 @@ def test_rebuild_reuses_finished_items_and_redoes_broken_ones(tmp_path: Path) ->
     before = s1[0].read_bytes()
     s2[0].write_text(s2[0].read_text()[:100])  # a half-written item JSON
     (s1[0].parent / "vh.tif").unlink()  # an item whose asset went missing
+    io = next((tmp_path / "io-lulc-annual-v02").glob("*/*.tif"))
+    good = io.read_bytes()
+    io.write_bytes(good[:5000] + bytes(100) + good[5100:])  # damaged in place, same size: file:checksum differs
     assert not list(tmp_path.rglob("*.tmp*"))  # no temporary file was left behind
     fixed = build_catalog(tmp_path, TINY, workers=1)
-    assert fixed.written == 2 and fixed.reused == n - 2
+    assert fixed.written == 3 and fixed.reused == n - 3
     assert s1[0].read_bytes() == before  # regenerated identically: deterministic
+    assert io.read_bytes() == good
     json.loads(s2[0].read_text())
     # other settings: every item is rebuilt (fingerprint), none is reused by mistake
     other = build_catalog(tmp_path, SampleConfig(**{**TINY.__dict__, "enl": 6.0}), workers=1)
@@ -106,7 +110,8 @@ def test_overcast_season_and_sar_gap(tmp_path: Path) -> None:
     """Options for consumers' failure tests: every S2 pass cloudy, and a month without any Sentinel-1 pass."""
     cfg = SampleConfig(cities=(WUHAN,), years=(2022,), size_km=1.0, seed=7, overcast=True, s1_gap_months=("2022-06",))
     summary = build_catalog(tmp_path, cfg, workers=1)
-    assert summary.items == {"sentinel-2-l2a": 6, "sentinel-1-rtc": 0, "labels": 1}
+    assert summary.items == {"sentinel-2-l2a": 6, "sentinel-1-rtc": 0, "labels": 1, "esa-worldcover": 2,
+                             "io-lulc-annual-v02": 1}
     for p in (tmp_path / "sentinel-2-l2a").glob("*/*.json"):
         item = json.loads(p.read_text())
         assert item["properties"]["eo:cloud_cover"] == 100.0

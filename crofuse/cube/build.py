@@ -14,8 +14,12 @@ from crofuse import OPTICAL_BANDS, SAR_BANDS
 from crofuse.cube import assets as asset_checks
 from crofuse.cube.aoi import target_geobox
 from crofuse.cube.composite import (
+    GAMMA0_DB_BOUNDS,
+    REFLECTANCE_MAX,
     acquisition_keys,
     dn_offsets,
+    flagged_count,
+    impossible_windows,
     mosaic_acquisitions,
     optical_composite,
     optical_reflectance,
@@ -25,7 +29,7 @@ from crofuse.cube.composite import (
 from crofuse.cube.loaders import load_assets
 from crofuse.cube.search import SeasonItems, search_season, swapped_axes_hit
 from crofuse.cube.store import cube_path, discard, publish, read_attrs, write_cube
-from crofuse.errors import AOIError, EmptySearchError, InsufficientDataError, MissingModalityError
+from crofuse.errors import AOIError, AssetReadError, EmptySearchError, InsufficientDataError, MissingModalityError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -61,22 +65,42 @@ def _zero_count(geobox: GeoBox, chunk: int) -> xr.DataArray:
     return xr.DataArray(da.zeros(tuple(int(v) for v in geobox.shape), dtype="uint16", chunks=(chunk, chunk)), dims=("y", "x"))
 
 
-def _optical_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> tuple[xr.DataArray, xr.DataArray]:
+@dataclass(frozen=True)
+class _Layers:
+    """One modality's composite, observation count, per-pixel flags and per-item impossible-value windows."""
+
+    data: xr.DataArray
+    count: xr.DataArray
+    flagged: xr.DataArray
+    windows: xr.DataArray | None = None
+
+
+def _windows(impossible: xr.DataArray, items, assets: list[str], modality: str, window: int) -> xr.DataArray:
+    w = impossible_windows(impossible, window).rename(time=f"{modality}_item", band=f"{modality}_asset")
+    w = w.drop_vars([c for c in w.coords if c not in w.dims], errors="ignore")
+    return w.assign_coords({f"{modality}_item": np.array([it.id for it in items], dtype=object),
+                            f"{modality}_asset": np.array(assets, dtype=object)})
+
+
+def _optical_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> _Layers:
     prof = config.catalog_profile
     band_keys = list(prof.optical_assets.values())
     common = {"loader": config.loader, "chunk_size": config.chunk_size}
     dn = load_assets(items.optical, band_keys, geobox, dtype="uint16", nodata=0, resampling=config.resampling, **common)
     scl = load_assets(items.optical, [prof.scl_asset], geobox, dtype="uint8", nodata=0, resampling="nearest", **common)
     dn = dn.assign_coords(band=list(OPTICAL_BANDS))
-    refl = optical_reflectance(
+    refl, impossible = optical_reflectance(
         dn, scl.isel(band=0, drop=True), offsets=dn_offsets(items.optical, prof), scl_mask=config.scl_mask
     )
     refl = mosaic_acquisitions(refl.drop_vars("item"), acquisition_keys(items.optical))
     optical, count = optical_composite(refl, reducer=config.optical_reducer)
-    return optical.transpose("band", "y", "x").chunk({"band": -1}), count
+    return _Layers(
+        optical.transpose("band", "y", "x").chunk({"band": -1}), count, flagged_count(impossible),
+        _windows(impossible, items.optical, [*band_keys, prof.scl_asset], "optical", config.chunk_size),
+    )
 
 
-def _sar_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> tuple[xr.DataArray, xr.DataArray]:
+def _sar_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> _Layers:
     prof = config.sar_source_profile
     lin = load_assets(
         items.sar,
@@ -88,9 +112,13 @@ def _sar_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> tuple
         nodata=float("nan"),
         resampling=config.resampling,
     ).assign_coords(band=list(SAR_BANDS))
-    lin = mosaic_acquisitions(sar_linear(lin, nodata=prof.sar_nodata).drop_vars("item"), acquisition_keys(items.sar))
+    lin, impossible = sar_linear(lin, nodata=prof.sar_nodata)
+    lin = mosaic_acquisitions(lin.drop_vars("item"), acquisition_keys(items.sar))
     sar, count = sar_composite(lin)
-    return sar.transpose("band", "y", "x").chunk({"band": -1}), count
+    return _Layers(
+        sar.transpose("band", "y", "x").chunk({"band": -1}), count, flagged_count(impossible),
+        _windows(impossible, items.sar, list(prof.sar_assets.values()), "sar", config.chunk_size),
+    )
 
 
 def _aoi_mask(config: CubeConfig, geobox: GeoBox) -> xr.DataArray:
@@ -181,13 +209,14 @@ def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: li
 
     cs = config.chunk_size
     if "optical" in missing:
-        optical, optical_count = _nan_layer(OPTICAL_BANDS, geobox, cs), _zero_count(geobox, cs)
+        opt = _Layers(_nan_layer(OPTICAL_BANDS, geobox, cs), _zero_count(geobox, cs), _zero_count(geobox, cs))
     else:
-        optical, optical_count = _optical_layers(items, config, geobox)
+        opt = _optical_layers(items, config, geobox)
     if "sar" in missing:
-        sar, sar_count = _nan_layer(SAR_BANDS, geobox, cs), _zero_count(geobox, cs)
+        sr = _Layers(_nan_layer(SAR_BANDS, geobox, cs), _zero_count(geobox, cs), _zero_count(geobox, cs))
     else:
-        sar, sar_count = _sar_layers(items, config, geobox)
+        sr = _sar_layers(items, config, geobox)
+    optical, optical_count, sar, sar_count = opt.data, opt.count, sr.data, sr.count
 
     present = []
     if "optical" not in missing:
@@ -212,10 +241,17 @@ def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: li
             "valid": valid.drop_vars(["x", "y"], errors="ignore").astype(bool),
             "optical_count": optical_count.drop_vars(["x", "y"], errors="ignore"),
             "sar_count": sar_count.drop_vars(["x", "y"], errors="ignore"),
+            "optical_flagged": opt.flagged.drop_vars(["x", "y"], errors="ignore"),
+            "sar_flagged": sr.flagged.drop_vars(["x", "y"], errors="ignore"),
             "in_aoi": _aoi_mask(config, geobox),
         },
         coords=coords,
     )
+    for name, layers in (("optical", opt), ("sar", sr)):
+        if layers.windows is not None:  # small (item, asset, window) arrays, computed in the same graph
+            ds[f"{name}_impossible"] = layers.windows
+            coords[f"{name}_item"] = layers.windows[f"{name}_item"].values
+            coords[f"{name}_asset"] = layers.windows[f"{name}_asset"].values
     ds = ds.drop_vars([c for c in ds.coords if c not in coords])
     for name in ("optical", "sar"):
         ds[name] = ds[name].astype("float32")
@@ -229,6 +265,13 @@ def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: li
     ds["optical_count"].attrs.update(long_name="number of clear Sentinel-2 acquisitions")
     ds["sar_count"].attrs.update(long_name="number of Sentinel-1 acquisitions")
     ds["in_aoi"].attrs.update(long_name="pixel centre inside the city polygon")
+    ds["optical_flagged"].attrs.update(
+        long_name="number of Sentinel-2 acquisitions dropped here for a physically impossible value")
+    ds["sar_flagged"].attrs.update(
+        long_name="number of Sentinel-1 acquisitions dropped here for a physically impossible value")
+    for name in ("optical_impossible", "sar_impossible"):
+        if name in ds:
+            ds[name].attrs.update(long_name=f"impossible values per item, asset and {cs} x {cs} px window")
     ds = ds.rio.write_crs(geobox.crs.to_wkt()).rio.write_transform(geobox.affine)
     ds = ds.rio.write_coordinate_system()
 
@@ -262,9 +305,65 @@ def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: li
         scl_mask=list(config.scl_mask),
         max_cloud_cover=config.max_cloud_cover,
         missing_modalities=list(missing),
+        reflectance_max=REFLECTANCE_MAX,
+        scl_classes="0-11",
+        gamma0_db_bounds=list(GAMMA0_DB_BOUNDS),
+        max_impossible_fraction=config.max_impossible_fraction,
         fingerprint=config.fingerprint(),
     )
     return ds
+
+
+def _impossible_report(tmp: Path, refs: list[asset_checks.AssetRef], config: CubeConfig) -> dict[str, Any]:
+    """Read the per-item impossible-value windows of the written store; raise :class:`AssetReadError` naming every
+    (item, asset) whose worst window is above ``max_impossible_fraction``; else the attributes that report them."""
+    import xarray as xr
+
+    ds = xr.open_zarr(tmp, consolidated=False, zarr_format=3)
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    cs = config.chunk_size
+    wy = np.minimum(cs, ny - cs * np.arange(-(-ny // cs)))  # pixels per window row / column (edges are smaller)
+    wx = np.minimum(cs, nx - cs * np.arange(-(-nx // cs)))
+    area = np.outer(wy, wx).astype("float64")
+    hrefs = {(r.item, r.key): r.href for r in refs}
+    counts: dict[str, int] = {}
+    totals = {"optical": 0, "sar": 0}
+    bad = []
+    for modality in ("optical", "sar"):
+        name = f"{modality}_impossible"
+        if name not in ds:
+            continue
+        w = ds[name].transpose(f"{modality}_item", f"{modality}_asset", "window_y", "window_x").values.astype("int64")
+        for i, item in enumerate(ds[f"{modality}_item"].values):
+            for j, key in enumerate(ds[f"{modality}_asset"].values):
+                n = int(w[i, j].sum())
+                if n == 0:
+                    continue
+                counts[f"{item}/{key}"] = n
+                totals[modality] += n
+                worst = float((w[i, j] / area).max())
+                if worst > config.max_impossible_fraction:
+                    bad.append((str(item), str(key), n, worst))
+    if bad:
+        lines = "\n".join(
+            f"  - item {item!r} asset {key!r} ({hrefs.get((item, key), '?')}): {n} values outside the physical "
+            f"bounds, {worst:.2%} of its worst {cs} x {cs} px window"
+            for item, key, n, worst in bad[:5]
+        )
+        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise AssetReadError(
+            f"{len(bad)} raster asset(s) hold physically impossible values (reflectance above {REFLECTANCE_MAX}, "
+            f"SCL outside 0-11, gamma0 outside {GAMMA0_DB_BOUNDS[0]:g}..{GAMMA0_DB_BOUNDS[1]:g} dB) above "
+            f"max_impossible_fraction={config.max_impossible_fraction:g}:\n{lines}{more}\nThe file is most likely "
+            "damaged (a corrupt tile that still decodes): re-download or regenerate it (for the sample catalog: "
+            "`crofuse sample-catalog build`), or remove the item. Raising max_impossible_fraction builds the cube "
+            "with those values as nodata, but values inside the bounds of a damaged tile would then pass."
+        )
+    return {
+        "impossible_values": counts,
+        "optical_impossible_values": totals["optical"],
+        "sar_impossible_values": totals["sar"],
+    }
 
 
 def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False) -> Path:
@@ -297,21 +396,29 @@ def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False
     refs += asset_checks.asset_refs(items.sar, list(config.sar_source_profile.sar_assets.values()))
     if config.check_assets:
         asset_checks.check_headers(refs)
+    verified = asset_checks.verify_files(refs) if config.verify_checksums else 0
 
     ds = assemble(config, items, geobox, missing)
     try:
         tmp = write_cube(ds, path, progress=progress)
-    except (RuntimeError, rasterio.errors.RasterioError, OSError) as e:
+    except (RuntimeError, rasterio.errors.RasterioError, OSError, ValueError) as e:  # ValueError: undecodable tags
         err = asset_checks.diagnose_read_failure(refs, e)
         if err is None:
             raise
         raise err from e
 
+    try:
+        report = _impossible_report(tmp, refs, config)
+    except AssetReadError:
+        discard(tmp)
+        raise
     cov = _coverage(tmp)
     attrs: dict[str, Any] = {
         "optical_fraction": round(cov.optical, 6),
         "sar_fraction": round(cov.sar, 6),
         "valid_fraction": round(cov.valid, 6),
+        "assets_verified": verified,
+        **report,
     }
     label = f"{config.slug!r} {config.season_window.label(config.year)}"
     if cov.valid < config.min_valid_fraction:

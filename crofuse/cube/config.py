@@ -121,6 +121,9 @@ class CubeConfig:
     check_assets: open every asset's header before loading, so a corrupt or unreachable COG is named up front.
     http_timeout, http_retries: STAC API request timeout (s) and retries (5xx and connection errors, with backoff).
     max_items: refuse searches that return more items than this per collection (a sign of a wrong AOI or season).
+    verify_checksums: check every asset's ``file:size``/``file:checksum`` (where the catalog has them) before loading.
+    max_impossible_fraction: physically impossible values become nodata; an (item, asset) with more than this
+        fraction of them in any ``chunk_size`` window fails the build (a damaged tile, see docs/cube.md).
     """
 
     city: str
@@ -148,6 +151,8 @@ class CubeConfig:
     http_timeout: float = 30.0
     http_retries: int = 4
     max_items: int = 1000
+    verify_checksums: bool = True
+    max_impossible_fraction: float = 1e-3
     _slug: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
@@ -205,6 +210,8 @@ class CubeConfig:
             raise ConfigError("http_timeout must be > 0 and http_retries >= 0")
         if self.max_items < 1:
             raise ConfigError("max_items must be >= 1")
+        if not (0.0 <= self.max_impossible_fraction <= 1.0):
+            raise ConfigError(f"max_impossible_fraction={self.max_impossible_fraction}: use a fraction between 0 and 1")
 
     # --------------------------------------------------------------------------------------------------- derived
     @property

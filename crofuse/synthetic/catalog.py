@@ -2,7 +2,8 @@
 
 Layout under ``OUT``: ``catalog.json``, ``<collection>/collection.json``, ``<collection>/<item>/<item>.json`` with the
 item's COGs beside it, and ``build.json`` (the settings and the summary of the last build). An item counts as finished
-when its JSON exists, carries the fingerprint of the current settings and all its assets exist; everything is written
+when its JSON exists, carries the fingerprint of the current settings and all its assets exist with the
+``file:size`` and ``file:checksum`` the JSON records; everything is written
 under a temporary name and renamed, so an interrupted build never leaves a file that looks finished.
 """
 
@@ -30,7 +31,11 @@ if TYPE_CHECKING:
     from crofuse.synthetic.landcover import GroundTruth
 
 S2_COLLECTION, S1_COLLECTION, LABELS_COLLECTION = "sentinel-2-l2a", "sentinel-1-rtc", "labels"
-COLLECTIONS = (S2_COLLECTION, S1_COLLECTION, LABELS_COLLECTION)
+WORLDCOVER_COLLECTION, IO_LULC_COLLECTION = "esa-worldcover", "io-lulc-annual-v02"
+COLLECTIONS = (S2_COLLECTION, S1_COLLECTION, LABELS_COLLECTION, WORLDCOVER_COLLECTION, IO_LULC_COLLECTION)
+WEAK_LABEL_COLLECTIONS = (WORLDCOVER_COLLECTION, IO_LULC_COLLECTION)
+WEAK_LABELS_VERSION = "1"
+"""Part of the fingerprint of the weak-label items: bumped whenever :mod:`crofuse.synthetic.weak_labels` changes."""
 S2_BANDS = ("B02", "B03", "B04", "B08")
 S1_BANDS = ("vv", "vh")
 _COMMON = {"B02": ("blue", 0.49), "B03": ("green", 0.56), "B04": ("red", 0.665), "B08": ("nir", 0.842)}
@@ -41,6 +46,7 @@ EXT = {
     "sat": "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
     "sar": "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
     "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
+    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
 }
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
@@ -107,6 +113,23 @@ def label_item_id(city: City, year: int) -> str:
     return f"labels_{city.name}_{year}"
 
 
+def io_lulc_item_id(city: City, year: int) -> str:
+    """``<city>-<year>`` (Planetary Computer's ids are ``<UTM tile>-<year>``)."""
+    return f"{city.name}-{year}"
+
+
+def _plan_item_id(city: City, year: int, collection: str, acq: Acquisition | None) -> str:
+    if acq is not None:
+        return item_id(acq, city)
+    if collection == WORLDCOVER_COLLECTION:
+        from crofuse.synthetic.weak_labels import worldcover_item_id
+
+        return worldcover_item_id(city.name, year)
+    if collection == IO_LULC_COLLECTION:
+        return io_lulc_item_id(city, year)
+    return label_item_id(city, year)
+
+
 def _geometry(gb) -> tuple[dict, list[float]]:
     geom = gb.extent.to_crs("EPSG:4326")
     g = geom.geom
@@ -127,20 +150,35 @@ def _proj(gb, *, shape: tuple[int, int] | None = None, transform=None) -> dict[s
     }
 
 
-def _new_item(iid: str, gb, t: dt.datetime, props: dict[str, Any], extensions: list[str]):
+def _new_item(iid: str, gb, t: dt.datetime, props: dict[str, Any], extensions: list[str], *, grid=None):
+    """An item whose footprint is ``gb``'s and whose projection fields describe ``grid`` (default ``gb``)."""
     import pystac
 
     geom, bbox = _geometry(gb)
     item = pystac.Item(id=iid, geometry=geom, bbox=bbox, datetime=t, properties=dict(props))
-    item.properties.update(_proj(gb))
-    item.stac_extensions = [EXT[e] for e in ["proj", *extensions]]
+    item.properties.update(_proj(grid if grid is not None else gb))
+    item.stac_extensions = [EXT[e] for e in ["proj", *extensions, "file"]]
     return item
 
 
+def file_checksum(path: Path) -> str:
+    """``file:checksum`` of a file: its SHA2-256 as a hex multihash (``1220`` + 64 hex digits)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "1220" + h.hexdigest()
+
+
 def _asset(href: Path, title: str, roles: list[str], bands: list[dict], extra: dict | None = None):
+    """A COG asset with ``raster:bands`` and the file extension's ``file:checksum``/``file:size`` of the file as
+    written (``crofuse.cube`` verifies them before reading)."""
     import pystac
 
-    fields = {"raster:bands": bands, **(extra or {})}
+    fields = {"raster:bands": bands, **(extra or {}), "file:checksum": file_checksum(href),
+              "file:size": href.stat().st_size}
     return pystac.Asset(href=str(href.resolve()), media_type=COG_TYPE, title=title, roles=roles, extra_fields=fields)
 
 
@@ -156,8 +194,14 @@ def _finished(path: Path, fingerprint: str) -> pystac.Item | None:
         return None
     if d.get("properties", {}).get("crofuse:fingerprint") != fingerprint:
         return None
-    if not all(Path(a["href"]).exists() for a in d.get("assets", {}).values()):
-        return None
+    for a in d.get("assets", {}).values():
+        p = Path(a["href"])
+        # a missing, truncated, damaged or replaced COG (or an item written before assets carried file:checksum) is
+        # redone: hashing is ~1 s per GB, small next to generating the item again
+        if not p.exists() or "file:checksum" not in a or p.stat().st_size != a.get("file:size"):
+            return None
+        if file_checksum(p) != a["file:checksum"]:
+            return None
     return pystac.Item.from_dict(d, migrate=False)
 
 
@@ -191,7 +235,7 @@ def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
         item.add_asset(band, _asset(p, f"Band {band} ({common}) - 10m", ["data", "reflectance"], [{
             "nodata": 0, "data_type": "uint16", "spatial_resolution": 10, "scale": 0.0001,
             "offset": -offset / 10000.0, "unit": "1",
-        }], {"eo:bands": [{"name": band, "common_name": common, "center_wavelength": wl}], "gsd": 10}))
+        }], {"eo:bands": [{"name": band, "common_name": common, "center_wavelength": wl}], "gsd": 10, **_proj(gb)}))
     scl_gb = gb.zoom_out(2)
     p = write_cog(d / "SCL.tif", scene.scl, scl_gb, nodata=0, band_names=("SCL",))
     item.add_asset("SCL", _asset(p, "Scene classification map (SCL) - 20m", ["data"], [{
@@ -218,7 +262,7 @@ def _write_s1(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
         p = write_cog(d / f"{band}.tif", scene.gamma0[k], gb, nodata=float("nan"), band_names=(band.upper(),),
                       overview_resampling="average")
         item.add_asset(band, _asset(p, f"{band.upper()}: gamma0 terrain-corrected, linear power", ["data"], [{
-            "nodata": "nan", "data_type": "float32", "spatial_resolution": 10, "unit": "linear power"}]))
+            "nodata": "nan", "data_type": "float32", "spatial_resolution": 10, "unit": "linear power"}], _proj(gb)))
     return item
 
 
@@ -247,18 +291,95 @@ def _write_labels(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, 
     p = write_cog(d / "impervious.tif", truth.label, gb, nodata=255, band_names=("impervious",))
     item.add_asset("impervious", _asset(p, "Impervious surface (1) / pervious (0), 10 m", ["data", "labels"], [{
         "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}],
-        {"classification:classes": [{"value": 0, "name": "pervious"}, {"value": 1, "name": "impervious"}]}))
+        {"classification:classes": [{"value": 0, "name": "pervious"}, {"value": 1, "name": "impervious"}],
+         **_proj(gb)}))
     p = write_cog(d / "landcover.tif", truth.landcover, gb, nodata=0, band_names=("landcover",))
     item.add_asset("landcover", _asset(p, "Majority land cover, 10 m", ["data", "labels"], [{
         "nodata": 0, "data_type": "uint8", "spatial_resolution": 10}],
-        {"classification:classes": _LANDCOVER_CLASSES}))
+        {"classification:classes": _LANDCOVER_CLASSES, **_proj(gb)}))
     p = write_cog(d / "growth.tif", truth.growth, gb, nodata=255, band_names=("growth",))
     item.add_asset("growth", _asset(p, f"Impervious since {truth.year - 1} (1) / not (0)", ["data", "labels"], [{
-        "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}]))
+        "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}], _proj(gb)))
     p = write_cog(d / "impervious_fraction.tif", truth.impervious_fraction, gb, nodata=float("nan"),
                   band_names=("impervious_fraction",), overview_resampling="average")
     item.add_asset("impervious_fraction", _asset(p, "Impervious share of each 10 m pixel", ["data"], [{
-        "nodata": "nan", "data_type": "float32", "spatial_resolution": 10}]))
+        "nodata": "nan", "data_type": "float32", "spatial_resolution": 10}], _proj(gb)))
+    return item
+
+
+def _weak_fingerprint(cfg: SampleConfig, city: City, year: int) -> str:
+    return f"{cfg.city_fingerprint(city, year)}-w{WEAK_LABELS_VERSION}"
+
+
+def _year_props(year: int) -> dict[str, str]:
+    return {"start_datetime": f"{year}-01-01T00:00:00Z", "end_datetime": f"{year}-12-31T23:59:59Z"}
+
+
+def _accuracy_props(built, truth: GroundTruth, target) -> dict[str, Any]:
+    """The built class against the exact truth on the truth's grid, as the item records it."""
+    from crofuse.synthetic.weak_labels import built_accuracy
+
+    a = built_accuracy(built, truth.label.astype(bool))
+    return {
+        "crofuse:built_user_accuracy": round(a["ua"], 4),
+        "crofuse:built_producer_accuracy": round(a["pa"], 4),
+        "crofuse:impervious_agreement": round(a["oa"], 4),
+        "crofuse:target_built_user_accuracy": target.built_ua,
+        "crofuse:target_built_producer_accuracy": target.built_pa,
+        "crofuse:target_overall_accuracy": target.overall,
+    }
+
+
+def _write_worldcover(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, fp: str):
+    """An ``esa-worldcover``-shaped item: the simulated map on the product's EPSG:4326 grid (1/12000 degree)."""
+    from crofuse.synthetic import weak_labels as wl
+
+    year = truth.year
+    version, tag, _ = wl.WORLDCOVER_PRODUCTS[year]
+    iid = wl.worldcover_item_id(city.name, year)
+    d = out / WORLDCOVER_COLLECTION / iid
+    weak = wl.worldcover_map(truth, seed=cfg.seed, product_year=year)
+    grid_map, grid = wl.to_worldcover_grid(weak.classes, truth.geobox)
+    back = wl.reproject_classes(grid_map, grid, truth.geobox, nodata=wl.WORLDCOVER_NODATA)
+    props = _common_props(city, fp, cfg.seed) | _year_props(year) | {
+        "crofuse:year": year,
+        "description": f"SYNTHETIC ESA WorldCover-shaped land cover for {year} ({tag}) with the product's documented "
+                       "errors; simulated by crofuse.synthetic.weak_labels. Not real data.",
+        "esa_worldcover:product_version": version,
+        "esa_worldcover:product_tile": wl.worldcover_tile(city.lon, city.lat),
+        "mission": "sentinel-1, sentinel-2", "instruments": ["c-sar", "msi"],
+        "platform": "sentinel-1a, sentinel-1b, sentinel-2a, sentinel-2b",
+    } | _accuracy_props(back == wl.WORLDCOVER_BUILT_UP, truth, weak.target)
+    item = _new_item(iid, truth.geobox, dt.datetime(year, 7, 1, tzinfo=dt.UTC), props, ["raster", "classification"],
+                     grid=grid)
+    p = write_cog(d / f"{iid}_Map.tif", grid_map, grid, nodata=wl.WORLDCOVER_NODATA, band_names=("Map",))
+    item.add_asset("map", _asset(p, "Land Cover Classes", ["data"], [{
+        "nodata": wl.WORLDCOVER_NODATA, "data_type": "uint8", "spatial_resolution": 10, "sampling": "area"}],
+        {"classification:classes": wl.WORLDCOVER_CLASSES, **_proj(grid),
+         "description": "Discrete classification according to the Land Cover Classification System scheme "
+                        "developed by the United Nations Food and Agriculture Organization"}))
+    return item
+
+
+def _write_io_lulc(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, fp: str):
+    """An ``io-lulc-annual-v02``-shaped item: the simulated 9-class map on the city's 10 m UTM grid."""
+    from crofuse.synthetic import weak_labels as wl
+
+    year = truth.year
+    iid = io_lulc_item_id(city, year)
+    d = out / IO_LULC_COLLECTION / iid
+    weak = wl.io_lulc_map(truth, seed=cfg.seed)
+    gb = truth.geobox
+    props = _common_props(city, fp, cfg.seed) | _year_props(year) | {
+        "crofuse:year": year,
+        "description": f"SYNTHETIC Impact Observatory 10 m Annual LULC (9-class, v02)-shaped map for {year} with the "
+                       "product's documented errors; simulated by crofuse.synthetic.weak_labels. Not real data.",
+    } | _accuracy_props(weak.built, truth, weak.target)
+    item = _new_item(iid, gb, dt.datetime(year, 7, 1, tzinfo=dt.UTC), props, ["raster", "classification"])
+    p = write_cog(d / f"{iid}.tif", weak.classes, gb, nodata=wl.IO_NODATA, band_names=("data",))
+    item.add_asset("data", _asset(p, "Global land use/land cover data", ["data"], [{
+        "nodata": wl.IO_NODATA, "data_type": "uint8", "spatial_resolution": 10, "sampling": "area"}],
+        {"classification:classes": wl.IO_LULC_CLASSES, **_proj(gb)}))
     return item
 
 
@@ -267,9 +388,14 @@ def _dir_bytes(root: Path) -> int:
 
 
 def _city_plan(cfg: SampleConfig, city: City) -> list[tuple[int, str, Acquisition | None]]:
+    from crofuse.synthetic.weak_labels import worldcover_years
+
     plan: list[tuple[int, str, Acquisition | None]] = []
+    # WorldCover exists for 2020 and 2021 only: its items may be for years the catalog has no scenes of
+    plan += [(y, WORLDCOVER_COLLECTION, None) for y in worldcover_years(cfg.base_year, cfg.years)]
     for year in cfg.years:
         plan.append((year, LABELS_COLLECTION, None))
+        plan.append((year, IO_LULC_COLLECTION, None))
         plan += [(year, S2_COLLECTION, a) for a in sentinel2_schedule(city, year, cfg.months)]
         plan += [(year, S1_COLLECTION, a) for a in sentinel1_schedule(
             city, year, cfg.months, orbits=cfg.s1_orbits, gap_months=cfg.s1_gap_months)]
@@ -280,22 +406,29 @@ def _build_city(out: Path, cfg: SampleConfig, city: City, tick: Callable[[str], 
     """Write (or reuse) every item of one city; returns (collection, item dict, written) per item."""
     from crofuse.synthetic.landcover import generate_truths
 
-    truths: dict[int, GroundTruth] | None = None
-    results = []
+    plan = []
     for year, coll, acq in _city_plan(cfg, city):
-        fp = cfg.city_fingerprint(city, year)
-        iid = label_item_id(city, year) if acq is None else item_id(acq, city)
+        fp = _fingerprint(cfg, city, year, coll)
+        iid = _plan_item_id(city, year, coll, acq)
         path = out / coll / iid / f"{iid}.json"
-        item = _finished(path, fp)
+        plan.append((year, coll, acq, fp, iid, path, _finished(path, fp)))
+    todo_years = sorted({year for year, *_, done in plan if done is None})
+    truths: dict[int, GroundTruth] = {}
+    if todo_years:  # one pass for every year that has something to (re)write
+        truths = generate_truths(
+            city, todo_years, size_km=cfg.size_km, seed=cfg.seed, subpixel=cfg.subpixel,
+            growth_rate=cfg.growth_rate, base_year=cfg.base_year,
+        )
+    results = []
+    for year, coll, acq, fp, iid, path, item in plan:
         written = item is None
         if item is None:
-            if truths is None:
-                truths = generate_truths(
-                    city, cfg.years, size_km=cfg.size_km, seed=cfg.seed, subpixel=cfg.subpixel,
-                    growth_rate=cfg.growth_rate, base_year=cfg.base_year,
-                )
             truth = truths[year]
-            if acq is None:
+            if coll == WORLDCOVER_COLLECTION:
+                item = _write_worldcover(out, city, truth, cfg, fp)
+            elif coll == IO_LULC_COLLECTION:
+                item = _write_io_lulc(out, city, truth, cfg, fp)
+            elif acq is None:
                 item = _write_labels(out, city, truth, cfg, fp)
             elif coll == S2_COLLECTION:
                 item = _write_s2(out, city, truth, acq, cfg, fp)
@@ -320,10 +453,16 @@ def _build_city_worker(out: Path, cfg: SampleConfig, city: City) -> list[tuple[s
     return _build_city(out, cfg, city, _QUEUE.put)
 
 
+def _fingerprint(cfg: SampleConfig, city: City, year: int, collection: str) -> str:
+    if collection in WEAK_LABEL_COLLECTIONS:
+        return _weak_fingerprint(cfg, city, year)
+    return cfg.city_fingerprint(city, year)
+
+
 def _city_done(out: Path, cfg: SampleConfig, city: City) -> bool:
     for year, coll, acq in _city_plan(cfg, city):
-        iid = label_item_id(city, year) if acq is None else item_id(acq, city)
-        if _finished(out / coll / iid / f"{iid}.json", cfg.city_fingerprint(city, year)) is None:
+        iid = _plan_item_id(city, year, coll, acq)
+        if _finished(out / coll / iid / f"{iid}.json", _fingerprint(cfg, city, year, coll)) is None:
             return False
     return True
 
@@ -421,6 +560,14 @@ _DESCRIPTIONS = {
     "with Gamma speckle, simulated by crofuse.synthetic. Not real data.",
     LABELS_COLLECTION: "Exact ground truth of the synthetic cities: impervious label, land cover, growth since the "
     "previous year and impervious fraction per 10 m pixel.",
+    WORLDCOVER_COLLECTION: "SYNTHETIC weak labels shaped like ESA WorldCover 10 m (2020 v100, 2021 v200; EPSG:4326, "
+    "1/12000 degree, legend 10-100, built-up = 50), derived from the exact truth with the product's documented "
+    "errors (narrow roads and sparse urban edges omitted; accuracy of the validation report). Only 2020 and 2021 "
+    "exist, as for the real product. Not real data; see docs/sample-data.md.",
+    IO_LULC_COLLECTION: "SYNTHETIC weak labels shaped like Impact Observatory / Esri 10 m Annual Land Use Land Cover "
+    "(9-class) v02 (UTM, 10 m, built area = 7), derived from the exact truth with the product's documented errors "
+    "(smooth/blocky classes, urban green in dense blocks mapped as built area). Not real data; see "
+    "docs/sample-data.md.",
 }
 
 
