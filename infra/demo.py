@@ -44,7 +44,9 @@ def say(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022], help="years to simulate and map")
-    p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city (km)")
+    p.add_argument("--size-km", type=float, default=4.0, help="side of each simulated city that is mapped (km)")
+    p.add_argument("--training-km", type=float, default=8.0,
+                   help="side of each simulated training city (km): a blocked split needs room for whole blocks")
     p.add_argument("--epochs", type=int, default=30, help="training epochs of the demo model (a few s each on 2 cores)")
     p.add_argument("--width", type=int, default=8, help="base_channels of the demo CroFuseNet (paper: 32)")
     p.add_argument("--fresh-model", action="store_true", help="retrain even if a demo checkpoint exists")
@@ -53,16 +55,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_sample_catalog(years: list[int], size_km: float) -> Path:
+def build_sample_catalog(years: list[int], size_km: float, training_km: float) -> Path:
     from crofuse.synthetic.catalog import build_catalog
     from crofuse.synthetic.cities import DEFAULT_CITIES, TRAINING_CITIES
     from crofuse.synthetic.config import SampleConfig
 
     cities = DEFAULT_CITIES + TRAINING_CITIES
     say(f"sample catalog: {len(years)} years × {len(cities)} cities ({', '.join(c.name for c in DEFAULT_CITIES)} "
-        f"mapped, {', '.join(c.name for c in TRAINING_CITIES)} for training), {size_km:g} km each -> {CATALOG_DIR}")
-    summary = build_catalog(CATALOG_DIR, SampleConfig(cities=cities, years=tuple(years), size_km=size_km),
-                            progress=True)
+        f"mapped, {size_km:g} km; {', '.join(c.name for c in TRAINING_CITIES)} for training, {training_km:g} km) "
+        f"-> {CATALOG_DIR}")
+    sizes = tuple((c.name, training_km) for c in TRAINING_CITIES)
+    summary = build_catalog(CATALOG_DIR, SampleConfig(cities=cities, years=tuple(years), size_km=size_km,
+                                                      city_sizes=sizes), progress=True)
     say(f"catalog ready: {summary.written} items written, {summary.reused} reused ({summary.seconds:.0f} s)")
     return CATALOG_DIR
 
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra.stac import StacServer
 
     DEMO_ROOT.mkdir(parents=True, exist_ok=True)
-    build_sample_catalog(args.years, args.size_km)
+    build_sample_catalog(args.years, args.size_km, args.training_km)
 
     port = CATALOG_PORT
     try:

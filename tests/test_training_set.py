@@ -77,7 +77,8 @@ def test_blocks_are_the_same_ground_in_every_year() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- on STAC
-SMALL = {"patch_size": 64, "stride": 40, "block_km": 0.96, "buffer_px": 64}
+SMALL = {"patch_size": 32, "stride": 32, "block_km": 0.64, "buffer_px": 32}
+P = SMALL["patch_size"]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def blocked_set(tmp_path_factory: pytest.TempPathFactory, stac_api: str) -> Path
 def test_manifest_records_split_blocks_labels_fingerprints_and_recipe(blocked_set: Path) -> None:
     m = read_manifest(blocked_set)
     assert m is not None and m["format"] == "crofuse-training-set"
-    assert m["split"]["kind"] == "blocked" and m["split"]["block_km"] == 0.96 and m["split"]["buffer_px"] == 64
+    assert m["split"]["kind"] == "blocked" and m["split"]["block_km"] == 0.64 and m["split"]["buffer_px"] == 32
     assert {b["split"] for b in m["split"]["blocks"]} == set(SPLITS)
     assert m["labels"]["name"] == "sample" and m["labels"]["exact"] is True
     assert [(c["city"], c["year"]) for c in m["city_years"]] == [("wuhan", 2021), ("wuhan", 2022)]
@@ -132,14 +133,14 @@ def test_patches_hold_the_map_city_cube_and_the_truth(blocked_set: Path, stac_ap
             sar = src.read()
         with rasterio.open(blocked_set / split / "label" / f"{name}.tif") as src:
             label = src.read(1)
-        np.testing.assert_array_equal(optical, cube["optical"].values[:, r : r + 64, c : c + 64])
-        np.testing.assert_array_equal(sar, cube["sar"].values[:, r : r + 64, c : c + 64])
-        valid = cube["valid"].values[r : r + 64, c : c + 64]
+        np.testing.assert_array_equal(optical, cube["optical"].values[:, r : r + P, c : c + P])
+        np.testing.assert_array_equal(sar, cube["sar"].values[:, r : r + P, c : c + P])
+        valid = cube["valid"].values[r : r + P, c : c + P]
         assert (label[~valid] == 255).all()
         # labels: the generator's truth at the same ground position
         tr, tc = int(round((t.f - y) / 10.0)), int(round((x - t.c) / 10.0))
-        window = truth.label[max(tr, 0) : tr + 64, max(tc, 0) : tc + 64]
-        if tr >= 0 and tc >= 0 and window.shape == (64, 64):
+        window = truth.label[max(tr, 0) : tr + P, max(tc, 0) : tc + P]
+        if tr >= 0 and tc >= 0 and window.shape == (P, P):
             np.testing.assert_array_equal(label[valid], window[valid])
 
 
@@ -187,7 +188,7 @@ def test_interrupted_build_resumes_city_year_by_city_year(tmp_path: Path, stac_a
 
 def test_empty_split_says_which_block_size_works(tmp_path: Path, stac_api: str) -> None:
     config = training_set_config(out=tmp_path / "ts", cities=[{"name": "wuhan"}], years=[2021], catalog=stac_api,
-                                 split="blocked", patch_size=64, stride=40, block_km=1.28)
+                                 split="blocked", patch_size=64, stride=40, block_km=2.56)
     with pytest.raises(TrainingSetError, match=r"leaves no .* patches.*pass --block-km [0-9.]+"):
         build_training_set(config, progress=False)
 

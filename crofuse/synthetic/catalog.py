@@ -416,7 +416,7 @@ def _build_city(out: Path, cfg: SampleConfig, city: City, tick: Callable[[str], 
     truths: dict[int, GroundTruth] = {}
     if todo_years:  # one pass for every year that has something to (re)write
         truths = generate_truths(
-            city, todo_years, size_km=cfg.size_km, seed=cfg.seed, subpixel=cfg.subpixel,
+            city, todo_years, size_km=cfg.size_for(city), seed=cfg.seed, subpixel=cfg.subpixel,
             growth_rate=cfg.growth_rate, base_year=cfg.base_year,
         )
     results = []
@@ -532,7 +532,7 @@ def build_catalog(
     growth: dict[tuple[str, int], float] = {}
     area: dict[str, float] = {}
     for city in cfg.cities:
-        gb = city.geobox(cfg.size_km)
+        gb = city.geobox(cfg.size_for(city))
         area[city.name] = gb.shape[0] * gb.shape[1] * (gb.resolution.x**2) / 1e6
         for coll, d, was_written in per_city[city.name]:
             item = pystac.Item.from_dict(d, migrate=False)

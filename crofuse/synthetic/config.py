@@ -23,6 +23,7 @@ class SampleConfig:
     years: calendar years; each gets its own land cover (urban growth between years) and acquisitions.
     months: months of each year with acquisitions (default June, the paper's season, section IV).
     size_km: side of the square simulated around each city centre.
+    city_sizes: ``(city, size_km)`` pairs that override ``size_km`` for some cities (e.g. larger training cities).
     seed: everything is a deterministic function of (city, year, seed).
     subpixel: ground truth is drawn at ``10 m / subpixel`` (default 5 m) and aggregated to 10 m by linear mixing.
     enl: equivalent number of looks of the Sentinel-1 speckle (Gamma shape); RTC products have about 4-5.
@@ -41,6 +42,7 @@ class SampleConfig:
     years: tuple[int, ...] = (2021, 2022)
     months: tuple[int, ...] = (6,)
     size_km: float = 10.0
+    city_sizes: tuple[tuple[str, float], ...] = ()
     seed: int = 0
     subpixel: int = 2
     enl: float = 4.5
@@ -66,6 +68,12 @@ class SampleConfig:
         if not self.months or any(not (1 <= m <= 12) for m in self.months):
             raise ConfigError(f"SampleConfig.months={self.months}: give month numbers 1-12")
         grid_pixels(self.size_km)  # validates size_km
+        sizes = tuple((str(c), float(k)) for c, k in dict(self.city_sizes).items())
+        for name, km in sizes:
+            if name not in names:
+                raise ConfigError(f"city_sizes names {name!r}, which is not among the cities {names}")
+            grid_pixels(km)
+        object.__setattr__(self, "city_sizes", sizes)
         if self.subpixel not in (1, 2, 4, 5):
             raise ConfigError(f"subpixel={self.subpixel}: use 1, 2, 4 or 5 (ground truth at 10, 5, 2.5 or 2 m)")
         if not (1.0 <= self.enl <= 100.0):
@@ -85,6 +93,11 @@ class SampleConfig:
         object.__setattr__(self, "years", tuple(sorted(self.years)))
         object.__setattr__(self, "months", tuple(sorted(self.months)))
 
+    def size_for(self, city: City | str) -> float:
+        """The side (km) simulated around ``city``: its ``city_sizes`` entry, else ``size_km``."""
+        name = city if isinstance(city, str) else city.name
+        return dict(self.city_sizes).get(name, self.size_km)
+
     def to_dict(self) -> dict:
         """Plain JSON-able settings (what the build manifest records)."""
         d = asdict(self)
@@ -99,12 +112,14 @@ class SampleConfig:
         for k in ("years", "months", "s1_orbits", "s1_gap_months"):
             if k in d:
                 d[k] = tuple(d[k])
+        if "city_sizes" in d:
+            d["city_sizes"] = tuple((str(c), float(k)) for c, k in d["city_sizes"])
         return cls(**d)
 
     def city_fingerprint(self, city: City, year: int) -> str:
         """Hash of every setting that changes the files of one (city, year): reused files must match it."""
-        keys = {k: v for k, v in self.to_dict().items() if k not in ("cities", "years")}
-        keys.update(city=asdict(city), year=year, generator=GENERATOR_VERSION)
+        keys = {k: v for k, v in self.to_dict().items() if k not in ("cities", "years", "city_sizes")}
+        keys.update(city=asdict(city), year=year, generator=GENERATOR_VERSION, size_km=self.size_for(city))
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 

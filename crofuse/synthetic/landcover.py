@@ -548,6 +548,6 @@ def ground_truth(config: SampleConfig, city: str | City, year: int) -> GroundTru
     if year not in config.years:
         raise ConfigError(f"year {year} is not in the catalog's years {config.years}")
     return generate_truths(
-        c, [year], size_km=config.size_km, seed=config.seed, subpixel=config.subpixel,
+        c, [year], size_km=config.size_for(c), seed=config.seed, subpixel=config.subpixel,
         growth_rate=config.growth_rate, base_year=config.base_year,
     )[year]

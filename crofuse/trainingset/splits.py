@@ -6,7 +6,7 @@ Three splits (``docs/training-sets.md``):
   over every city-year, and a seeded 8:1:1 permutation over all of them. Overlapping windows land in different
   splits, so most val/test pixels also lie inside some training patch; kept to reproduce the paper.
 - ``blocked`` (default): the city is cut into square blocks of ``block_km`` on a grid anchored to the CRS origin,
-  so a block is the same ground in every year; whole blocks go to one split (seeded, by the shares). Windows are
+  so a block is the same ground in every year; whole blocks go to one split (seeded, by the shares, city by city). Windows are
   tiled *inside* each block (stride 80, flush with the block's far edges) and never cross a block border, so no
   val or test pixel lies inside a training patch. In addition, training windows keep ``buffer_px`` (default one
   window) away from every val/test block: the buffer between splits that spatial cross-validation asks for
@@ -209,9 +209,14 @@ def blocked_split(
     shares: Sequence[float],
     seed: int,
 ) -> tuple[list[Window], dict[tuple[str, int, int], SplitName]]:
-    """Blocks of every city (the union over its years) assigned to splits by ``shares``, and the windows."""
-    keys = sorted({(g.city, *b) for g in grids for b in grid_blocks(g, block_px, size)})
-    assignment = assign_shares(keys, shares, seed)  # type: ignore[arg-type]
+    """Blocks of every city (the union over its years) assigned to splits by ``shares`` city by city (so every city
+    large enough has blocks in every split), and the windows."""
+    import zlib
+
+    assignment: dict[object, SplitName] = {}
+    for city in sorted({g.city for g in grids}):
+        keys = sorted({(g.city, *b) for g in grids if g.city == city for b in grid_blocks(g, block_px, size)})
+        assignment.update(assign_shares(keys, shares, seed + zlib.crc32(city.encode())))  # type: ignore[arg-type]
     windows = [w for g in grids for w in blocked_windows(g, assignment, size=size, stride=stride,  # type: ignore[arg-type]
                                                         buffer_px=buffer_px, block_px=block_px)]
     return windows, assignment  # type: ignore[return-value]
