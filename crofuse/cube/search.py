@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from crofuse.cube.stac_client import PAGE_SIZE, RETRY_STATUS, Deadline, in_context, open_client, run_search
-from crofuse.errors import CatalogDeadlineError, CatalogError
+from crofuse.cube.stac_client import PAGE_SIZE, RETRY_STATUS, Deadline, open_client, run_search
+from crofuse.errors import CatalogError
 
 if TYPE_CHECKING:
     import pystac
@@ -72,12 +72,7 @@ def open_catalog(
     ``timeout`` bounds one request, ``retries`` the retries of one request, ``deadline`` (seconds, or a shared
     :class:`~crofuse.cube.stac_client.Deadline`; default 120 s from now) everything done with the client.
     """
-    try:
-        return open_client(url, signing=profile.signing, timeout=timeout, retries=retries, deadline=deadline)
-    except CatalogError as e:
-        unreachable = e.status is None and not isinstance(e, CatalogDeadlineError)
-        hint = " (for the sample catalog, start it with `crofuse sample-catalog serve`)" if unreachable else ""
-        raise in_context(e, f"cannot open the STAC catalog at {url}{hint}") from e
+    return open_client(url, signing=profile.signing, timeout=timeout, retries=retries, deadline=deadline)
 
 
 def search_collection(

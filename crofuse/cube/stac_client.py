@@ -173,6 +173,7 @@ class Transport:
         import requests
 
         what = f"{request.method} {request.url}"
+        start = time.monotonic()
         attempts = 0
         last_status: int | None = None
         last: str = ""
@@ -184,7 +185,9 @@ class Transport:
             attempts += 1
             retry_after = None
             try:
-                resp = self.session.send(self.session.prepare_request(request), timeout=(timeout, timeout))
+                prepped = self.session.prepare_request(request)
+                env = self.session.merge_environment_settings(prepped.url, {}, None, None, None)  # proxies, CA
+                resp = self.session.send(prepped, timeout=(timeout, timeout), **env)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 last, last_status = _reason(e), None
                 log.debug("%s: %s (attempt %d)", what, last, attempts)
@@ -200,8 +203,10 @@ class Transport:
                     )
                 retry_after = _retry_after(resp)
                 log.debug("%s: %s (attempt %d)", what, last, attempts)
+            if self.deadline.remaining() <= 0:
+                raise self._deadline_error(what, attempts, last, last_status)
             if attempts > self.policy.retries:
-                raise self._exhausted_error(what, attempts, last, last_status)
+                raise self._exhausted_error(what, attempts, last, last_status, time.monotonic() - start)
             wait = self.policy.delay(attempts, self.rng)
             if retry_after is not None and retry_after > wait:
                 wait = retry_after
@@ -225,8 +230,8 @@ class Transport:
             status=status, transient=False, url=self.url,
         )
 
-    def _exhausted_error(self, what: str, attempts: int, last: str, status: int | None) -> CatalogError:
-        took = f"{attempts} attempts in {self.deadline.elapsed():.1f} s"
+    def _exhausted_error(self, what: str, attempts: int, last: str, status: int | None, took_s: float) -> CatalogError:
+        took = f"{attempts} attempts in {took_s:.1f} s"
         if status is not None:
             return _status_error(
                 f"the {self.service} at {self.url} answered {what} with {last} ({took}); it is overloaded or "
@@ -420,8 +425,10 @@ def open_client(
     modifier = signer(signing, transport)  # a missing package is a ConfigError: it says what to install
     try:
         return Client.open(url, stac_io=catalog_io(transport), modifier=modifier)
-    except CatalogError:
-        raise
+    except CatalogError as e:
+        unreachable = e.status is None and not isinstance(e, CatalogDeadlineError)
+        hint = " (for the sample catalog, start it with `crofuse sample-catalog serve`)" if unreachable else ""
+        raise in_context(e, f"cannot open the STAC catalog at {url}{hint}") from e
     except (pystac.STACError, ClientTypeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise CatalogError(f"{url} did not answer with a STAC catalog: {e}", transient=False, url=url) from e
 
