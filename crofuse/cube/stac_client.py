@@ -518,8 +518,6 @@ __all__ = [
     "DEFAULT_DEADLINE",
     "RETRY_STATUS",
     "SIGNERS",
-    "CatalogAPIError",
-    "CatalogIO",
     "Deadline",
     "PlanetaryComputerSigner",
     "RetryPolicy",
