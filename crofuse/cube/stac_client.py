@@ -237,8 +237,8 @@ class Transport:
                 f"the {self.service} at {self.url} answered {what} with {last} ({took}); it is overloaded or "
                 "down: try again later", status=status, transient=True, url=self.url,
             )
-        hint = " Is the catalog server running?" if self.service == "catalog" else ""
-        return CatalogError(f"could not reach the {self.service} at {self.url}: {what}: {last} ({took}).{hint}",
+        hint = ". Is the catalog server running?" if self.service == "catalog" else ""
+        return CatalogError(f"could not reach the {self.service} at {self.url}: {what}: {last} ({took}){hint}",
                             transient=True, url=self.url)
 
 
