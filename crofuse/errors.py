@@ -38,7 +38,33 @@ class CheckpointMismatchError(CheckpointError):
 
 
 class CatalogError(CrofuseError):
-    """A STAC catalog could not be searched or returned unusable items."""
+    """A STAC catalog could not be searched or returned unusable items.
+
+    What went wrong on the wire is kept as data, so retry policies never read the message: ``status`` is the HTTP
+    status of the last answer (``None`` when there was none: connection refused/reset, timeout, or not an HTTP
+    failure); ``transient`` says whether a later retry can cure it (429, 5xx, connection errors: ``True``; 4xx,
+    unreadable answers: ``False``; ``None``: not known, look at the cause); ``url`` is the catalog (or token
+    service) root the failure is about.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, transient: bool | None = None, url: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.url = url
+
+
+class CatalogDeadlineError(CatalogError):
+    """A catalog interaction (every request, retry, page and signing of one search) ran past its deadline.
+
+    Not ``transient``: the deadline already bounded every retry, and retrying again would multiply it.
+    """
+
+
+class SigningError(CatalogError):
+    """Asset URLs could not be signed (e.g. the Planetary Computer token service failed or did not answer)."""
 
 
 class EmptySearchError(CatalogError):

@@ -1,8 +1,9 @@
 """Prefect tasks of the flows: each does one step by calling library code.
 
 Only the steps that talk to the network (the STAC API and the COGs it points at) retry, and only on errors that a
-retry can cure (connection refused/reset, timeouts, HTTP 5xx); a bad AOI, an empty search or a missing checkpoint
-fails at once with the library's own message. Tasks never cache (``NO_CACHE``): the files on disk and their
+retry can cure (connection refused/reset, timeouts, HTTP 429/5xx, decided on the exception type and status); a bad
+AOI, an empty search, a missing checkpoint or a catalog that ran out of its deadline fails at once with the
+library's own message. Tasks never cache (``NO_CACHE``): the files on disk and their
 completeness markers decide what is done.
 """
 
@@ -21,9 +22,9 @@ from prefect.cache_policies import NO_CACHE
 
 from crofuse.errors import (
     AOIError,
+    CatalogDeadlineError,
     CatalogError,
     ConfigError,
-    CubeError,
     EmptySearchError,
     InsufficientDataError,
     MissingModalityError,
@@ -35,24 +36,53 @@ MARKER = "mapped.json"
 
 RETRY_DELAYS = [2, 10, 30]
 
-_NOT_TRANSIENT = (AOIError, ConfigError, EmptySearchError, MissingModalityError, InsufficientDataError)
-_TRANSIENT_WORDS = ("timed out", "timeout", "connection refused", "connection reset", "connection aborted",
-                    "temporarily unavailable", " 502", " 503", " 504", "http 5", "max retries exceeded")
+_NOT_TRANSIENT = (AOIError, ConfigError, EmptySearchError, MissingModalityError, InsufficientDataError,
+                  CatalogDeadlineError)
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    """Exception types of network failures a retry can cure (connection refused/reset, timeouts)."""
+    import httpx
+    import requests
+    import urllib3.exceptions
+
+    return (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
+            requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.NewConnectionError, urllib3.exceptions.TimeoutError, httpx.TransportError)
+
+
+def _status(exc: BaseException) -> int | None:
+    for attr in ("status", "status_code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    return value if isinstance(value, int) else None
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Could retrying cure ``exc``? True for network failures anywhere in its cause chain."""
+    """Could a Prefect retry cure ``exc``? Decided on the exception type and the HTTP status, never on the message.
+
+    Walks the cause chain: a bad AOI, an empty search, a bad setting, or a catalog that ran out of its deadline
+    (the transport already retried within it: a Prefect retry would multiply it) is not retried; a
+    :class:`~crofuse.errors.CatalogError` carries the transport's verdict (``transient``, from the status: 429,
+    500, 502, 503, 504); any other error with an HTTP status is transient on those statuses; connection errors and
+    timeouts (builtin, requests, urllib3, httpx types) are transient.
+    """
+    from crofuse.cube.stac_client import is_transient_status
+
+    transient_types = _transient_types()
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, _NOT_TRANSIENT):
             return False
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        name = type(exc).__name__
-        if name in ("ConnectTimeout", "ReadTimeout", "ConnectError", "RemoteProtocolError", "ProtocolError",
-                    "NewConnectionError", "MaxRetryError"):
-            return True
-        if isinstance(exc, (CatalogError, CubeError, OSError)) and any(w in str(exc).lower() for w in _TRANSIENT_WORDS):
+        if isinstance(exc, CatalogError) and exc.transient is not None:
+            return exc.transient
+        status = _status(exc)
+        if status is not None:
+            return is_transient_status(status)
+        if isinstance(exc, transient_types):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1

@@ -158,6 +158,10 @@ def test_config_validates_and_fingerprints(tmp_path: Path):
         ({"scl_mask": (0, 12)}, "SCL classes are 0-11"),
         ({"profile": "copernicus"}, "unknown catalog profile 'copernicus'; known profiles: sample"),
         ({"profile": "earth-search"}, "no analysis-ready Sentinel-1"),
+        ({"catalog_deadline": 0}, "catalog_deadline=0"),
+        ({"catalog_deadline": 7200}, "0-3600"),
+        ({"signing": "sas"}, "signing='sas'; use 'none' or 'planetary-computer'"),
+        ({"profile_file": "/nonexistent/profile.yaml"}, "profile file /nonexistent/profile.yaml does not exist"),
     ],
 )
 def test_bad_config_values_are_refused(kwargs, message):
@@ -187,6 +191,75 @@ def test_planetary_computer_signing_needs_its_extra():
     else:  # pragma: no cover - only where the extra is installed
         assert callable(prof.item_modifier())
     assert get_profile("sample").item_modifier() is None
+
+
+def test_signing_override_applies_to_both_profiles():
+    cfg = CubeConfig(city="wuhan", year=2021, aoi=WUHAN_BBOX, profile="earth-search", sar_profile="planetary-computer",
+                     signing="none")
+    assert cfg.catalog_profile.signing == "none" and cfg.sar_source_profile.signing == "none"
+    assert cfg.sar_source_profile.sar_nodata == -32768.0  # the rest of the profile is kept
+    assert CubeConfig(city="wuhan", year=2021, aoi=WUHAN_BBOX, profile="planetary-computer").catalog_profile.signing \
+        == "planetary-computer"
+    assert CubeConfig(city="wuhan", year=2021, aoi=WUHAN_BBOX, catalog="http://x").catalog_deadline == 120
+
+
+# -------------------------------------------------------------------------------------------------- profile files
+def _profile(tmp_path: Path, text: str, name: str = "custom.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_profile_file_describes_a_catalog_as_data(tmp_path: Path):
+    from crofuse.cube.profiles import load_profile_file
+
+    path = _profile(tmp_path, """
+default_url: https://stac.example.org/v1
+optical_collection: s2-l2a
+optical_assets: {B04: red, B02: blue, B03: green, B08: nir}   # any order
+scl_asset: scl
+sar_collection: s1-rtc
+sar_assets: {VV: vv, VH: vh}
+sar_nodata: -9999
+baseline_property: processing:baseline
+signing: planetary-computer
+""")
+    prof = load_profile_file(path)
+    assert prof.name == "custom" and prof.default_url == "https://stac.example.org/v1"
+    assert tuple(prof.optical_assets.items()) == (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))
+    assert prof.scl_asset == "scl" and prof.sar_collection == "s1-rtc" and prof.sar_nodata == -9999.0
+    assert prof.baseline_property == "processing:baseline" and prof.signing == "planetary-computer"
+    cfg = CubeConfig(city="wuhan", year=2021, aoi=WUHAN_BBOX, profile_file=str(path))
+    assert cfg.catalog_profile == prof and cfg.catalog == "https://stac.example.org/v1"
+    assert cfg.fingerprint() != CubeConfig(city="wuhan", year=2021, aoi=WUHAN_BBOX, catalog=cfg.catalog).fingerprint()
+    json_path = _profile(tmp_path, json.dumps({"base": "planetary-computer", "name": "pc-mirror", "signing": "none",
+                                               "default_url": "http://mirror"}), "m.json")
+    mirror = load_profile_file(json_path)
+    pc = get_profile("planetary-computer")
+    assert mirror.name == "pc-mirror" and mirror.signing == "none" and mirror.default_url == "http://mirror"
+    assert mirror.sar_nodata == pc.sar_nodata and mirror.optical_assets == pc.optical_assets
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base: sample\noptical_colection: x\n", r"optical_colection: unknown key\. Allowed keys: base, name"),
+        ("base: sample\nsigning: sas\n", r"signing: Input should be 'none' or 'planetary-computer'"),
+        ("base: copernicus\n", "unknown catalog profile 'copernicus'"),
+        ("optical_collection: s2\nscl_asset: SCL\n", "lacks optical_assets, sar_assets: give them, or `base:"),
+        ("base: sample\noptical_assets: {B02: a, B03: b, B04: c}\n", r"optical_assets must map exactly \('B02'"),
+        ("base: sample\nsar_nodata: lots\n", "sar_nodata: Input should be a valid number"),
+        ("- just\n- a list\n", "must hold a mapping of profile keys, got list"),
+        ("base: [unclosed\n", "is not valid YAML"),
+    ],
+)
+def test_bad_profile_files_are_refused_with_the_key(tmp_path: Path, text: str, message: str):
+    from crofuse.cube.profiles import load_profile_file
+
+    path = _profile(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_profile_file(path)
+    assert str(path) in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- baseline offset

@@ -1,16 +1,12 @@
 """Bad input to the cube builder, each with its own error and message: empty searches, lat/lon swapped, a missing
-modality, an all-cloud season, corrupt/unreachable COGs, unreachable or flaky catalogs, the wrong profile."""
+modality, an all-cloud season, corrupt/unreachable COGs, unreachable catalogs, the wrong profile. Flaky and hung
+catalogs (retries, deadline, signing) are in tests/reliability/test_catalog_faults.py."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import socket
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,8 +213,10 @@ def _closed_port() -> int:
 
 def test_unreachable_catalog_is_a_catalog_error(tmp_path: Path):
     url = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(CatalogError, match=f"cannot open the STAC catalog at {url}"):
+    with pytest.raises(CatalogError, match=f"cannot open the STAC catalog at {url}") as info:
         build_cube(_cfg(url, tmp_path, http_retries=1, http_timeout=2), progress=False)
+    assert "connection refused" in str(info.value) and "crofuse sample-catalog serve" in str(info.value)
+    assert info.value.status is None and info.value.transient is True and info.value.url == url
 
 
 def test_wrong_profile_is_explained(stac_api, tmp_path: Path):
@@ -239,89 +237,6 @@ def test_search_follows_every_page(stac_api):
         search_collection(client, q, max_items=3, page_size=2)
 
 
-class _FlakyProxy:
-    """A loopback HTTP proxy in front of the STAC API: the first ``fail`` requests (and every one from number
-    ``fail_from`` on) get 503, or with ``slow`` an answer after ``slow`` seconds; the others are forwarded, with
-    upstream URLs rewritten to the proxy's."""
-
-    def __init__(self, upstream: str, *, fail: int = 0, fail_from: int | None = None, slow: float = 0.0):
-        self.upstream, self.fail, self.slow, self.seen = upstream.rstrip("/"), fail, slow, 0
-        self.fail_from = fail_from
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):  # quiet
-                pass
-
-            def _handle(self) -> None:
-                proxy.seen += 1
-                n = proxy.seen
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
-                failing = n <= proxy.fail or (proxy.fail_from is not None and n >= proxy.fail_from)
-                if failing and not proxy.slow:
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if failing and proxy.slow:
-                    time.sleep(proxy.slow)
-                req = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
-                                             headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
-                try:
-                    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (loopback)
-                        status, data = r.status, r.read()
-                except urllib.error.HTTPError as e:
-                    status, data = e.code, e.read()
-                data = data.replace(proxy.upstream.encode(), proxy.url.encode())
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
-
-            do_GET = do_POST = _handle
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _FlakyProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def test_5xx_and_timeouts_are_retried(stac_api, tmp_path: Path):
-    from crofuse.cube.search import search_season
-
-    with _FlakyProxy(stac_api, fail=2) as proxy:
-        found = search_season(_cfg(proxy.url, tmp_path, http_retries=3))
-        assert proxy.seen > 2 and found.optical and found.sar
-    with _FlakyProxy(stac_api) as proxy:
-        search_season(_cfg(proxy.url, tmp_path))
-        requests_without_trouble = proxy.seen
-    with _FlakyProxy(stac_api, fail=1, slow=3.0) as proxy:
-        found = search_season(_cfg(proxy.url, tmp_path, http_retries=2, http_timeout=1.0))
-        assert found.optical and found.sar
-        assert proxy.seen == requests_without_trouble + 1, "the slow first request timed out and was sent again"
-
-
-def test_persistent_5xx_is_a_catalog_error_with_url_collection_and_query(stac_api, tmp_path: Path):
-    from crofuse.cube.search import search_season
-
-    with _FlakyProxy(stac_api, fail_from=2) as proxy:  # the landing page answers, every later request fails
-        with pytest.raises(CatalogError) as info:
-            search_season(_cfg(proxy.url, tmp_path, http_retries=1))
-    msg = str(info.value)
-    assert proxy.url in msg and "sentinel-2-l2a" in msg and "bbox=[114.29600" in msg and "2022-06-01" in msg
-
-
 def test_invalid_aoi_file_is_refused_by_the_cli(tmp_path: Path, stac_api):
     from typer.testing import CliRunner
 
@@ -334,3 +249,28 @@ def test_invalid_aoi_file_is_refused_by_the_cli(tmp_path: Path, stac_api):
                                    str(tmp_path), "--aoi", str(bad), "--no-progress"])
     assert res.exit_code == 1 and "not a valid polygon" in res.output
     shutil.rmtree(tmp_path / "wuhan", ignore_errors=True)
+
+
+def test_cli_takes_a_profile_file_and_switches_signing_off(tmp_path: Path, stac_api):
+    """A custom profile as data (here the sample layout, asking for Planetary Computer signing) and ``--signing
+    none``: the cube is built from it and records its name."""
+    from typer.testing import CliRunner
+
+    from crofuse.cli import app
+
+    prof = tmp_path / "mirror.yaml"
+    prof.write_text(
+        "name: sample-mirror\noptical_collection: sentinel-2-l2a\n"
+        "optical_assets: {B08: B08, B04: B04, B03: B03, B02: B02}\nscl_asset: SCL\n"
+        "sar_collection: sentinel-1-rtc\nsar_assets: {VV: vv, VH: vh}\nsigning: planetary-computer\n"
+    )
+    base = ["cube", "wuhan", "--year", "2022", "--catalog", stac_api, "--out", str(tmp_path / "out"), "--bbox",
+            *map(str, SMALL_AOI), "--no-progress", "--chunk-size", "64", "--profile-file", str(prof)]
+    res = CliRunner().invoke(app, [*base, "--signing", "none"])
+    assert res.exit_code == 0, res.output
+    ds = open_cube(tmp_path / "out" / "wuhan" / "2022" / "inputs.zarr")
+    assert ds.attrs["profile"] == "sample-mirror" and len(ds.attrs["optical_items"]) > 0
+    res = CliRunner().invoke(app, [*base, "--signing", "sas"])
+    assert res.exit_code == 1 and "signing='sas'; use 'none' or 'planetary-computer'" in res.output
+    res = CliRunner().invoke(app, [*base, "--profile", "earth-search"])
+    assert res.exit_code == 1 and "give either profile='earth-search' or profile_file=" in res.output

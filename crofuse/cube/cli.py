@@ -25,6 +25,18 @@ def cube(
     profile: Annotated[
         str, typer.Option("--profile", "-p", help="Catalog profile: sample, planetary-computer, earth-search.")
     ] = "sample",
+    profile_file: Annotated[
+        Path | None,
+        typer.Option("--profile-file", help="A custom catalog profile (YAML/JSON: collections, asset keys, SCL asset, "
+                     "nodata, baseline property, signing; docs/cube.md), instead of --profile."),
+    ] = None,
+    signing: Annotated[
+        str | None,
+        typer.Option("--signing", help="Asset signing: none or planetary-computer (default: the profile's)."),
+    ] = None,
+    catalog_deadline: Annotated[
+        float, typer.Option("--catalog-deadline", help="Seconds a catalog search may take in all, retries included.")
+    ] = 120.0,
     sar_catalog: Annotated[str | None, typer.Option(help="Take Sentinel-1 from this STAC API instead.")] = None,
     sar_profile: Annotated[str | None, typer.Option(help="Profile of --sar-catalog.")] = None,
     optical_collection: Annotated[str | None, typer.Option(help="Override the Sentinel-2 collection id.")] = None,
@@ -56,6 +68,9 @@ def cube(
             aoi=str(aoi) if aoi is not None else bbox,
             catalog=catalog,
             profile=profile,
+            profile_file=profile_file,
+            signing=signing,  # type: ignore[arg-type]
+            catalog_deadline=catalog_deadline,
             sar_catalog=sar_catalog,
             sar_profile=sar_profile,
             optical_collection=optical_collection,

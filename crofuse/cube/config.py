@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crofuse.cube.aoi import AOI, city_slug, parse_aoi
-from crofuse.cube.profiles import CatalogProfile, get_profile
+from crofuse.cube.profiles import CatalogProfile, Signing, get_profile, load_profile_file
 from crofuse.errors import ConfigError
 
 Loader = Literal["odc-stac", "stackstac"]
@@ -119,7 +119,14 @@ class CubeConfig:
     epsg: output CRS; ``None`` picks the UTM zone of the AOI centroid.
     resampling: resampling of reflectance and backscatter onto the grid (SCL always uses nearest).
     check_assets: open every asset's header before loading, so a corrupt or unreachable COG is named up front.
-    http_timeout, http_retries: STAC API request timeout (s) and retries (5xx and connection errors, with backoff).
+    http_timeout, http_retries: timeout (s) of one STAC API request and its retries (HTTP 429/5xx, connection
+        errors and timeouts; backoff with jitter).
+    catalog_deadline: total seconds one catalog interaction (a season search: both catalogs, every retry, page and
+        signing request) may take before :class:`~crofuse.errors.CatalogDeadlineError` (default 120).
+    signing: override the profile's asset signing (``"none"`` or ``"planetary-computer"``; ``None``: the
+        profile's), for the optical and the SAR profile alike.
+    profile_file: a YAML/JSON file describing a custom :class:`CatalogProfile` (see
+        :func:`~crofuse.cube.profiles.load_profile_file`), used instead of ``profile``.
     max_items: refuse searches that return more items than this per collection (a sign of a wrong AOI or season).
     verify_checksums: check every asset's ``file:size``/``file:checksum`` (where the catalog has them) before loading.
     max_impossible_fraction: physically impossible values become nodata; an (item, asset) with more than this
@@ -150,6 +157,9 @@ class CubeConfig:
     check_assets: bool = True
     http_timeout: float = 30.0
     http_retries: int = 4
+    catalog_deadline: float = 120.0
+    signing: Signing | None = None
+    profile_file: Path | str | None = None
     max_items: int = 1000
     verify_checksums: bool = True
     max_impossible_fraction: float = 1e-3
@@ -161,6 +171,10 @@ class CubeConfig:
         if not isinstance(self.year, int) or not (2015 <= self.year <= 2100):
             raise ConfigError(f"year={self.year!r}: give a calendar year from 2015 (Sentinel-1/2 era) on")
         set_(self, "aoi", parse_aoi(self.aoi))
+        if self.profile_file is not None:
+            if self.profile != "sample":
+                raise ConfigError(f"give either profile={self.profile!r} or profile_file={str(self.profile_file)!r}")
+            set_(self, "profile", load_profile_file(self.profile_file))
         set_(self, "profile", get_profile(self.profile))
         prof: CatalogProfile = self.profile  # type: ignore[assignment]
         if self.optical_collection or self.sar_collection:
@@ -175,6 +189,11 @@ class CubeConfig:
             set_(self, "catalog", prof.default_url)
         if self.sar_profile is not None:
             set_(self, "sar_profile", get_profile(self.sar_profile))
+        if self.signing is not None:
+            set_(self, "profile", prof.with_signing(self.signing))
+            prof = self.profile  # type: ignore[assignment]
+            if self.sar_profile is not None:
+                set_(self, "sar_profile", self.sar_profile.with_signing(self.signing))  # type: ignore[union-attr]
         sar_prof = self.sar_source_profile
         if self.sar_catalog is None and self.sar_profile is not None:
             set_(self, "sar_catalog", sar_prof.default_url)
@@ -208,6 +227,11 @@ class CubeConfig:
             raise ConfigError(f"resampling={self.resampling!r}: use one of {RESAMPLING}")
         if self.http_timeout <= 0 or self.http_retries < 0:
             raise ConfigError("http_timeout must be > 0 and http_retries >= 0")
+        if not (0 < self.catalog_deadline <= 3600):
+            raise ConfigError(
+                f"catalog_deadline={self.catalog_deadline}: give the seconds a catalog search may take in all, "
+                "0-3600 (default 120)"
+            )
         if self.max_items < 1:
             raise ConfigError("max_items must be >= 1")
         if not (0.0 <= self.max_impossible_fraction <= 1.0):

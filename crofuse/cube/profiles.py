@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -92,8 +94,13 @@ class CatalogProfile:
             sar_collection=sar if sar is not None else self.sar_collection,
         )
 
+    def with_signing(self, signing: Signing) -> CatalogProfile:
+        """A copy with another asset signing (``"none"`` switches Planetary Computer signing off)."""
+        return replace(self, signing=signing)
+
     def item_modifier(self) -> Callable[[Any], None] | None:
-        """The pystac-client ``modifier`` that signs items in place, or ``None`` when the catalog needs none."""
+        """The plain ``planetary_computer.sign_inplace`` (or ``None``) for use outside crofuse's searches, which sign
+        through :class:`crofuse.cube.stac_client.PlanetaryComputerSigner` (bounded by the search's deadline)."""
         if self.signing == "none":
             return None
         return planetary_computer_signer()
@@ -160,6 +167,114 @@ PROFILES: Mapping[str, CatalogProfile] = MappingProxyType(
 """The built-in profiles by name."""
 
 
+PROFILE_FILE_KEYS = (
+    "base", "name", "default_url", "optical_collection", "optical_assets", "scl_asset", "sar_collection",
+    "sar_assets", "cloud_cover_property", "baseline_property", "offset_applied_property", "sar_nodata", "signing",
+    "notes",
+)
+_REQUIRED = ("optical_collection", "optical_assets", "scl_asset", "sar_assets")
+
+
+@lru_cache(maxsize=1)
+def _profile_file_model() -> type:
+    """The pydantic model of a profile file (built on first use: importing crofuse does not import pydantic)."""
+    from pydantic import BaseModel, ConfigDict
+
+    class ProfileFile(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        base: str | None = None
+        name: str | None = None
+        default_url: str | None = None
+        optical_collection: str | None = None
+        optical_assets: dict[str, str] | None = None
+        scl_asset: str | None = None
+        sar_collection: str | None = None
+        sar_assets: dict[str, str] | None = None
+        cloud_cover_property: str | None = None
+        baseline_property: str | None = None
+        offset_applied_property: str | None = None
+        sar_nodata: float | None = None
+        signing: Signing | None = None
+        notes: str | None = None
+
+    assert tuple(ProfileFile.model_fields) == PROFILE_FILE_KEYS
+    return ProfileFile
+
+
+def load_profile_file(path: str | Path) -> CatalogProfile:
+    """A custom :class:`CatalogProfile` from a YAML or JSON file (``--profile-file``), e.g.::
+
+        base: planetary-computer          # optional: start from a built-in profile, override what follows
+        name: pc-mirror                   # default: the file name
+        default_url: https://stac.example.org/v1
+        optical_collection: sentinel-2-l2a
+        optical_assets: {B02: B02, B03: B03, B04: B04, B08: B08}
+        scl_asset: SCL
+        sar_collection: sentinel-1-rtc    # null: no Sentinel-1 RTC (take SAR from another catalog)
+        sar_assets: {VV: vv, VH: vh}
+        sar_nodata: -32768
+        baseline_property: s2:processing_baseline
+        signing: none                     # or planetary-computer
+
+    Without ``base``, ``optical_collection``, ``optical_assets``, ``scl_asset`` and ``sar_assets`` are required.
+    Unknown keys, a wrong band set or an unknown signing are :class:`~crofuse.errors.ConfigError` naming the file
+    and the key.
+    """
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"profile file {path} does not exist; give a YAML or JSON file (see docs/cube.md)")
+    try:
+        raw = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"profile file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping of profile keys, got {type(raw).__name__}")
+    try:
+        given = _profile_file_model()(**raw).model_dump(exclude_unset=True)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: "
+            + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+            for err in e.errors()
+        )
+        raise ConfigError(f"profile file {path}: {problems}. Allowed keys: {', '.join(PROFILE_FILE_KEYS)}") from None
+    base = given.pop("base", None)
+    if base is not None:
+        try:
+            fields = get_profile(base).to_dict()
+        except ConfigError as e:
+            raise ConfigError(f"profile file {path}: base: {e}") from None
+    else:
+        fields = {"default_url": None, "sar_collection": None}
+        missing = [k for k in _REQUIRED if given.get(k) is None]
+        if missing:
+            raise ConfigError(
+                f"profile file {path} lacks {', '.join(missing)}: give them, or `base: <profile>` to start from one "
+                f"of {', '.join(PROFILES)}"
+            )
+    fields.update(given)
+    fields["name"] = given.get("name") or path.stem
+    for key, bands in (("optical_assets", OPTICAL_BANDS), ("sar_assets", SAR_BANDS)):
+        assets = fields.get(key)
+        if not isinstance(assets, Mapping):
+            raise ConfigError(f"profile file {path}: {key} must map {bands} to the catalog's asset keys")
+        if set(assets) == set(bands):  # the order in the file does not matter
+            fields[key] = {b: assets[b] for b in bands}
+    for key in ("scl_asset", "optical_collection", "cloud_cover_property", "baseline_property", "signing"):
+        if key in fields and fields[key] is None:
+            raise ConfigError(f"profile file {path}: {key} cannot be null")
+    try:
+        return CatalogProfile(**fields)
+    except ConfigError as e:
+        raise ConfigError(f"profile file {path}: {e}") from None
+
+
 def get_profile(profile: str | CatalogProfile) -> CatalogProfile:
     """A profile by name (or the profile itself); unknown names list the known ones."""
     if isinstance(profile, CatalogProfile):
@@ -170,4 +285,14 @@ def get_profile(profile: str | CatalogProfile) -> CatalogProfile:
         raise ConfigError(f"unknown catalog profile {profile!r}; known profiles: {', '.join(PROFILES)}") from None
 
 
-__all__ = ["EARTH_SEARCH", "PLANETARY_COMPUTER", "PROFILES", "SAMPLE", "CatalogProfile", "get_profile"]
+__all__ = [
+    "EARTH_SEARCH",
+    "PLANETARY_COMPUTER",
+    "PROFILES",
+    "PROFILE_FILE_KEYS",
+    "SAMPLE",
+    "CatalogProfile",
+    "Signing",
+    "get_profile",
+    "load_profile_file",
+]

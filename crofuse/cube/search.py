@@ -1,18 +1,20 @@
 """STAC search: the season's Sentinel-2 and Sentinel-1 items over an AOI, from any catalog a profile describes.
 
-Requests go through pystac-client; 5xx answers, connection errors and timeouts are retried with exponential
-backoff (urllib3 ``Retry``), and every other failure becomes a :class:`~crofuse.errors.CatalogError` naming the
-URL, the collection and the query. Pages are followed until the search is exhausted.
+Every request goes through the one transport of :mod:`crofuse.cube.stac_client`: HTTP 429/5xx answers, connection
+errors and timeouts are retried with backoff and jitter, and one deadline (``CubeConfig.catalog_deadline``) bounds
+all requests, retries, pages and signing of a season search. Every other failure becomes a
+:class:`~crofuse.errors.CatalogError` naming the URL, the collection and the query, with the HTTP status as data.
+Pages are followed until the search is exhausted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from crofuse.cube.stac_client import PAGE_SIZE, RETRY_STATUS, Deadline, open_client, run_search
 from crofuse.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -24,9 +26,6 @@ if TYPE_CHECKING:
     from crofuse.cube.profiles import CatalogProfile
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUS = (500, 502, 503, 504)
-PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -60,83 +59,38 @@ class SeasonItems:
     cloudy: tuple[str, ...] = ()
 
 
-def _retry(retries: int) -> Any:
-    from urllib3 import Retry
-
-    return Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=0.5,
-        status_forcelist=RETRY_STATUS,
-        allowed_methods=None,  # POST /search is idempotent: retry it too
-        raise_on_status=True,
-    )
-
-
 def open_catalog(
-    url: str, *, profile: CatalogProfile, timeout: float = 30.0, retries: int = 4
+    url: str,
+    *,
+    profile: CatalogProfile,
+    timeout: float = 30.0,
+    retries: int = 4,
+    deadline: float | Deadline | None = None,
 ) -> pystac_client.Client:
-    """Open a STAC API root with retries, timeouts and the profile's item signing."""
-    import pystac
-    import requests
-    from pystac_client import Client
-    from pystac_client.errors import ClientTypeError
-    from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
+    """Open a STAC API root on the retrying transport, with the profile's item signing.
 
-    stac_io = StacApiIO(timeout=timeout, max_retries=_retry(retries))
-    try:
-        # Client.open re-applies its own `timeout` to the StacApiIO (None unless given): pass it here too
-        return Client.open(url, stac_io=stac_io, modifier=profile.item_modifier(), timeout=timeout)
-    except (APIError, requests.RequestException, OSError) as e:
-        raise CatalogError(
-            f"cannot open the STAC catalog at {url} (after {retries} retries): {e}. Check the URL "
-            "(for the sample catalog, start it with `crofuse sample-catalog serve`)"
-        ) from e
-    except (pystac.STACError, ClientTypeError, json.JSONDecodeError, ValueError, KeyError) as e:
-        raise CatalogError(f"{url} did not answer with a STAC catalog: {e}") from e
+    ``timeout`` bounds one request, ``retries`` the retries of one request, ``deadline`` (seconds, or a shared
+    :class:`~crofuse.cube.stac_client.Deadline`; default 120 s from now) everything done with the client.
+    """
+    return open_client(url, signing=profile.signing, timeout=timeout, retries=retries, deadline=deadline)
 
 
 def search_collection(
     client: pystac_client.Client, query: Query, *, max_items: int, page_size: int = PAGE_SIZE
 ) -> list[pystac.Item]:
-    """All items of one collection intersecting the AOI in the datetime window, following every page."""
-    import pystac
-    import requests
-    from pystac_client.exceptions import APIError
-    from pystac_client.warnings import DoesNotConformTo
-
+    """All items of one collection intersecting the AOI in the datetime window, following every page; sorted by
+    (datetime, id), duplicates dropped. Runs within the deadline the client was opened with."""
     what = f"STAC search at {query.url} ({query.describe()})"
-    try:
-        search = client.search(
-            collections=[query.collection],
-            intersects=query.intersects,
-            bbox=None if query.intersects else list(query.bbox),
-            datetime=query.datetime,
-            limit=page_size,
-            max_items=max_items + 1,
-        )
-        items = list(search.items())
-    except (DoesNotConformTo, NotImplementedError) as e:
-        raise CatalogError(
-            f"{what} failed: {query.url} is not a STAC API with item search ({e}). Serve static catalogs with "
-            "`crofuse sample-catalog serve` (rustac serve)"
-        ) from e
-    except APIError as e:
-        status = getattr(e, "status_code", None)
-        hint = " (no such collection? check --profile or the collection names)" if status == 404 else ""
-        raise CatalogError(f"{what} failed{hint}: {e}") from e
-    except (requests.RequestException, OSError) as e:
-        raise CatalogError(f"{what} failed after retries: {e}") from e
-    except (pystac.STACError, json.JSONDecodeError, KeyError, ValueError) as e:
-        raise CatalogError(f"{what} returned items pystac cannot read: {e}") from e
-    if len(items) > max_items:
-        raise CatalogError(
-            f"{what} returned more than max_items={max_items} items; the AOI or season is probably too large "
-            "(check the bbox axis order) or raise max_items"
-        )
+    items = run_search(
+        client,
+        what=what,
+        max_items=max_items,
+        collections=[query.collection],
+        intersects=query.intersects,
+        bbox=None if query.intersects else list(query.bbox),
+        datetime=query.datetime,
+        limit=page_size,
+    )
     seen: dict[str, pystac.Item] = {}
     for it in items:
         seen.setdefault(it.id, it)
@@ -190,6 +144,8 @@ def cloud_cover(item: pystac.Item, prop: str) -> float | None:
 def search_season(config: CubeConfig) -> SeasonItems:
     """Search both collections for the config's AOI and season, then drop scenes above ``max_cloud_cover``.
 
+    Everything (opening both catalogs, every page, signing) runs within one ``config.catalog_deadline``.
+
     The cloud filter runs on the client (every STAC API supports it that way, and the dropped ids explain an
     all-cloud season); assets the profile needs are checked on every item.
     """
@@ -200,7 +156,9 @@ def search_season(config: CubeConfig) -> SeasonItems:
     opt_q = Query(config.catalog, opt_prof.optical_collection, aoi.bbox, when, aoi.geojson)  # type: ignore[arg-type]
     sar_q = Query(config.sar_source_url, sar_prof.sar_collection or "", aoi.bbox, when, aoi.geojson)
 
-    client = open_catalog(opt_q.url, profile=opt_prof, timeout=config.http_timeout, retries=config.http_retries)
+    deadline = Deadline(config.catalog_deadline)  # one budget for both catalogs, every page and the signing
+    http = {"timeout": config.http_timeout, "retries": config.http_retries, "deadline": deadline}
+    client = open_catalog(opt_q.url, profile=opt_prof, **http)
     optical = search_collection(client, opt_q, max_items=config.max_items)
     resolve_local_hrefs(optical)
     _check_assets(optical, [*opt_prof.optical_assets.values(), opt_prof.scl_asset], query=opt_q, profile=opt_prof)
@@ -212,7 +170,7 @@ def search_season(config: CubeConfig) -> SeasonItems:
     sar: list[pystac.Item] = []
     if sar_prof.sar_collection is not None:
         if sar_q.url != opt_q.url or sar_prof is not opt_prof:
-            client = open_catalog(sar_q.url, profile=sar_prof, timeout=config.http_timeout, retries=config.http_retries)
+            client = open_catalog(sar_q.url, profile=sar_prof, **http)
         sar = search_collection(client, sar_q, max_items=config.max_items)
         resolve_local_hrefs(sar)
         _check_assets(sar, list(sar_prof.sar_assets.values()), query=sar_q, profile=sar_prof)
@@ -233,17 +191,21 @@ def swapped_axes_hit(config: CubeConfig, items: SeasonItems) -> tuple[float, flo
     if not all(abs(v) <= 90 for v in (w, s, e, n)):
         return None
     swapped = (s, w, n, e)
+    deadline = Deadline(config.catalog_deadline)
     for q, prof in ((items.optical_query, config.catalog_profile), (items.sar_query, config.sar_source_profile)):
         if not q.collection:
             continue
         probe = Query(q.url, q.collection, swapped, q.datetime, None)
-        client = open_catalog(probe.url, profile=prof, timeout=config.http_timeout, retries=config.http_retries)
+        client = open_catalog(probe.url, profile=prof, timeout=config.http_timeout, retries=config.http_retries,
+                              deadline=deadline)
         if search_collection(client, probe, max_items=config.max_items):
             return swapped
     return None
 
 
 __all__ = [
+    "PAGE_SIZE",
+    "RETRY_STATUS",
     "Query",
     "SeasonItems",
     "cloud_cover",
