@@ -186,11 +186,14 @@ def test_interrupted_build_resumes_city_year_by_city_year(tmp_path: Path, stac_a
     assert len(PatchDataset(tmp_path / "ts", "train")) == summary.counts["train"] > 0
 
 
-def test_empty_split_says_which_block_size_works(tmp_path: Path, stac_api: str) -> None:
+def test_empty_split_is_refused_with_what_to_change(tmp_path: Path, stac_api: str) -> None:
+    """A buffer wider than the town: every training window is near a held-out block, so train comes out empty."""
     config = training_set_config(out=tmp_path / "ts", cities=[{"name": "wuhan"}], years=[2021], catalog=stac_api,
-                                 split="blocked", patch_size=64, stride=40, block_km=2.56)
-    with pytest.raises(TrainingSetError, match=r"leaves no .* patches.*pass --block-km [0-9.]+"):
+                                 split="blocked", patch_size=64, stride=40, block_km=0.64, buffer_px=250)
+    with pytest.raises(TrainingSetError, match=r"leaves no train patches.*(--block-km [0-9.]+|No block size).*"
+                                               r"--split random"):
         build_training_set(config, progress=False)
+    assert not (tmp_path / "ts" / "patches.json").exists()
 
 
 def test_by_city_needs_three_cities_or_names(tmp_path: Path, stac_api: str) -> None:

@@ -1,7 +1,7 @@
 """Label items from a STAC API: the items of a label source over an AOI, for a year, and a city's extent.
 
-Every request goes through :func:`crofuse.cube.search.open_catalog` and :func:`~crofuse.cube.search.search_collection`
-(the cube search's transport, retries and errors). The year of an item is the year of its ``start_datetime`` (annual
+Every request goes through the one STAC transport of the cube search (:mod:`crofuse.cube.stac_client`: retries on
+429/5xx and connection errors with backoff and jitter, and one total deadline per lookup, shared by its requests). The year of an item is the year of its ``start_datetime`` (annual
 products such as ESA WorldCover and IO LULC cover a calendar year), else of its ``datetime``.
 """
 
@@ -47,25 +47,11 @@ def item_year(item: pystac.Item) -> int | None:
     return when.year if isinstance(when, dt.datetime) else None
 
 
-def _client(url: str, *, timeout: float, retries: int) -> Any:
-    from crofuse.cube.profiles import SAMPLE as SAMPLE_PROFILE
-    from crofuse.cube.search import open_catalog
-
-    return open_catalog(url, profile=SAMPLE_PROFILE, timeout=timeout, retries=retries)
-
-
-def collection_ids(url: str, *, timeout: float = 30.0, retries: int = 4) -> set[str]:
+def collection_ids(url: str, *, timeout: float = 30.0, retries: int = 4, deadline: Any = None) -> set[str]:
     """The collection ids a STAC API serves."""
-    import requests
-    from pystac_client.exceptions import APIError
+    from crofuse.cube.stac_client import list_collections
 
-    from crofuse.errors import CatalogError
-
-    client = _client(url, timeout=timeout, retries=retries)
-    try:
-        return {c.id for c in client.get_collections()}
-    except (APIError, requests.RequestException, OSError) as e:
-        raise CatalogError(f"could not list the collections of {url}: {e}") from e
+    return {c.id for c in list_collections(url, timeout=timeout, retries=retries, deadline=deadline)}
 
 
 def search_label_items(
@@ -77,14 +63,16 @@ def search_label_items(
     timeout: float = 30.0,
     retries: int = 4,
     max_items: int = 1000,
+    deadline: Any = None,
 ) -> list[pystac.Item]:
     """Every item of ``collection`` intersecting ``area`` (all of them without one) in ``datetime``."""
-    from crofuse.cube.search import Query, resolve_local_hrefs, search_collection
+    from crofuse.cube.search import resolve_local_hrefs
+    from crofuse.cube.stac_client import search_items
 
-    client = _client(url, timeout=timeout, retries=retries)
-    query = Query(url, collection, area.bbox if area is not None else WORLD, datetime,
-                  area.geojson if area is not None else None)
-    items = search_collection(client, query, max_items=max_items)
+    items = search_items(url, collections=[collection], intersects=area.geojson if area is not None else None,
+                         datetime=datetime, max_items=max_items, timeout=timeout, retries=retries, deadline=deadline)
+    seen = {it.id: it for it in items}
+    items = sorted(seen.values(), key=lambda it: it.id)
     resolve_local_hrefs(items)
     return items
 
@@ -99,6 +87,7 @@ def find_label_items(
     what: str = "",
     timeout: float = 30.0,
     retries: int = 4,
+    deadline: float | None = None,
 ) -> LabelItems:
     """The items of a STAC label source over ``area`` for ``year``.
 
@@ -106,13 +95,17 @@ def find_label_items(
     AOI, or when none is of ``year`` (the message lists the years that exist; ``nearest_year=True`` then takes the
     nearest one, the earlier of two equally near).
     """
+    from crofuse.cube.stac_client import Deadline
+
     label = what or f"{year}"
-    if source.collection not in collection_ids(url, timeout=timeout, retries=retries):
+    budget = Deadline.of(deadline)  # one budget for the whole lookup
+    if source.collection not in collection_ids(url, timeout=timeout, retries=retries, deadline=budget):
         raise LabelError(
             f"the catalog at {url} has no collection {source.collection!r} for the label source {source.name!r} "
             f"({label}). Choose a label source this catalog serves, or point --catalog at one that has it"
         )
-    items = search_label_items(url, source.collection, area=area, timeout=timeout, retries=retries)  # type: ignore[arg-type]
+    items = search_label_items(url, source.collection, area=area, timeout=timeout, retries=retries,  # type: ignore[arg-type]
+                               deadline=budget)
     by_year: dict[int, list[pystac.Item]] = {}
     for it in items:
         y = item_year(it)
@@ -143,13 +136,16 @@ def _nearest(years: Sequence[int], year: int) -> int:
 
 
 def city_extent(url: str, city: str, *, collection: str = "labels", timeout: float = 30.0,
-                retries: int = 4) -> dict[str, Any]:
+                retries: int = 4, deadline: float | None = None) -> dict[str, Any]:
     """The GeoJSON geometry (lon/lat) of ``city``'s items in the sample catalog's ``labels`` collection.
 
     The sample cities have no AOI of their own; flows and training sets run without one take it from here.
     """
-    has = collection in collection_ids(url, timeout=timeout, retries=retries)
-    items = search_label_items(url, collection, timeout=timeout, retries=retries) if has else []
+    from crofuse.cube.stac_client import Deadline
+
+    budget = Deadline.of(deadline)
+    has = collection in collection_ids(url, timeout=timeout, retries=retries, deadline=budget)
+    items = search_label_items(url, collection, timeout=timeout, retries=retries, deadline=budget) if has else []
     mine = [it for it in items if it.properties.get(CITY_PROPERTY) == city]
     if not mine:
         raise AOIError(
