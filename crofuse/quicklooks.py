@@ -186,7 +186,16 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
     store = Path(output) / STATISTICS_ZARR
     if not store.exists():
         raise DataError(f"{store} does not exist; map at least one city-year first")
-    ds = xr.open_zarr(store).load()
+    plt = _pyplot()
+    fig = change_figure(xr.open_zarr(store).load())
+    try:
+        return _save(fig, Path(path) if path else Path(output) / CHANGE_PLOT_NAME)
+    finally:
+        plt.close(fig)
+
+
+def change_figure(ds):
+    """The figure of :func:`change_plot` for a statistics Dataset (left: area, right: net change)."""
     plt = _pyplot()
     fig, (ax_area, ax_net) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     years = ds["year"].values
@@ -225,15 +234,13 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    try:
-        return _save(fig, Path(path) if path else Path(output) / CHANGE_PLOT_NAME)
-    finally:
-        plt.close(fig)
+    return fig
 
 
 __all__ = [
     "CHANGE_PLOT_NAME",
     "QUICKLOOK_NAME",
+    "change_figure",
     "change_plot",
     "city_year_quicklook",
     "percentile_stretch",

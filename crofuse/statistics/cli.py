@@ -147,9 +147,12 @@ def estimate(
     try:
         d = read_design(folder)
         path = labels or find_labelled(folder)
-        if d is None or path is None:
-            raise SampleError(f"{folder} has no design.json and labelled.csv/.geojson: draw a design "
-                              f"(`crofuse statistics sample design {city} {year}`) and label it first")
+        if d is None:
+            raise SampleError(f"{folder} has no design.json: draw a design first (`crofuse statistics sample "
+                              f"design {city} {year}`)")
+        if path is None:
+            raise SampleError(f"{folder} has no labelled sample: fill the reference column of {folder / 'sample.csv'}"
+                              " and save it as labelled.csv there (docs/labelling.md)")
         s = city_year_strata(output, city, year)
         cols = estimate_columns(read_labelled_sample(path, d, inside=s.inside))
     except CrofuseError as e:

@@ -65,7 +65,12 @@ def read_map(path: Path) -> xr.DataArray:
     path = Path(path)
     if not path.exists():
         raise DataError(f"Map {path} does not exist; run the prediction for this city-year first.")
-    da = rioxarray.open_rasterio(path, masked=False)
+    from rasterio.errors import RasterioError
+
+    try:
+        da = rioxarray.open_rasterio(path, masked=False)
+    except (RasterioError, OSError) as e:
+        raise DataError(f"{path} is not a readable GeoTIFF ({e}); rerun the city-year that wrote it") from e
     if da.sizes.get("band", 1) != 1:
         raise DataError(f"{path} has {da.sizes['band']} bands; expected one.")
     return da.squeeze("band", drop=True).load()
