@@ -204,7 +204,8 @@ def change_figure(ds):
         sel = ds.sel(city=city)
         mapped = sel["mapped"].values.astype(bool)
         offset = 0.12 + 0.08 * (k - (n_cities - 1) / 2)  # estimates beside the mapped points, one lane per city
-        (line,) = ax_area.plot(years[mapped], sel["impervious_km2"].values[mapped], marker="o", label=f"{city} (mapped)")
+        (line,) = ax_area.plot(years[mapped], sel["impervious_km2"].values[mapped], marker="o",
+                               label=f"{city} (mapped)")
         colour = line.get_color()
         est, ci = _estimate(sel, "impervious")
         has = mapped & np.isfinite(est)

@@ -302,6 +302,12 @@ def test_a_labelled_geojson_round_trip(city_year) -> None:
     path.write_text(json.dumps(data))
     labelled = smp.read_labelled_sample(path, design)
     assert labelled.n == design.n and np.array_equal(labelled.reference, design.stratum)
+    # saved in the map's own CRS (the crs member says so): read as x/y
+    data["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32650"}}
+    for f in data["features"]:
+        f["geometry"]["coordinates"] = [f["properties"]["x"], f["properties"]["y"]]
+    path.write_text(json.dumps(data))
+    assert smp.read_labelled_sample(path, design).n == design.n
 
 
 def test_a_sample_in_another_crs_is_refused(city_year) -> None:

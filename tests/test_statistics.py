@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -461,8 +462,8 @@ def test_the_three_cog_writers_are_one(tmp_path: Path) -> None:
     import tiling.cog as tiling_cog
 
     assert "crofuse.io.cog" in inspect.getsource(tiling_cog) and "crofuse.io" in inspect.getsource(synthetic_cog)
-    gbox = GeoBox.from_bbox((230_000, 3_380_000, 232_000, 3_382_000), "EPSG:32650", resolution=10)
-    data = np.arange(200 * 200, dtype="uint16").reshape(200, 200)
+    gbox = GeoBox.from_bbox((230_000, 3_380_000, 236_000, 3_386_000), "EPSG:32650", resolution=10)
+    data = np.arange(600 * 600, dtype="uint16").reshape(600, 600)
     out = synthetic_cog.write_cog(tmp_path / "b02.tif", data, gbox, nodata=0, band_names=("B02",))
     assert cog_validate(out, quiet=True)[0]
     with rasterio.open(out) as src:
@@ -486,7 +487,8 @@ def test_estimates_from_the_reference_rasters_fill_the_tables(two_cities: Path) 
     folder = two_cities / "wuhan/2021" / smp.SAMPLE_DIR
     design = smp.read_design(folder)
     assert design.previous_year == 2019 and design.classes == smp.CHANGE_CLASSES
-    labels = {r["point_id"]: r["reference"] for r in __import__("csv").DictReader(open(folder / "reference-labels.csv"))}
+    with open(folder / "reference-labels.csv") as fh:
+        labels = {r["point_id"]: r["reference"] for r in csv.DictReader(fh)}
     ref = [smp.CHANGE_CLASSES.index(labels[p]) for p in design.point_ids if labels[p]]
     strata = [int(s) for p, s in zip(design.point_ids, design.stratum) if labels[p]]
     counts = np.zeros((4, 4), int)
@@ -511,8 +513,6 @@ def test_estimates_from_the_reference_rasters_fill_the_tables(two_cities: Path) 
 def test_a_persons_labelled_sample_comes_first(two_cities: Path) -> None:
     """labelled.csv (a person's labels) is used instead of the reference rasters. Labels equal to the strata (a
     perfect map) give the mapped areas back, user's and overall accuracy 1."""
-    import csv
-
     from crofuse.statistics import sample as smp
 
     st.update_statistics(two_cities)

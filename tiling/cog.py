@@ -47,6 +47,7 @@ def write_cog(
             blocksize=COG_BLOCK,
             compress="deflate",
             overview_resampling=resampling,
+            overviews=overview_levels(array.shape),
         )
     except DataError as e:
         raise InferenceError(f"{e} (the maps.zarr is intact)") from e

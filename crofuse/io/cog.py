@@ -3,8 +3,8 @@
 Every raster crofuse publishes (sample-catalog assets, ``impervious.tif``/``probability.tif``, change and
 consistency maps, reference labels on the map grid) goes through here, so they share one set of rules:
 
-* GDAL's COG driver builds the file (tiles, overviews, compression), with at least one overview level even for
-  small rasters (``OVERVIEW_COUNT``), so viewers always find a pyramid;
+* GDAL's COG driver builds the file (tiles, overviews, compression); ``overviews`` forces a number of levels
+  (``OVERVIEW_COUNT``) where a pyramid is wanted even for small rasters (the published maps);
 * the file is written in a private temporary folder (``$CROFUSE_TMPDIR``, else the system temporary folder), checked
   with :func:`rio_cogeo.cogeo.cog_validate`, and only then moved to its final name: a reader sees the old file, no
   file, or the new complete COG, never a partial one, and no temporary file is left next to the outputs;
@@ -52,6 +52,7 @@ def _profile(
     level: int | None,
     predictor: int | None,
     overview_resampling: str,
+    overviews: int | None,
 ) -> dict[str, Any]:
     """Creation options of GDAL's COG driver shared by both writers."""
     compress = compress.lower()
@@ -71,13 +72,16 @@ def _profile(
         "blocksize": int(blocksize),
         "compress": compress.upper(),
         "overview_resampling": overview_resampling,
-        "overview_count": overview_levels(shape),
         "num_threads": 1,  # callers run many writers in parallel processes; GDAL threads would oversubscribe
     }
     if compress != "none":
         profile["predictor"] = predictor or (3 if np.issubdtype(np.dtype(dtype), np.floating) else 2)
     if level is not None:
         profile["level"] = int(level)
+    if overviews is not None:  # else GDAL's rule: halve until the overview fits in one block
+        if overviews < 1:
+            raise ValueError(f"overviews={overviews}: give at least 1 level, or None for GDAL's rule")
+        profile["overview_count"] = int(overviews)
     return profile
 
 
@@ -151,6 +155,7 @@ def write_cog(
     level: int | None = None,
     predictor: int | None = None,
     overview_resampling: str = "nearest",
+    overviews: int | None = None,
 ) -> Path:
     """Write an in-memory ``(y, x)`` or ``(band, y, x)`` array to ``path`` as a validated COG.
 
@@ -165,6 +170,8 @@ def write_cog(
         compress: ``deflate`` (default), ``zstd``, ``lzw`` or ``none``; ``level`` its level.
         predictor: TIFF predictor; default 2 (horizontal) for integers, 3 for floats.
         overview_resampling: ``nearest`` (labels), ``mode`` (class maps), ``average`` (continuous values).
+        overviews: number of 2x overview levels (:func:`overview_levels` gives one for any size); None: GDAL's rule,
+            which makes none for a raster that fits in one block.
     """
     import rasterio
 
@@ -173,7 +180,7 @@ def write_cog(
     profile = _profile(
         shape=arr.shape[1:], count=arr.shape[0], dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata,
         blocksize=blocksize, compress=compress, level=level, predictor=predictor,
-        overview_resampling=overview_resampling,
+        overview_resampling=overview_resampling, overviews=overviews,
     )
     with _scratch(path) as scratch:
         tmp = scratch / path.name
@@ -217,6 +224,7 @@ def write_cog_regions(
     level: int | None = None,
     predictor: int | None = None,
     overview_resampling: str = "nearest",
+    overviews: int | None = None,
 ) -> Path:
     """Write a raster too big to hold in memory as a validated COG, one region at a time.
 
@@ -234,7 +242,7 @@ def write_cog_regions(
     profile = _profile(
         shape=shape, count=count, dtype=np.dtype(dtype), crs=crs, transform=transform, nodata=nodata,
         blocksize=blocksize, compress=compress, level=level, predictor=predictor,
-        overview_resampling=overview_resampling,
+        overview_resampling=overview_resampling, overviews=overviews,
     )
     cog_options = {k: v for k, v in profile.items() if k not in ("driver", "height", "width", "count", "dtype", "crs",
                                                                   "transform", "nodata")}

@@ -33,7 +33,9 @@ def consolidate(
     city: City,
     output: Output = Path("outputs"),
     threshold: Annotated[int, typer.Option(help="Probability (%) at or above which a year is impervious.")] = 50,
-    reversal_below: Annotated[int, typer.Option(help="Probability (%) below which a year is evidence of reversal.")] = 20,
+    reversal_below: Annotated[
+        int, typer.Option(help="Probability (%) below which a year is evidence of reversal.")
+    ] = 20,
     reversal_years: Annotated[int, typer.Option(help="Consecutive years of evidence a reversal needs.")] = 2,
     non_reverting: Annotated[bool, typer.Option("--non-reverting/--no-rule",
                                                 help="--no-rule: no temporal rule, just the thresholded maps.")] = True,
@@ -160,8 +162,8 @@ def estimate(
     typer.echo(f"{city} {year}: {int(cols['sample_points'])} labelled points ({path.name})")
     for name in ("impervious", "gain", "loss", "net"):
         if f"estimated_{name}_km2" in cols:
-            typer.echo(f"  {name:<11} {cols[f'estimated_{name}_km2']:9.4f} km2 ± {cols[f'estimated_{name}_ci95_km2']:.4f}"
-                       f" (95 % CI; SE {cols[f'estimated_{name}_se_km2']:.4f})")
+            value, ci = cols[f"estimated_{name}_km2"], cols[f"estimated_{name}_ci95_km2"]
+            typer.echo(f"  {name:<11} {value:9.4f} km2 ± {ci:.4f} (95 % CI; SE {cols[f'estimated_{name}_se_km2']:.4f})")
     for c in d.classes:
         ua, pa = cols[f"user_accuracy_{c}"], cols[f"producer_accuracy_{c}"]
         ua_se, pa_se = cols[f"user_accuracy_{c}_se"], cols[f"producer_accuracy_{c}_se"]

@@ -60,7 +60,9 @@ class ConsistencyRule(BaseModel):
 
     non_reverting: bool = Field(True, description="impervious stays impervious unless the reversal is confirmed")
     threshold: int = Field(50, ge=1, le=100, description="probability (%) at or above which a year is impervious")
-    reversal_below: int = Field(20, ge=0, le=99, description="probability (%) below which a year is evidence of reversal")
+    reversal_below: int = Field(
+        20, ge=0, le=99, description="probability (%) below which a year is evidence of reversal"
+    )
     reversal_years: int = Field(2, ge=1, le=20, description="consecutive mapped years of evidence a reversal needs")
 
     @model_validator(mode="after")

@@ -115,7 +115,9 @@ def read_reference(folder: Path, like: xr.DataArray) -> np.ndarray | None:
         return None
     ref = read_map(path)
     if not same_grid(ref, like):
-        raise DataError(f"{path} is not on the grid of {Path(folder) / MAP_NAME}; write reference labels on the map grid.")
+        raise DataError(
+            f"{path} is not on the grid of {Path(folder) / MAP_NAME}; write reference labels on the map grid."
+        )
     return ref.values
 
 

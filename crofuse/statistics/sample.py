@@ -53,6 +53,7 @@ SAMPLE_CSV = "sample.csv"
 SAMPLE_GEOJSON = "sample.geojson"
 LABELLED_NAMES = ("labelled.csv", "labelled.geojson")
 REFERENCE_LABELS_NAME = "reference-labels.csv"
+CSV_COLUMNS = ["point_id", "x", "y", "lon", "lat", "stratum", "reference"]
 
 CHANGE_CLASSES: tuple[str, ...] = ("stable_pervious", "stable_impervious", "gain", "loss")
 YEAR_CLASSES: tuple[str, ...] = ("pervious", "impervious")
@@ -261,7 +262,7 @@ def write_design(design: SampleDesign, folder: Path) -> Path:
         [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", strata[i], ""]
         for i, pid in enumerate(ids)
     ]
-    _write_text_atomic(folder / SAMPLE_CSV, _csv_text(["point_id", "x", "y", "lon", "lat", "stratum", "reference"], rows))
+    _write_text_atomic(folder / SAMPLE_CSV, _csv_text(CSV_COLUMNS, rows))
     features = [
         {
             "type": "Feature",
@@ -288,7 +289,9 @@ def write_design(design: SampleDesign, folder: Path) -> Path:
         "shape": list(design.shape), "fingerprint": design.fingerprint, "target_se": design.target_se,
         "expected_user_accuracy": list(design.expected_user_accuracy), "drawn_by": design.drawn_by,
         "created": design.created,
-        "points": [[pid, int(r), int(c), int(s)] for pid, r, c, s in zip(ids, design.rows, design.cols, design.stratum)],
+        "points": [
+            [pid, int(r), int(c), int(s)] for pid, r, c, s in zip(ids, design.rows, design.cols, design.stratum)
+        ],
     }
     _write_text_atomic(folder / DESIGN_NAME, json.dumps(meta, indent=1))
     return folder / DESIGN_NAME
@@ -363,9 +366,12 @@ def _check_enough(design: SampleDesign, stratum: np.ndarray, source: str, min_la
         need = min(min_labelled, design.allocation[h])
         have = int(np.count_nonzero(stratum == h))
         if design.stratum_area_km2[h] > 0 and have < need:
-            problems.append(f"stratum {name} has {have} labelled points, needs at least {need}: label {need - have} more")
+            problems.append(
+                f"stratum {name} has {have} labelled points, needs at least {need}: label {need - have} more"
+            )
     if problems:
-        raise SampleError(f"{source}: " + "; ".join(problems) + f" (the design allocated {dict(zip(design.classes, design.allocation))})")
+        allocated = dict(zip(design.classes, design.allocation))
+        raise SampleError(f"{source}: " + "; ".join(problems) + f" (the design allocated {allocated})")
 
 
 def read_labelled_sample(
@@ -602,12 +608,13 @@ def write_labels_csv(labelled: LabelledSample, path: Path) -> Path:
         labels[int(i)] = design.classes[int(r)]
     (x, y), (lon, lat) = design.xy(), design.lonlat()
     rows = [
-        [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", design.classes[design.stratum[i]], labels[i]]
+        [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", design.classes[design.stratum[i]],
+         labels[i]]
         for i, pid in enumerate(design.point_ids)
     ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, _csv_text(["point_id", "x", "y", "lon", "lat", "stratum", "reference"], rows))
+    _write_text_atomic(path, _csv_text(CSV_COLUMNS, rows))
     return path
 
 
