@@ -213,9 +213,7 @@ def estimate_city_year(
                     f"the sample in {folder} is of {design.year} against {design.previous_year}, but the previous "
                     f"mapped year is now {previous_year}: draw and label a new sample"
                 )
-            if design.fingerprint != smp.strata_fingerprint(strata):
-                log.warning("%s %s: the map changed since the sample was drawn; the estimated areas stay valid, the "
-                            "accuracies describe the map the sample was drawn from", city, year)
+            _warn_if_redrawn_map(design, strata)
             labelled = smp.read_labelled_sample(labelled_file, design, inside=inside)
             return f"labelled sample ({labelled_file.name})", *_estimates(labelled, city, year)
         have_reference = reference is not None and (not change or previous_reference is not None)
@@ -232,6 +230,8 @@ def estimate_city_year(
         elif design.previous_year != previous_year:
             raise smp.SampleError(f"the design in {folder} (drawn by a person) is of change since "
                                   f"{design.previous_year}, not {previous_year}: draw a new one")
+        else:
+            _warn_if_redrawn_map(design, strata)
         labelled = smp.label_from_rasters(design, reference, previous_reference if change else None,
                                           source=REFERENCE_NAME)
         smp.write_labels_csv(labelled, folder / smp.REFERENCE_LABELS_NAME)
@@ -239,6 +239,13 @@ def estimate_city_year(
     except CrofuseError as e:
         log.warning("%s %s: no stratified estimate: %s", city, year, e)
         return f"error: {e}", {}, ""
+
+
+def _warn_if_redrawn_map(design: smp.SampleDesign, strata: np.ndarray) -> None:
+    if design.fingerprint != smp.strata_fingerprint(strata):
+        log.warning("%s %s: the map changed since the sample was drawn; the estimated areas stay valid (the design's "
+                    "stratum areas are used), the accuracies describe the map it was drawn from",
+                    design.city, design.year)
 
 
 def _estimates(labelled: smp.LabelledSample, city: str, year: int) -> tuple[dict[str, float], str]:
