@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "crofuse.cube.cli",  # cube
     "tiling.cli",  # predict
     "crofuse.experiments.cli",  # experiments run/report
+    "crofuse.statistics.cli",  # statistics consolidate/update/sample
 )
 
 for _name in _COMMAND_MODULES:

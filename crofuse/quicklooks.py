@@ -163,8 +163,22 @@ def refresh_stale_quicklooks(output: Path, city: str) -> list[Path]:
     return redrawn
 
 
+def _estimate(sel, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``estimated_<name>_km2`` and its 95 % CI half-width per year (NaN where the table has none)."""
+    n = sel.sizes["year"]
+    value, ci = f"estimated_{name}_km2", f"estimated_{name}_ci95_km2"
+    if value not in sel or ci not in sel:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    return sel[value].values.astype(float), sel[ci].values.astype(float)
+
+
 def change_plot(output: Path, *, path: Path | None = None) -> Path:
-    """Write ``<output>/change.png``: impervious km² per year per city, and the net change between mapped years."""
+    """Write ``<output>/change.png``: impervious km² per year per city, and the net change between mapped years.
+
+    Where a city-year has an accuracy sample, its stratified estimates (Olofsson et al. 2014) are drawn next to the
+    mapped figures as points with 95 % confidence intervals as error bars (``estimated_impervious_km2``,
+    ``estimated_net_km2`` ± their ``_ci95_km2``); the reference labels' net change, where there are any, as crosses.
+    """
     import xarray as xr
 
     from crofuse.statistics import STATISTICS_ZARR
@@ -172,21 +186,44 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
     store = Path(output) / STATISTICS_ZARR
     if not store.exists():
         raise DataError(f"{store} does not exist; map at least one city-year first")
-    ds = xr.open_zarr(store).load()
+    plt = _pyplot()
+    fig = change_figure(xr.open_zarr(store).load())
+    try:
+        return _save(fig, Path(path) if path else Path(output) / CHANGE_PLOT_NAME)
+    finally:
+        plt.close(fig)
+
+
+def change_figure(ds):
+    """The figure of :func:`change_plot` for a statistics Dataset (left: area, right: net change)."""
     plt = _pyplot()
     fig, (ax_area, ax_net) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     years = ds["year"].values
-    for city in ds["city"].values:
+    n_cities = max(1, ds.sizes["city"])
+    for k, city in enumerate(ds["city"].values):
         sel = ds.sel(city=city)
         mapped = sel["mapped"].values.astype(bool)
-        ax_area.plot(years[mapped], sel["impervious_km2"].values[mapped], marker="o", label=str(city))
+        offset = 0.12 + 0.08 * (k - (n_cities - 1) / 2)  # estimates beside the mapped points, one lane per city
+        (line,) = ax_area.plot(years[mapped], sel["impervious_km2"].values[mapped], marker="o",
+                               label=f"{city} (mapped)")
+        colour = line.get_color()
+        est, ci = _estimate(sel, "impervious")
+        has = mapped & np.isfinite(est)
+        if has.any():
+            ax_area.errorbar(years[has] + offset, est[has], yerr=ci[has], fmt="D", color=colour, capsize=4,
+                             markersize=5, alpha=0.85, label=f"{city} (estimated, 95 % CI)")
         net = sel["net_km2"].values
         has = mapped & np.isfinite(net)
-        ax_net.plot(years[has], net[has], marker="s", label=str(city))
+        ax_net.plot(years[has], net[has], marker="s", color=colour, label=f"{city} (mapped)")
+        est, ci = _estimate(sel, "net")
+        has_est = mapped & np.isfinite(est)
+        if has_est.any():
+            ax_net.errorbar(years[has_est] + offset, est[has_est], yerr=ci[has_est], fmt="D", color=colour,
+                            capsize=4, markersize=5, alpha=0.85, label=f"{city} (estimated, 95 % CI)")
         ref = sel["reference_gain_km2"].values - sel["reference_loss_km2"].values
         if np.isfinite(ref[has]).any():
-            ax_net.plot(years[has], ref[has], linestyle="--", marker="x", markersize=8,
-                        color=ax_net.lines[-1].get_color(), alpha=0.7, label=f"{city} (reference labels)")
+            ax_net.plot(years[has] - offset, ref[has], linestyle="none", marker="x", markersize=8, color=colour,
+                        alpha=0.7, label=f"{city} (reference labels)")
     ax_area.set_title("impervious area (km², equal-area)")
     ax_area.set_xlabel("year")
     ax_net.set_title("net change since previous mapped year (km²)")
@@ -197,16 +234,14 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
         ax.set_xlim(years.min() - 0.5, years.max() + 0.5)
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=8)
-    try:
-        return _save(fig, Path(path) if path else Path(output) / CHANGE_PLOT_NAME)
-    finally:
-        plt.close(fig)
+            ax.legend(fontsize=7)
+    return fig
 
 
 __all__ = [
     "CHANGE_PLOT_NAME",
     "QUICKLOOK_NAME",
+    "change_figure",
     "change_plot",
     "city_year_quicklook",
     "percentile_stretch",

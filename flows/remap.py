@@ -4,6 +4,8 @@ Every city-year runs as a ``map-city`` subflow on one dask cluster for the whole
 empty search, unreadable scene...) does not stop the others; at the end the flow writes
 ``<output>/remap-report.json`` and
 
+* builds the temporally consistent series (``impervious_consistent.tif``, :mod:`crofuse.statistics.consistency`) of
+  every city it touched, over all of that city's mapped years, before the statistics are updated;
 * ends **Completed** when every city-year is mapped, returning the report;
 * ends **Failed** when any city-year failed, *after* mapping all the others and updating the statistics. The state
   message names each failed city-year and its cause, so a scheduled run that went wrong is visible (and can alert)
@@ -22,7 +24,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, IN_PROCESS, read_cities_file
-from flows.tasks import dask_for_run, update_city_statistics
+from flows.tasks import dask_for_run, local_task, update_city_statistics
 
 REPORT_NAME = "remap-report.json"
 
@@ -93,10 +95,14 @@ def remap_cities(
 
     from crofuse.cube import city_slug
 
-    for slug in sorted({city_slug(s.name) for s in cities}):
-        if (Path(output) / slug).is_dir():
-            update_city_statistics(output, slug)
-    report = {"mapped": done, "already_done": skipped, "failed": failed, "years": sorted(set(years))}
+    touched = [slug for slug in sorted({city_slug(s.name) for s in cities}) if (Path(output) / slug).is_dir()]
+    consistency = {}
+    for slug in touched:
+        consistency[slug] = consolidate_series(output, slug)
+    for slug in touched:
+        update_city_statistics(output, slug)
+    report = {"mapped": done, "already_done": skipped, "failed": failed, "years": sorted(set(years)),
+              "consistency": consistency}
     _write_report(Path(output), report)
     summary = f"{len(done)} city-years mapped, {len(skipped)} already done, {len(failed)} failed"
     log.info(summary)
@@ -104,6 +110,26 @@ def remap_cities(
         lines = "; ".join(f"{f['city']} {f['year']}: {f['error']}" for f in failed)
         return Failed(message=f"{summary}. Failed: {lines}", data=report)
     return Completed(message=summary, data=report)
+
+
+@local_task(name="consistency")
+def consolidate_series(output: str, city: str) -> dict[str, Any]:
+    """``impervious_consistent.tif`` for every mapped year of ``city`` (idempotent); a city with nothing to build
+    from (no mapped year, grids that differ) is reported, not raised, so the other cities still get theirs."""
+    from crofuse.errors import CrofuseError
+    from crofuse.statistics import mapped_years
+    from crofuse.statistics.consistency import consolidate_city
+
+    if not mapped_years(Path(output), city):
+        return {"years": [], "note": "no mapped year"}
+    try:
+        report = consolidate_city(Path(output), city)
+    except CrofuseError as e:
+        get_run_logger().error("%s: no consistent series: %s", city, e)
+        return {"error": f"{type(e).__name__}: {e}"}
+    get_run_logger().info(report.summary())
+    return {"years": report.years, "missing_years": report.missing_years, "written": len(report.written),
+            "unchanged": len(report.unchanged), "notes": report.notes}
 
 
 def _cause(state: State) -> str:

@@ -88,6 +88,9 @@ def test_map_city_statistics(mapped) -> None:
     assert float(later.gain_error_bound_km2) == pytest.approx(disagreement, rel=1e-9)
     ref_gain = float(area[(refs[2021] == 0) & (refs[2022] == 1)].sum()) / 1e6
     assert float(later.reference_gain_km2) == pytest.approx(ref_gain, rel=1e-9)
+    # the catalog has labels, so the flow labelled an accuracy sample from reference.tif: estimates with CIs
+    assert str(later.estimate_source.values).startswith("reference rasters")
+    assert float(later.estimated_gain_ci95_km2) > 0 and np.isfinite(float(later.estimated_gain_km2))
     # the flow's returned record is the table's row
     assert results[2022]["statistics"]["gain_km2"] == pytest.approx(float(later.gain_km2))
     rows = st.read_statistics_csv(output / st.STATISTICS_CSV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -206,18 +207,32 @@ def test_a_cloudier_year_is_compared_on_the_pixels_valid_in_both(tmp_path: Path)
     assert math.isnan(first.common_valid_km2), "the first year has nothing to compare with"
 
 
-def test_records_without_common_pixel_figures_are_recomputed(two_cities: Path) -> None:
+def test_records_of_an_older_schema_are_recomputed(two_cities: Path) -> None:
+    """A record written by an older crofuse (no schema_version, fields missing) is recomputed, not patched."""
     st.update_statistics(two_cities)
     path = two_cities / "wuhan/2021" / st.RECORD_NAME
     old = json.loads(path.read_text())
-    for name in ("common_valid_km2", "impervious_common_km2", "previous_impervious_common_km2"):
+    for name in ("schema_version", "common_valid_km2", "impervious_common_km2", "previous_impervious_common_km2"):
         del old[name]
     path.write_text(json.dumps(old))
-    row = st.update_statistics(two_cities).sel(city="wuhan", year=2021)
+    assert st.load_record(two_cities, "wuhan", 2021).schema_version == 1
+    row = st.update_statistics(two_cities, cities=["wuhan"]).sel(city="wuhan", year=2021)
     assert float(row.impervious_common_km2) - float(row.previous_impervious_common_km2) == pytest.approx(
         float(row.net_km2), abs=1e-12
     )
-    assert "common_valid_km2" in json.loads(path.read_text())
+    assert json.loads(path.read_text())["schema_version"] == st.SCHEMA_VERSION
+
+
+def test_a_record_of_this_schema_is_reused_until_an_input_changes(two_cities: Path) -> None:
+    st.update_statistics(two_cities)
+    record = two_cities / "wuhan/2021" / st.RECORD_NAME
+    before = record.stat().st_mtime_ns
+    st.update_statistics(two_cities)
+    assert record.stat().st_mtime_ns == before
+    ref = two_cities / "wuhan/2019" / st.REFERENCE_NAME  # the previous year's labels are an input of 2021's change
+    os.utime(ref, ns=(ref.stat().st_atime_ns, ref.stat().st_mtime_ns + 10**9))
+    st.update_statistics(two_cities)
+    assert record.stat().st_mtime_ns > before
 
 
 def test_update_is_idempotent_and_follows_new_years(two_cities: Path) -> None:
@@ -333,3 +348,214 @@ def test_a_quicklook_is_redrawn_when_its_change_map_is_rewritten(two_cities: Pat
     assert (two_cities / "wuhan/2021/change.tif").stat().st_mtime_ns > old
     assert refresh_stale_quicklooks(two_cities, "wuhan") == [look]
     assert look.stat().st_mtime_ns > old
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The AOI mask: the cube's in_aoi, for every figure
+# --------------------------------------------------------------------------------------------------------------------
+def _write_cube(folder: Path, in_aoi: np.ndarray, *, x0: float = 230_000.0, y0: float = 3_390_000.0) -> Path:
+    """A minimal finished cube (the contract's variables, tiny values) holding ``in_aoi`` on the map grid."""
+    from crofuse.cube.store import COMPLETE_ATTR
+
+    h, w = in_aoi.shape
+    ds = xr.Dataset(
+        {
+            "optical": (("band", "y", "x"), np.zeros((4, h, w), "float32")),
+            "sar": (("sar_band", "y", "x"), np.zeros((2, h, w), "float32")),
+            "valid": (("y", "x"), np.ones((h, w), bool)),
+            "optical_count": (("y", "x"), np.ones((h, w), "uint16")),
+            "sar_count": (("y", "x"), np.ones((h, w), "uint16")),
+            "in_aoi": (("y", "x"), in_aoi),
+        },
+        coords={"y": y0 - 5 - 10 * np.arange(h), "x": x0 + 5 + 10 * np.arange(w)},
+        attrs={COMPLETE_ATTR: True},
+    ).rio.write_crs(UTM50N)
+    path = folder / "inputs.zarr"
+    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False)
+    return path
+
+
+def test_the_cubes_in_aoi_restricts_every_figure_even_the_disagreement(two_cities: Path) -> None:
+    """The mask is the cube's in_aoi (not aoi.geojson), applied to area, change, reference and disagreement."""
+    full = st.update_statistics(two_cities).sel(city="wuhan", year=2021)
+    top = np.zeros((64, 48), bool)
+    top[:32] = True  # the fixture's map errors (missed growth in rows 50-51) lie outside it
+    for year in (2019, 2021):
+        _write_cube(two_cities / "wuhan" / str(year), top)
+    # an aoi.geojson that says otherwise (the whole grid) is ignored where there is a cube
+    bounds = {"type": "Polygon", "coordinates": [[[100, 20], [130, 20], [130, 40], [100, 40], [100, 20]]]}
+    (two_cities / "wuhan/2021" / st.AOI_NAME).write_text(json.dumps(bounds))
+    row = st.update_statistics(two_cities).sel(city="wuhan", year=2021)
+    a0 = st.read_map(two_cities / "wuhan/2019/impervious.tif")
+    area = st.pixel_area(UTM50N, a0.rio.transform(), a0.shape)
+    assert float(row.aoi_km2) == pytest.approx(area[top].sum() / 1e6, rel=1e-9)
+    assert float(row.aoi_km2) < float(full.aoi_km2)
+    assert float(full.omission_km2) > 0, "the fixture's map misses growth outside the mask"
+    assert float(row.omission_km2) == 0.0 and float(row.gain_error_bound_km2) == 0.0
+    assert float(row.reference_gain_km2) == pytest.approx(float(row.gain_km2), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reliability: one city cannot break another; the lock says who holds it and gives up
+# --------------------------------------------------------------------------------------------------------------------
+def test_updating_one_city_repairs_another_city_without_statistics(two_cities: Path, caplog) -> None:
+    st.update_statistics(two_cities)
+    (two_cities / "lagos/2021" / st.RECORD_NAME).unlink()  # "map but no statistics"
+    with caplog.at_level("WARNING", logger="crofuse.statistics"):
+        ds = st.update_statistics(two_cities, cities=["wuhan"])
+    assert bool(ds.mapped.sel(city="lagos", year=2021))
+    assert (two_cities / "lagos/2021" / st.RECORD_NAME).exists(), "lagos 2021 was repaired"
+    assert "lagos 2021" in caplog.text
+
+
+def test_updating_one_city_skips_another_city_that_cannot_be_repaired(two_cities: Path, caplog) -> None:
+    st.update_statistics(two_cities)
+    (two_cities / "lagos/2021" / st.RECORD_NAME).unlink()
+    (two_cities / "lagos/2021" / st.MAP_NAME).write_bytes(b"not a tiff")  # a corrupt map
+    with caplog.at_level("WARNING", logger="crofuse.statistics"):
+        ds = st.update_statistics(two_cities, cities=["wuhan"])
+    assert list(ds.city.values) == ["wuhan"] and int(ds.mapped.sum()) == 2
+    assert "lagos 2021" in caplog.text and "left out" in caplog.text
+    with pytest.raises(DataError, match="not a readable GeoTIFF"):  # updating lagos itself shows its own error
+        st.update_statistics(two_cities, cities=["lagos"])
+
+
+def test_a_held_lock_is_logged_with_its_holder_and_times_out(two_cities: Path, caplog) -> None:
+    """flock locks belong to an open file, so a second open in this process waits like another process would."""
+    with st.statistics_lock(two_cities):
+        with caplog.at_level("WARNING", logger="crofuse.statistics"):
+            with pytest.raises(st.StatisticsLockTimeout, match=rf"pid {os.getpid()} on .* since "):
+                st.update_statistics(two_cities, lock_timeout=0.6)
+    assert "waiting for the statistics lock" in caplog.text and str(os.getpid()) in caplog.text
+    assert not (two_cities / st.STATISTICS_CSV).exists(), "nothing was written without the lock"
+    st.update_statistics(two_cities, lock_timeout=0.6)  # released: the next update goes through at once
+    assert (two_cities / st.LOCK_NAME).read_text() == "", "the holder's note is cleared on release"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# COGs: validated before they are visible, no temporary files next to the outputs
+# --------------------------------------------------------------------------------------------------------------------
+def test_a_cog_that_fails_validation_is_never_published(tmp_path: Path, monkeypatch) -> None:
+    import rio_cogeo.cogeo
+
+    from crofuse.errors import DataError as Error
+
+    path = tmp_path / "wuhan/2021" / st.MAP_NAME
+    _write_map(path, np.zeros((20, 20), "uint8"))
+    before = path.read_bytes()
+    monkeypatch.setattr(rio_cogeo.cogeo, "cog_validate", lambda *a, **k: (False, ["broken on purpose"], []))
+    with pytest.raises(Error, match="broken on purpose"):
+        _write_map(path, np.ones((20, 20), "uint8"))
+    assert path.read_bytes() == before, "the old file is untouched"
+    assert sorted(p.name for p in path.parent.iterdir()) == [st.MAP_NAME], "no temporary file in the output folder"
+
+
+def test_the_three_cog_writers_are_one(tmp_path: Path) -> None:
+    """tiling's, the sample catalog's and the statistics' COGs all come from crofuse.io.cog, validated."""
+    import inspect
+
+    import rasterio
+    from odc.geo.geobox import GeoBox
+    from rio_cogeo.cogeo import cog_validate
+
+    import crofuse.synthetic.cog as synthetic_cog
+    import tiling.cog as tiling_cog
+
+    assert "crofuse.io.cog" in inspect.getsource(tiling_cog) and "crofuse.io" in inspect.getsource(synthetic_cog)
+    gbox = GeoBox.from_bbox((230_000, 3_380_000, 236_000, 3_386_000), "EPSG:32650", resolution=10)
+    data = np.arange(600 * 600, dtype="uint16").reshape(600, 600)
+    out = synthetic_cog.write_cog(tmp_path / "b02.tif", data, gbox, nodata=0, band_names=("B02",))
+    assert cog_validate(out, quiet=True)[0]
+    with rasterio.open(out) as src:
+        assert src.descriptions == ("B02",) and src.overviews(1) and (src.read(1) == data).all()
+        assert src.compression.name.lower() == "zstd"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b02.tif"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Stratified estimates in the tables
+# --------------------------------------------------------------------------------------------------------------------
+def test_estimates_from_the_reference_rasters_fill_the_tables(two_cities: Path) -> None:
+    """With reference.tif for both years, a sample is drawn, labelled from them and estimated; the table's figures
+    are what the estimator gives on the written labels."""
+    from crofuse.statistics import sample as smp
+    from crofuse.statistics.estimation import stratified_combination
+
+    ds = st.update_statistics(two_cities)
+    row = ds.sel(city="wuhan", year=2021)
+    assert str(row.estimate_source.item()).startswith("reference rasters")
+    folder = two_cities / "wuhan/2021" / smp.SAMPLE_DIR
+    design = smp.read_design(folder)
+    assert design.previous_year == 2019 and design.classes == smp.CHANGE_CLASSES
+    with open(folder / "reference-labels.csv") as fh:
+        labels = {r["point_id"]: r["reference"] for r in csv.DictReader(fh)}
+    ref = [smp.CHANGE_CLASSES.index(labels[p]) for p in design.point_ids if labels[p]]
+    strata = [int(s) for p, s in zip(design.point_ids, design.stratum) if labels[p]]
+    counts = np.zeros((4, 4), int)
+    np.add.at(counts, (strata, ref), 1)
+    gain, se = stratified_combination(counts, design.stratum_area_km2, [0, 0, 1, 0])
+    assert float(row.estimated_gain_km2) == pytest.approx(gain, rel=1e-12)
+    assert float(row.estimated_gain_ci95_km2) == pytest.approx(1.96 * se, rel=1e-12)
+    assert float(row.sample_points) == len(ref)
+    assert 0 < float(row.overall_accuracy) <= 1 and 0 <= float(row.user_accuracy_gain) <= 1
+    first = ds.sel(city="wuhan", year=2019)  # a first year: stratified by the map, impervious area estimated
+    assert np.isfinite(float(first.estimated_impervious_km2)) and np.isnan(float(first.estimated_gain_km2))
+    assert np.isnan(float(ds.sel(city="lagos", year=2021).estimated_impervious_km2)), "lagos has no labels"
+    rows = {(r["city"], r["year"]): r for r in st.read_statistics_csv(two_cities / st.STATISTICS_CSV)}
+    assert rows[("wuhan", 2021)]["estimated_gain_km2"] == pytest.approx(gain, abs=2e-6)
+    assert rows[("wuhan", 2021)]["estimate_source"].startswith("reference rasters")
+    # a rerun reuses the design (same points) and rewrites nothing
+    mtime = (folder / smp.DESIGN_NAME).stat().st_mtime_ns
+    st.update_statistics(two_cities)
+    assert (folder / smp.DESIGN_NAME).stat().st_mtime_ns == mtime
+
+
+def test_a_persons_labelled_sample_comes_first(two_cities: Path) -> None:
+    """labelled.csv (a person's labels) is used instead of the reference rasters. Labels equal to the strata (a
+    perfect map) give the mapped areas back, user's and overall accuracy 1."""
+    from crofuse.statistics import sample as smp
+
+    st.update_statistics(two_cities)
+    folder = two_cities / "wuhan/2021" / smp.SAMPLE_DIR
+    with open(folder / smp.SAMPLE_CSV) as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["reference"] = r["stratum"].replace("_", " ").upper()  # case and spaces do not matter
+    with open(folder / "labelled.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    row = st.update_statistics(two_cities).sel(city="wuhan", year=2021)
+    design = smp.read_design(folder)
+    assert row.estimate_source.item() == "labelled sample (labelled.csv)"
+    assert float(row.estimated_gain_km2) == pytest.approx(design.stratum_area_km2[2], rel=1e-12)
+    assert float(row.estimated_gain_se_km2) == 0.0
+    assert float(row.overall_accuracy) == pytest.approx(1.0) and float(row.user_accuracy_gain) == 1.0
+
+
+def test_a_bad_labelled_sample_does_not_fail_the_update(two_cities: Path, caplog) -> None:
+    from crofuse.statistics import sample as smp
+
+    st.update_statistics(two_cities)
+    folder = two_cities / "wuhan/2021" / smp.SAMPLE_DIR
+    text = (folder / smp.SAMPLE_CSV).read_text().replace(",\n", ",forest\n")
+    (folder / "labelled.csv").write_text(text)
+    with caplog.at_level("WARNING", logger="crofuse.statistics"):
+        row = st.update_statistics(two_cities).sel(city="wuhan", year=2021)
+    assert "unknown reference labels" in str(row.estimate_source.item()) and "forest" in caplog.text
+    assert np.isnan(float(row.estimated_gain_km2)) and np.isfinite(float(row.gain_km2))
+
+
+def test_the_change_plot_draws_the_confidence_intervals(two_cities: Path) -> None:
+    from crofuse.quicklooks import change_figure
+
+    ds = st.update_statistics(two_cities)
+    fig = change_figure(ds)
+    ax_net = fig.axes[1]
+    bars = [c for c in ax_net.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1  # wuhan 2021 has an estimate of net change
+    segments = bars[0].lines[2][0].get_segments()
+    (low, high) = segments[0][:, 1]
+    row = ds.sel(city="wuhan", year=2021)
+    est, ci = float(row.estimated_net_km2), float(row.estimated_net_ci95_km2)
+    assert (low, high) == pytest.approx((est - ci, est + ci), rel=1e-9)

@@ -1,4 +1,4 @@
-"""Cloud-optimised GeoTIFF and JSON writers that never leave a half-written file under the final name."""
+"""The sample catalog's COG and JSON writers; COGs go through the one COG writer, :mod:`crofuse.io.cog`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from crofuse.io import cog as _cog
 
 if TYPE_CHECKING:
     from odc.geo.geobox import GeoBox
@@ -29,49 +31,19 @@ def write_cog(
     overview_resampling: str = "nearest",
     tags: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``data`` (``(y, x)`` or ``(band, y, x)``) as a COG (GDAL COG driver, ZSTD level 1) on ``geobox``.
+    """Write ``data`` (``(y, x)`` or ``(band, y, x)``) as a validated COG (ZSTD level 1) on ``geobox``.
 
-    The file is written under a temporary name in the same folder and renamed into place, so a crash never
-    leaves a truncated file that looks finished.
+    ZSTD level 1 is 3-4x faster than the default level 9 and within 4 % of its size on these rasters. Written in a
+    temporary folder and renamed into place (:func:`crofuse.io.cog.write_cog`), so a crash never leaves a truncated
+    file that looks finished.
     """
-    import rasterio
-
     arr = data[None] if data.ndim == 2 else data
     if arr.shape[1:] != tuple(geobox.shape):
         raise ValueError(f"array shape {arr.shape[1:]} does not match the grid {tuple(geobox.shape)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    predictor = 3 if np.issubdtype(arr.dtype, np.floating) else 2
-    profile: dict[str, Any] = dict(
-        driver="COG",
-        width=arr.shape[2],
-        height=arr.shape[1],
-        count=arr.shape[0],
-        dtype=arr.dtype.name,
-        crs=str(geobox.crs),
-        transform=geobox.affine,
-        nodata=nodata,
-        compress="ZSTD",
-        level=1,  # 3-4x faster than the default level 9 and within 4% of its size on these rasters
-        predictor=predictor,
-        blocksize=blocksize,
-        overview_resampling=overview_resampling,
-        num_threads=1,
+    return _cog.write_cog(
+        Path(path), arr, crs=str(geobox.crs), transform=geobox.affine, nodata=nodata, band_names=band_names,
+        tags=tags, blocksize=blocksize, compress="zstd", level=1, overview_resampling=overview_resampling,
     )
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(arr)
-            if band_names:
-                for i, name in enumerate(band_names, start=1):
-                    dst.set_band_description(i, name)
-            if tags:
-                dst.update_tags(**tags)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_json(path: Path, obj: Any) -> Path:
