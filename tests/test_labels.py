@@ -185,3 +185,34 @@ def test_sample_labels_from_the_stac_api_equal_the_truth(stac_api: str) -> None:
     with pytest.raises(LabelError, match="has no collection 'esa-worldcover-v9'"):
         labels_on_grid(SAMPLE.model_copy(update={"collection": "esa-worldcover-v9"}), truth.geobox, year=2022,
                        area=area, catalog=stac_api)
+
+
+@pytest.mark.parametrize("name, year", [("esa-worldcover", 2021), ("io-lulc", 2022)])
+def test_weak_label_collections_from_the_stac_api(stac_api: str, name: str, year: int) -> None:
+    """The WorldCover- and IO-LULC-shaped collections of the sample catalog, through STAC onto the truth grid: every
+    pixel labelled, and the built-up class agrees with the exact truth as a weak product does (far from exact)."""
+    from crofuse.cube.aoi import parse_aoi
+    from crofuse.labels import city_extent
+    from crofuse.synthetic import ground_truth
+    from tests.fixtures.catalog import SMALL_CATALOG
+
+    truth = ground_truth(SMALL_CATALOG, "wuhan", year)
+    area = parse_aoi(city_extent(stac_api, "wuhan"))
+    out = labels_on_grid(get_label_source(name), truth.geobox, year=year, area=area, catalog=stac_api)
+    assert out.coverage == 1.0 and set(np.unique(out.data)) <= {0, 1}
+    agreement = float((out.data == truth.label).mean())
+    assert 0.8 < agreement < 0.99, agreement
+
+
+def test_worldcover_has_no_2022_product_unless_the_nearest_year_is_asked(stac_api: str) -> None:
+    from crofuse.cube.aoi import parse_aoi
+    from crofuse.labels import ESA_WORLDCOVER, city_extent
+    from crofuse.synthetic import ground_truth
+    from tests.fixtures.catalog import SMALL_CATALOG
+
+    truth = ground_truth(SMALL_CATALOG, "wuhan", 2022)
+    area = parse_aoi(city_extent(stac_api, "wuhan"))
+    with pytest.raises(LabelError, match=r"no labels for 2022 .*it has \[2020, 2021\].*use 2021 for 2022"):
+        labels_on_grid(ESA_WORLDCOVER, truth.geobox, year=2022, area=area, catalog=stac_api)
+    lagged = labels_on_grid(ESA_WORLDCOVER, truth.geobox, year=2022, area=area, catalog=stac_api, nearest_year=True)
+    assert lagged.year == 2021 and "labels of 2021 used for 2022" in lagged.notes[0]

@@ -51,6 +51,12 @@ def cube(
     ] = "fail",
     min_valid_fraction: Annotated[float, typer.Option(help="Least valid fraction of the AOI.")] = 0.3,
     max_cloud_cover: Annotated[float, typer.Option(help="Skip Sentinel-2 scenes cloudier than this (%).")] = 80.0,
+    optical_reducer: Annotated[str, typer.Option(help="Sentinel-2 composite: median (default) or mean.")] = "median",
+    verify_checksums: Annotated[bool, typer.Option(
+        "--verify-checksums/--no-verify-checksums",
+        help="Check each asset's file:checksum/file:size before loading (reads whole files).")] = True,
+    max_impossible_fraction: Annotated[float, typer.Option(
+        help="Fail when an asset has more than this share of physically impossible values.")] = 1e-3,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if an up-to-date cube exists.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
@@ -82,6 +88,9 @@ def cube(
             missing_modality=missing_modality,  # type: ignore[arg-type]
             min_valid_fraction=min_valid_fraction,
             max_cloud_cover=max_cloud_cover,
+            optical_reducer=optical_reducer,  # type: ignore[arg-type]
+            verify_checksums=verify_checksums,
+            max_impossible_fraction=max_impossible_fraction,
         )
         path = build_cube(config, progress=progress, force=force)
         ds = open_cube(path)
