@@ -26,6 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crofuse import IMPERVIOUS, NODATA_LABEL, PERVIOUS
 from crofuse.errors import ConfigError, LabelError
+from crofuse.labels.legends import (
+    IO_BUILT_AREA,
+    IO_LULC_CLASSES,
+    IO_NODATA,
+    WORLDCOVER_BUILT_UP,
+    WORLDCOVER_CLASSES,
+    WORLDCOVER_NODATA,
+    class_names,
+)
 
 LabelKind = Literal["stac", "raster", "vector"]
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
@@ -167,11 +176,9 @@ ESA_WORLDCOVER = LabelSource(
     description="ESA WorldCover 10 m (v100 for 2020, v200 for 2021), built-up = 50, as on Planetary Computer",
     collection="esa-worldcover",
     asset="map",
-    classes={10: "Tree cover", 20: "Shrubland", 30: "Grassland", 40: "Cropland", 50: "Built-up",
-             60: "Bare / sparse vegetation", 70: "Snow and ice", 80: "Permanent water bodies",
-             90: "Herbaceous wetland", 95: "Mangroves", 100: "Moss and lichen"},
-    impervious=(50,),
-    nodata=0,
+    classes=class_names(WORLDCOVER_CLASSES),
+    impervious=(WORLDCOVER_BUILT_UP,),
+    nodata=WORLDCOVER_NODATA,
     resolution_m=10.0,
     reference="Zanaga et al. 2021/2022, ESA WorldCover 10 m v100/v200 (doi:10.5281/zenodo.5571936, 7254221)",
 )
@@ -182,11 +189,10 @@ IO_LULC = LabelSource(
     description="Esri / Impact Observatory annual 10 m land use land cover (v02), built area = 7",
     collection="io-lulc-annual-v02",
     asset="data",
-    classes={0: "No Data", 1: "Water", 2: "Trees", 4: "Flooded vegetation", 5: "Crops", 7: "Built area",
-             8: "Bare ground", 9: "Snow/ice", 10: "Clouds", 11: "Rangeland"},
-    impervious=(7,),
-    ignore=(10,),
-    nodata=0,
+    classes=class_names(IO_LULC_CLASSES),
+    impervious=(IO_BUILT_AREA,),
+    ignore=(10,),  # clouds
+    nodata=IO_NODATA,
     resolution_m=10.0,
     reference="Karra et al. 2021, Global land use / land cover with Sentinel 2 and deep learning (IGARSS)",
 )
