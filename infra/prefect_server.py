@@ -544,12 +544,25 @@ def prefect_api_for_run(
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
-                yield server.api_url
+                try:
+                    yield server.api_url
+                finally:
+                    _drain_prefect_clients()
         finally:
             if previous is None:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+
+
+def _drain_prefect_clients(timeout: float = 5.0) -> None:
+    """Send the logs and events Prefect still holds in its background workers while our server still answers."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # best effort: the run's result does not depend on its last log lines
+            worker.drain_all(timeout=timeout)
 
 
 def run_flow_directly(call: Any, *, show: Any = print) -> int:
