@@ -20,7 +20,7 @@ Any command-line server fits; for example an S3 server and a dask scheduler::
 
     port = free_port()
     with ManagedProcess(["moto_server", "-H", "127.0.0.1", "-p", str(port)], name="moto_server",
-                        ready=http_ready(f"http://127.0.0.1:{port}/moto-api/")) as s3:
+                        ready=tcp_ready("127.0.0.1", port)) as s3:
         ...  # s3.pid, s3.log_tail()
 
     with ManagedProcess(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],

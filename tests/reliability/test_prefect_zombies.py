@@ -80,9 +80,11 @@ def test_direct_entry_points_print_usage(module: str) -> None:
 
 
 @pytest.mark.slow
-def test_sigkilled_direct_run_leaves_no_prefect_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_direct_run_leaves_no_prefect_server(tmp_path: Path, sig: int) -> None:
     """Fault report 2: each SIGKILLed `python -m flows.map_city` orphaned Prefect's temporary API server. Now the
-    run reports to a server we start with a parent-death signal, which dies with it."""
+    run reports to a server we start with a parent-death signal, which dies with it. On SIGTERM the run is marked
+    Crashed first, and the command exits 143."""
     from infra.process import free_port
 
     checkpoint = tmp_path / "checkpoint.safetensors"
@@ -107,12 +109,16 @@ def test_sigkilled_direct_run_leaves_no_prefect_server(tmp_path: Path) -> None:
         descendants = psutil.Process(run.pid).children(recursive=True)
         servers = [p for p in descendants if "server" in " ".join(p.cmdline()) or "uvicorn" in " ".join(p.cmdline())]
         assert servers, f"no Prefect server among the run's processes: {[p.cmdline() for p in descendants]}"
-        run.kill()
-        run.wait(timeout=10)
+        run.send_signal(sig)
+        code = run.wait(timeout=60)
         deadline = time.monotonic() + 30
         while (left := [p for p in descendants if _alive(p.pid)]) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert left == [], f"processes outlived the SIGKILLed run: {[' '.join(p.cmdline())[:120] for p in left]}"
+        assert left == [], f"processes outlived the killed run: {[' '.join(p.cmdline())[:120] for p in left]}"
+        if sig == signal.SIGTERM:
+            text = log.read_text()
+            assert code == 143, text[-3000:]
+            assert "Finished in state Crashed" in text, "the run was marked Crashed while its server still ran"
     finally:
         run.kill()
         run.wait(timeout=10)
