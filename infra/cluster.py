@@ -26,9 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from crofuse.errors import ClusterError, ConfigError
+
+if TYPE_CHECKING:
+    from infra.process import ManagedProcess
 
 ClusterKind = Literal["auto", "cpu", "cuda"]
 GPU_EXTRA_HINT = "install the GPU extra: pip install 'crofuse[gpu]' (it brings dask-cuda)"
@@ -240,9 +243,10 @@ class ProcessCluster:
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.env = env
         self.ready_timeout = ready_timeout
-        self.scheduler = None
-        self.workers: list = []
+        self.scheduler: ManagedProcess | None = None
+        self.workers: list[ManagedProcess] = []
         self.scheduler_address: str | None = None
+        """``tcp://host:port`` of the scheduler once started (pass it as ``dask_address``)."""
 
     @property
     def worker_dirs(self) -> list[Path]:
@@ -255,6 +259,7 @@ class ProcessCluster:
 
         if self.scheduler is not None and self.scheduler.running:
             return self
+        self.workers = []
         if self.base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="crofuse-dask-"))
         sched_dir = self.base_dir / "scheduler"

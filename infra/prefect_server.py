@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -330,7 +331,15 @@ class ProcessWorker:
                 f"The worker {self.name!r} was stopped while this run was running, and its flow-run process was "
                 "stopped with it. Run it again."
             )
-            self.crashed_runs = crash_flow_runs(self.server, pool=self.pool, pids=pids, message=message)
+            try:
+                self.crashed_runs = crash_flow_runs(self.server, pool=self.pool, pids=pids, message=message)
+            except Exception as exc:  # noqa: BLE001 - teardown must go on; the zombie automation is the fallback
+                warnings.warn(
+                    f"could not mark the runs of the stopped worker {self.name!r} Crashed ({exc}); the zombie "
+                    "automation will, once their heartbeats are overdue",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def __enter__(self) -> ProcessWorker:
         return self.start()
@@ -540,7 +549,8 @@ def prefect_api_for_run(
     )
     previous = os.environ.get("PREFECT_API_URL")
     with PrefectServer(home, startup_timeout=startup_timeout) as server:
-        ensure_automations(server)
+        if PREFECT_YAML.exists():  # a checkout; an installed package has no prefect.yaml
+            ensure_automations(server)
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
