@@ -231,8 +231,8 @@ class ProcessWorker:
     environment, so ``CROFUSE_ROOT`` (the repository, used by the pull step in ``prefect.yaml``), the offline
     settings and ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` reach them. Ready when the worker logs that it started.
 
-    :meth:`stop` stops the worker and every flow-run process under it, then marks Crashed the runs of ``pool``
-    whose process it stopped (Prefect would leave them RUNNING).
+    :meth:`stop` stops the worker and every flow-run process under it, then marks Crashed the runs it submitted
+    (its log says which) whose process it stopped (Prefect would leave them RUNNING).
 
     Args:
         server: a started server.
@@ -272,6 +272,7 @@ class ProcessWorker:
         self.startup_timeout = startup_timeout
         self.name = f"crofuse-{os.getpid()}-{next(_WORKER_NUMBERS)}"
         self.process: ManagedProcess | None = None
+        self._log_offset = 0
         self.crashed_runs: list[str] = []
         """Ids of the flow runs the last :meth:`stop` marked Crashed."""
 
@@ -297,13 +298,11 @@ class ProcessWorker:
             "--limit", str(self.limit), "--install-policy", "never", "--name", self.name,
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         started = f"Worker '{self.name}' started"
 
         def ready() -> bool:
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                return started in log.read().decode(errors="replace")
+            return started in self._log_since_start()
 
         self.process = ManagedProcess(
             cmd,
@@ -319,20 +318,31 @@ class ProcessWorker:
         self.process.start()
         return self
 
+    def _log_since_start(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
+
+    def submitted_runs(self) -> list[str]:
+        """Ids of the flow runs this worker submitted (from its log)."""
+        pattern = rf"Worker '{re.escape(self.name)}' submitting flow run '([0-9a-f-]{{36}})'"
+        return re.findall(pattern, self._log_since_start()) if self.process is not None else []
+
     def stop(self) -> None:
         """Stop the worker and its flow runs; mark Crashed the runs it was running (when the server still runs)."""
         if self.process is None:
             return
         self.process.stop()
         pids = {str(pid) for pid in self.process.stopped_pids}
+        submitted = set(self.submitted_runs())
         self.crashed_runs = []
-        if pids and self.server.running:
+        if pids and submitted and self.server.running:
             message = (
                 f"The worker {self.name!r} was stopped while this run was running, and its flow-run process was "
                 "stopped with it. Run it again."
             )
             try:
-                self.crashed_runs = crash_flow_runs(self.server, pool=self.pool, pids=pids, message=message)
+                self.crashed_runs = crash_flow_runs(self.server, submitted, pids=pids, message=message)
             except Exception as exc:  # noqa: BLE001 - teardown must go on; the zombie automation is the fallback
                 warnings.warn(
                     f"could not mark the runs of the stopped worker {self.name!r} Crashed ({exc}); the zombie "
@@ -348,20 +358,17 @@ class ProcessWorker:
         self.stop()
 
 
-def crash_flow_runs(server: PrefectServer, *, pool: str, pids: set[str], message: str) -> list[str]:
-    """Set Crashed on the unfinished flow runs of ``pool`` whose ``infrastructure_pid`` is one of ``pids``."""
-    return _run_async(_crash_flow_runs(server, pool=pool, pids=pids, message=message))
+def crash_flow_runs(server: PrefectServer, run_ids: set[str], *, pids: set[str], message: str) -> list[str]:
+    """Set Crashed on those of ``run_ids`` that are unfinished and whose process is one of ``pids`` (or that have
+    no process yet); returns their ids."""
+    return _run_async(_crash_flow_runs(server, run_ids, pids=pids, message=message))
 
 
-async def _crash_flow_runs(server: PrefectServer, *, pool: str, pids: set[str], message: str) -> list[str]:
+async def _crash_flow_runs(server: PrefectServer, run_ids: set[str], *, pids: set[str], message: str) -> list[str]:
+    from uuid import UUID
+
     from prefect.client.orchestration import PrefectClient
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        WorkPoolFilter,
-        WorkPoolFilterName,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 
@@ -369,12 +376,14 @@ async def _crash_flow_runs(server: PrefectServer, *, pool: str, pids: set[str], 
     crashed: list[str] = []
     async with PrefectClient(api=server.api_url) as client:
         runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[UUID(r) for r in run_ids]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+            ),
         )
         for run in runs:
-            pid = (run.infrastructure_pid or "").rsplit(":", 1)[-1]  # "<pid>" or "<host>:<pid>"
-            if pid in pids:
+            pid = (run.infrastructure_pid or "").rsplit(":", 1)[-1]  # "<pid>" or "<host>:<pid>"; "" before it ran
+            if not pid or pid in pids:
                 await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
                 crashed.append(str(run.id))
     return crashed
