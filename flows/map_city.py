@@ -7,8 +7,8 @@ written is ``mapped.json``; a rerun of a city-year that has it (for the same che
 what a map says: AOI, catalog, season, cube options, window/stride/threshold) does no model work and only refreshes
 the statistics tables.
 
-Run it directly (``python -m flows.map_city wuhan 2021``, ``--help`` for the options), from Python (``map_city("wuhan", 2021)``) or through the
-``map-city/map-city`` deployment in ``prefect.yaml``.
+Run it directly (``python -m flows.map_city wuhan 2021``, ``--help`` for the options), from Python
+(``map_city("wuhan", 2021)``) or through the ``map-city/map-city`` deployment in ``prefect.yaml``.
 """
 
 from __future__ import annotations
@@ -174,10 +174,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask-address", default=None, help="'local' (default), 'in-process' or tcp://scheduler:8786")
     args = parser.parse_args(argv)
     return run_flow_directly(
-        lambda: map_city(
-            args.city, args.year, catalog=args.catalog, checkpoint=args.checkpoint, output=args.output,
-            dask_address=args.dask_address,
-        )
+        map_city, args.city, args.year, catalog=args.catalog, checkpoint=args.checkpoint, output=args.output,
+        dask_address=args.dask_address,
     )
 
 

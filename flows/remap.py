@@ -139,17 +139,17 @@ def _main(argv: list[str] | None = None) -> int:
         epilog="Without PREFECT_API_URL a Prefect server is started for the run and stopped after it (docs/flows.md).",
     )
     parser.add_argument("cities_file", help="YAML or GeoJSON cities file, e.g. infra/cities.yaml")
-    parser.add_argument("years", type=int, nargs="*", default=[], help="years to map (default: the previous calendar year)")
+    parser.add_argument(
+        "years", type=int, nargs="*", default=[], help="years to map (default: the previous calendar year)"
+    )
     parser.add_argument("--catalog", default=DEFAULT_CATALOG, help=f"default STAC API URL (default {DEFAULT_CATALOG})")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"checkpoint (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"output root (default {DEFAULT_OUTPUT})")
     parser.add_argument("--dask-address", default=None, help="'local' (default), 'in-process' or tcp://scheduler:8786")
     args = parser.parse_args(argv)
     return run_flow_directly(
-        lambda: remap_cities(
-            args.cities_file, args.years or None, catalog=args.catalog, checkpoint=args.checkpoint,
-            output=args.output, dask_address=args.dask_address,
-        )
+        remap_cities, args.cities_file, args.years or None, catalog=args.catalog, checkpoint=args.checkpoint,
+        output=args.output, dask_address=args.dask_address,
     )
 
 

@@ -584,32 +584,41 @@ def _drain_prefect_clients(timeout: float = 5.0) -> None:
             worker.drain_all(timeout=timeout)
 
 
-def run_flow_directly(call: Any, *, show: Any = print) -> int:
-    """Run ``call()`` (a flow call) for a ``python -m flows...`` entry point; returns the process exit code.
+def run_flow_directly(flow_fn: Any, /, *args: Any, show: Any = print, **params: Any) -> int:
+    """Run ``flow_fn(*args, **params)`` for a ``python -m flows...`` entry point; returns the process exit code.
 
     The flow reports to :func:`prefect_api_for_run`'s server; SIGINT and SIGTERM stop the run (Prefect marks it
-    Crashed) and then the server. Exit codes: 0 done (``show`` gets the result), 1 a crofuse error (printed as one
-    ``error:`` line), 2 parameters the flow refused, 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
+    Crashed) and then the server. Exit codes: 0 completed (``show`` gets the result), 1 the run failed (its state
+    message, e.g. the crofuse error, printed as one ``error:`` line), 2 parameters the flow refused, 128 + signal
+    when interrupted (130 Ctrl-C, 143 SIGTERM).
     """
+    import inspect
+
     from prefect.exceptions import ParameterTypeError, TerminationSignal
 
     from crofuse.errors import CrofuseError
     from infra.process import Interrupted, stop_on_signals
 
     try:
+        flow_fn.validate_parameters(dict(inspect.signature(flow_fn.fn).bind(*args, **params).arguments))
+    except ParameterTypeError as exc:  # before any server starts or any run is recorded
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         with stop_on_signals(), prefect_api_for_run():
-            result = call()
+            state = flow_fn(*args, **params, return_state=True)
+            result = state.result(raise_on_failure=False) if state.is_completed() else None
     except Interrupted as exc:
         print(f"interrupted ({exc}): the run and its Prefect server are stopped", file=sys.stderr)
         return exc.exit_code
     except TerminationSignal as exc:  # Prefect's own SIGTERM handler, active while the flow runs
         print(f"interrupted (signal {exc.signal}): the run is marked Crashed, its Prefect server stopped", file=sys.stderr)
         return 128 + int(exc.signal)
-    except ParameterTypeError as exc:
+    except CrofuseError as exc:  # the server could not start (ServiceError)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except CrofuseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not state.is_completed():
+        print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
         return 1
     show(result)
     return 0

@@ -79,6 +79,21 @@ def test_direct_entry_points_print_usage(module: str) -> None:
     assert "Traceback" not in proc.stderr and "IndexError" not in proc.stderr
 
 
+def test_direct_entry_point_refuses_bad_parameters_before_starting_a_server(tmp_path: Path) -> None:
+    env = _env()
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.map_city", "wuhan", "1999"], capture_output=True, text=True, timeout=120,
+        env=env, cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "error: Flow run received invalid parameters" in proc.stderr and "2015" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    home = tmp_path / "home"
+    assert not (home / "server.log").exists() and not (home / "prefect.db").exists(), "no server, no run recorded"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_direct_run_leaves_no_prefect_server(tmp_path: Path, sig: int) -> None:
