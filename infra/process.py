@@ -42,6 +42,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -262,7 +263,8 @@ class ManagedProcess:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(self.log_path, "ab")  # noqa: SIM115 (closed below; the child keeps its copy)
         else:
-            fd, temp = tempfile.mkstemp(prefix=f"crofuse-{Path(self.name.split()[0]).name}-", suffix=".log")
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.argv[0]).name)[:40]
+            fd, temp = tempfile.mkstemp(prefix=f"crofuse-{stem}-", suffix=".log")
             self._temp_log = Path(temp)
             log = os.fdopen(fd, "ab")
         preexec = None
