@@ -7,8 +7,8 @@ written is ``mapped.json``; a rerun of a city-year that has it (for the same che
 what a map says: AOI, catalog, season, cube options, window/stride/threshold) does no model work and only refreshes
 the statistics tables.
 
-Run it directly (``python -m flows.map_city wuhan 2021``), from Python (``map_city("wuhan", 2021)``) or through the
-``map-city/map-city`` deployment in ``prefect.yaml``.
+Run it directly (``python -m flows.map_city wuhan 2021``, ``--help`` for the options), from Python
+(``map_city("wuhan", 2021)``) or through the ``map-city/map-city`` deployment in ``prefect.yaml``.
 """
 
 from __future__ import annotations
@@ -157,7 +157,32 @@ def _log_summary(log: Any, record: dict[str, Any] | None) -> None:
     log.info(msg)
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m flows.map_city CITY YEAR [options]``: one run, reported to ``PREFECT_API_URL`` or to a Prefect
+    server started for the run (``infra.prefect_server.prefect_api_for_run``)."""
+    import argparse
+
+    from infra.prefect_server import run_flow_directly
+
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.map_city",
+        description="Map impervious surface of one city for one year (the map-city flow, run directly).",
+        epilog="Without PREFECT_API_URL a Prefect server is started for the run and stopped after it (docs/flows.md).",
+    )
+    parser.add_argument("city", help="city name, e.g. wuhan")
+    parser.add_argument("year", type=int, help="year, e.g. 2021")
+    parser.add_argument("--catalog", default=DEFAULT_CATALOG, help=f"STAC API URL (default {DEFAULT_CATALOG})")
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"checkpoint (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"output root (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--dask-address", default=None, help="'local' (default), 'in-process' or tcp://scheduler:8786")
+    args = parser.parse_args(argv)
+    return run_flow_directly(
+        map_city, args.city, args.year, catalog=args.catalog, checkpoint=args.checkpoint, output=args.output,
+        dask_address=args.dask_address,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    print(map_city(sys.argv[1], int(sys.argv[2])))
+    sys.exit(_main())

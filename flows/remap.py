@@ -152,7 +152,34 @@ def _write_report(output: Path, report: dict[str, Any]) -> None:
     os.replace(tmp, output / REPORT_NAME)
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m flows.remap CITIES_FILE [YEAR ...] [options]``: one run, reported to ``PREFECT_API_URL`` or to a
+    Prefect server started for the run (``infra.prefect_server.prefect_api_for_run``)."""
+    import argparse
+
+    from infra.prefect_server import run_flow_directly
+
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.remap",
+        description="Map every city-year of a cities file not mapped yet (the remap-cities flow, run directly).",
+        epilog="Without PREFECT_API_URL a Prefect server is started for the run and stopped after it (docs/flows.md).",
+    )
+    parser.add_argument("cities_file", help="YAML or GeoJSON cities file, e.g. infra/cities.yaml")
+    parser.add_argument(
+        "years", type=int, nargs="*", default=[], help="years to map (default: the previous calendar year)"
+    )
+    parser.add_argument("--catalog", default=DEFAULT_CATALOG, help=f"default STAC API URL (default {DEFAULT_CATALOG})")
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"checkpoint (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"output root (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--dask-address", default=None, help="'local' (default), 'in-process' or tcp://scheduler:8786")
+    args = parser.parse_args(argv)
+    return run_flow_directly(
+        remap_cities, args.cities_file, args.years or None, catalog=args.catalog, checkpoint=args.checkpoint,
+        output=args.output, dask_address=args.dask_address,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    remap_cities(sys.argv[1], [int(y) for y in sys.argv[2:]])
+    sys.exit(_main())

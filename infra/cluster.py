@@ -7,18 +7,31 @@
 - ``address="tcp://host:8786"``: connect to a scheduler someone else runs (dask-jobqueue on SLURM/PBS, dask-kubernetes,
   ``dask scheduler`` by hand). That cluster is never shut down from here.
 
+:class:`ProcessCluster` starts a ``dask scheduler`` and N ``dask worker`` command-line processes, each an
+:class:`infra.process.ManagedProcess` and each worker in its own empty working directory: the shape of a cluster
+whose machines share no disk, on one machine. Pass its ``scheduler_address`` as ``dask_address``.
+
 Everything binds to 127.0.0.1 by default; set ``host`` to serve workers on other machines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
 
 from crofuse.errors import ClusterError, ConfigError
+
+if TYPE_CHECKING:
+    from infra.process import ManagedProcess
 
 ClusterKind = Literal["auto", "cpu", "cuda"]
 GPU_EXTRA_HINT = "install the GPU extra: pip install 'crofuse[gpu]' (it brings dask-cuda)"
@@ -175,6 +188,148 @@ def dask_client(config: ClusterConfig = ClusterConfig()) -> Iterator:
         cluster.close()
 
 
+def dask_executable() -> str:
+    """The ``dask`` CLI of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / "dask"
+    return str(candidate) if candidate.exists() else "dask"
+
+
+class ProcessCluster:
+    """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on this machine, as a context manager.
+
+    Every process is an :class:`infra.process.ManagedProcess` (own process group, parent-death signal, SIGTERM then
+    SIGKILL on stop). Each worker runs in its own empty directory ``<base_dir>/worker-<i>`` (its working directory
+    and ``--local-directory``), and is told the scheduler's address, not a shared scheduler file: nothing the
+    workers use is on a disk they share, except what a task writes there on purpose.
+
+    Args:
+        n_workers: worker processes.
+        threads_per_worker: ``--nthreads`` of each worker.
+        memory_limit: ``--memory-limit`` of each worker (``"auto"``, ``"2GiB"``...).
+        host: interface the scheduler and workers listen on.
+        nanny: run each worker under a nanny (restarts it when it dies; one more process per worker). Without one,
+            each ``dask worker`` process is the worker, a direct child of this process.
+        base_dir: where the scheduler's and the workers' directories go (default: a new temporary directory,
+            removed on stop).
+        env: environment of the processes (default: this process's).
+        ready_timeout: seconds to wait for the scheduler, then for each worker to register.
+
+    Example::
+
+        with ProcessCluster(n_workers=2) as cluster, distributed.Client(cluster.scheduler_address) as client:
+            client.submit(os.getcwd).result()      # .../worker-0 or .../worker-1
+    """
+
+    def __init__(
+        self,
+        n_workers: int = 2,
+        *,
+        threads_per_worker: int = 1,
+        memory_limit: str = "auto",
+        host: str = "127.0.0.1",
+        nanny: bool = False,
+        base_dir: Path | str | None = None,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        if n_workers < 1:
+            raise ConfigError(f"n_workers={n_workers} must be >= 1")
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.memory_limit = memory_limit
+        self.host = host
+        self.nanny = nanny
+        self._own_base = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.env = env
+        self.ready_timeout = ready_timeout
+        self.scheduler: ManagedProcess | None = None
+        self.workers: list[ManagedProcess] = []
+        self.scheduler_address: str | None = None
+        """``tcp://host:port`` of the scheduler once started (pass it as ``dask_address``)."""
+
+    @property
+    def worker_dirs(self) -> list[Path]:
+        """The working directory of each worker."""
+        assert self.base_dir is not None, "start() first"
+        return [self.base_dir / f"worker-{i}" for i in range(self.n_workers)]
+
+    def start(self) -> ProcessCluster:
+        from infra.process import ManagedProcess
+
+        if self.scheduler is not None and self.scheduler.running:
+            return self
+        self.workers = []
+        if self.base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="crofuse-dask-"))
+        sched_dir = self.base_dir / "scheduler"
+        sched_dir.mkdir(parents=True, exist_ok=True)
+        sched_file = sched_dir / "scheduler.json"
+        sched_file.unlink(missing_ok=True)
+
+        def scheduler_ready() -> bool:
+            if not sched_file.exists():
+                return False
+            self.scheduler_address = json.loads(sched_file.read_text())["address"]  # ValueError while half-written
+            return True
+
+        try:
+            self.scheduler = ManagedProcess(
+                [dask_executable(), "scheduler", "--host", self.host, "--port", "0", "--no-dashboard",
+                 "--scheduler-file", str(sched_file)],
+                name="dask scheduler", env=self.env, cwd=sched_dir, log_path=sched_dir / "scheduler.log",
+                ready=scheduler_ready, ready_timeout=self.ready_timeout,
+            )
+            self.scheduler.start()
+            for i, wdir in enumerate(self.worker_dirs):
+                wdir.mkdir(parents=True, exist_ok=True)
+                log = self.base_dir / f"worker-{i}.log"  # beside, not inside, the worker's empty directory
+                offset = log.stat().st_size if log.exists() else 0
+                worker = ManagedProcess(
+                    [dask_executable(), "worker", self.scheduler_address, "--name", f"worker-{i}",
+                     "--nthreads", str(self.threads_per_worker), "--nworkers", "1",
+                     "--memory-limit", str(self.memory_limit), "--local-directory", str(wdir),
+                     "--host", self.host, "--no-dashboard", "--nanny" if self.nanny else "--no-nanny",
+                     "--death-timeout", "60"],
+                    name=f"dask worker-{i}", env=self.env, cwd=wdir, log_path=log,
+                    ready=_log_has(log, offset, "Registered to:"), ready_timeout=self.ready_timeout,
+                )
+                self.workers.append(worker)
+                worker.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the workers, then the scheduler; remove the temporary base directory if it was ours."""
+        for worker in reversed(self.workers):
+            worker.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self._own_base and self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> ProcessCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _log_has(path: Path, offset: int, text: str):
+    """A readiness check: ``text`` appeared in ``path`` after byte ``offset``."""
+
+    def check() -> bool:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return text in log.read().decode(errors="replace")
+
+    return check
+
+
 def _main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI wrapper
     """``python -m infra.cluster --kind cpu --workers 2``: run a local cluster until Ctrl-C, print its address."""
     import argparse
@@ -190,13 +345,15 @@ def _main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
         kind=args.kind, n_workers=args.workers, threads_per_worker=args.threads_per_worker,
         memory_limit=args.memory_limit,
     )
-    with dask_client(config) as client:
-        print(f"scheduler: {client.scheduler.address}  dashboard: {client.dashboard_link}", flush=True)
-        try:
+    from infra.process import Interrupted, stop_on_signals
+
+    try:
+        with stop_on_signals(), dask_client(config) as client:
+            print(f"scheduler: {client.scheduler.address}  dashboard: {client.dashboard_link}", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    except Interrupted:  # Ctrl-C or SIGTERM: the cluster is closed by now
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -227,4 +227,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from infra.process import Interrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():  # SIGTERM runs the same cleanup as Ctrl-C: every `with` above stops what it started
+            code = main()
+    except Interrupted as exc:
+        say(f"interrupted ({exc}): stopped what was started")
+        code = exc.exit_code
+    sys.exit(code)

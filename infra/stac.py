@@ -3,6 +3,9 @@
 rustac's in-memory backend loads the collections and their items (``--load-collection-items``) from JSON. We never
 hand it stac-geoparquet: that path makes it fetch DuckDB extensions from the network.
 
+The server runs as an :class:`infra.process.ManagedProcess`: its own process group, a parent-death signal, a
+readiness deadline, SIGTERM then SIGKILL on stop.
+
 Note: searches should use POST (pystac-client's default). rustac 0.9's GET ``/search`` answers 500
 "unsupported value" when the result needs a ``next`` link.
 """
@@ -10,20 +13,16 @@ Note: searches should use POST (pystac-client's default). rustac 0.9's GET ``/se
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
 from crofuse.errors import ServiceError
+from infra.process import ManagedProcess, free_port
+
+__all__ = ["StacServer", "collection_files", "find_rustac", "free_port"]
 
 
 def find_rustac() -> str:
@@ -35,13 +34,6 @@ def find_rustac() -> str:
     if found is None:
         raise ServiceError("the `rustac` command was not found: install it with `pip install rustac`")
     return found
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def collection_files(catalog_root: Path | str) -> list[Path]:
@@ -60,6 +52,8 @@ def collection_files(catalog_root: Path | str) -> list[Path]:
 class StacServer:
     """Run ``rustac serve`` over a catalog folder while the ``with`` block runs.
 
+    Ready when ``/`` answers and ``/collections`` lists every collection of the folder.
+
     >>> with StacServer("sample-catalog") as api:  # doctest: +SKIP
     ...     client = pystac_client.Client.open(api.url)
     """
@@ -71,9 +65,8 @@ class StacServer:
         self.host = host
         self.port = port
         self.timeout = timeout
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
         self.collections = [json.loads(p.read_text())["id"] for p in collection_files(self.catalog_root)]
+        self.process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -85,15 +78,14 @@ class StacServer:
         with urllib.request.urlopen(self.url + path, timeout=5) as r:  # noqa: S310 (loopback only)
             return json.loads(r.read())
 
-    def _stderr_text(self) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-4000:]
+    def _ready(self) -> bool:
+        self._get("/")
+        got = {c["id"] for c in self._get("/collections")["collections"]}
+        return set(self.collections) <= got
 
     def start(self) -> StacServer:
         """Start the server and wait until ``/`` and ``/collections`` answer with every collection."""
-        if self._proc is not None:
+        if self.running:
             return self
         if self.port is None:
             self.port = free_port(self.host)
@@ -101,60 +93,21 @@ class StacServer:
             find_rustac(), "serve", "--addr", f"{self.host}:{self.port}", "--load-collection-items",
             *map(str, collection_files(self.catalog_root)),
         ]
-        self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True, cwd=self.catalog_root
+        self.process = ManagedProcess(
+            cmd, name=f"`rustac serve` on {self.host}:{self.port} (catalog {self.catalog_root})",
+            cwd=self.catalog_root, ready=self._ready, ready_timeout=self.timeout, grace=5.0,
         )
-        deadline = time.monotonic() + self.timeout
-        last = ""
-        while time.monotonic() < deadline:
-            code = self._proc.poll()
-            if code is not None:
-                err = self._stderr_text()
-                self._cleanup()
-                raise ServiceError(
-                    f"`rustac serve` exited with code {code} before answering "
-                    f"(catalog {self.catalog_root}, port {self.port}). Its stderr:\n{err}"
-                )
-            try:
-                self._get("/")
-                got = {c["id"] for c in self._get("/collections")["collections"]}
-                if set(self.collections) <= got:
-                    return self
-                last = f"collections so far: {sorted(got)}"
-            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as e:
-                last = repr(e)
-            time.sleep(0.1)
-        err = self._stderr_text()
-        self.stop()
-        raise ServiceError(
-            f"`rustac serve` did not answer on {self.url} within {self.timeout:.0f} s ({last}). Its stderr:\n{err}"
-        )
+        self.process.start()
+        return self
 
     def stop(self) -> None:
         """Stop the server and its process group."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-        self._proc = None
+        if self.process is not None:
+            self.process.stop()
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.process is not None and self.process.running
 
     def __enter__(self) -> StacServer:
         return self.start()

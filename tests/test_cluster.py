@@ -88,3 +88,23 @@ def test_unreachable_scheduler_is_a_cluster_error():
     with pytest.raises(ClusterError, match="cannot reach"):
         with dask_client(ClusterConfig(address=f"tcp://127.0.0.1:{port}", connect_timeout="2s")):
             pass
+
+
+def test_process_cluster_runs_workers_in_their_own_empty_directories(tmp_path):
+    """``ProcessCluster``: a ``dask scheduler`` and ``dask worker`` processes (children of this process), each worker
+    in its own directory that starts empty; stopping it leaves no process."""
+    from distributed import Client
+
+    from infra.cluster import ProcessCluster
+
+    with ProcessCluster(n_workers=2, base_dir=tmp_path) as cluster:
+        assert len(set(cluster.worker_dirs)) == 2
+        for wdir in cluster.worker_dirs:  # empty but for the worker's own dask scratch space
+            assert set(os.listdir(wdir)) <= {"dask-scratch-space"}, os.listdir(wdir)
+        pids = [cluster.scheduler.pid, *(w.pid for w in cluster.workers)]
+        assert {psutil.Process(p).ppid() for p in pids} == {os.getpid()}, "command-line processes, children of ours"
+        with Client(cluster.scheduler_address, timeout="20s") as client:
+            cwds = client.run(os.getcwd)
+            assert sorted(cwds.values()) == sorted(str(d) for d in cluster.worker_dirs)
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+    assert all(_wait_gone(p) for p in pids)

@@ -26,6 +26,7 @@ def test_prefect_yaml_declares_both_deployments() -> None:
     assert {d["work_pool"]["name"] for d in deployments.values()} == {"crofuse-process"}
     (pull,) = spec["pull"]
     assert "prefect.deployments.steps.set_working_directory" in pull
+    assert [a["name"] for a in spec["automations"]] == ["crofuse-crash-zombie-flow-runs"]  # created by deploy()
 
 
 def test_deployment_run_completes(prefect_server, stac_api: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -57,6 +58,18 @@ def test_deployment_run_completes(prefect_server, stac_api: str, tiny_checkpoint
         env=prefect_server.env, capture_output=True, text=True, timeout=120,
     )
     assert "0 3 1 2 *" in shown.stdout
+
+    # deploy() also created prefect.yaml's zombie automation (prefect deploy itself ignores `automations:`)
+    import asyncio
+
+    from prefect.client.orchestration import PrefectClient
+
+    async def zombie_automations():
+        async with PrefectClient(api=prefect_server.api_url) as client:
+            return await client.read_automations_by_name("crofuse-crash-zombie-flow-runs")
+
+    (automation,) = asyncio.run(zombie_automations())
+    assert automation.enabled and automation.actions[0].state.value == "CRASHED"
 
 
 def test_bad_parameters_are_rejected_by_the_server(prefect_server) -> None:

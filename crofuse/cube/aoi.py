@@ -190,18 +190,29 @@ def parse_aoi(aoi: Any) -> AOI:
 
 
 _SLUG_STRIP = re.compile(r"[^a-z0-9]+")
+SLUG_MAX = 80
+"""Longest slug (folder name) :func:`city_slug` returns."""
+_SLUG_HASH = 8  # hex digits of the suffix that keeps truncated slugs apart
 
 
 def city_slug(name: str) -> str:
     """A file-system safe slug of a city name: ASCII lower case, digits and ``-`` (``"São Paulo" -> "sao-paulo"``).
 
     Path separators and dots are dropped, so a slug can never climb out of the output root (``"../x" -> "x"``).
+    Slugs of at most :data:`SLUG_MAX` characters are returned whole. A longer one is cut and ends in ``-`` plus the
+    first 8 hex digits of the SHA-256 of the whole slug, so two long names that share a prefix get two folders
+    (still :data:`SLUG_MAX` characters at most); names that differ only in case, accents or punctuation share one.
     """
+    import hashlib
+
     ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
     slug = _SLUG_STRIP.sub("-", ascii_name.lower()).strip("-")
     if not slug:
         raise ConfigError(f"city name {name!r} has no letters or digits to build a folder name from")
-    return slug[:80]
+    if len(slug) <= SLUG_MAX:
+        return slug
+    digest = hashlib.sha256(slug.encode()).hexdigest()[:_SLUG_HASH]
+    return f"{slug[: SLUG_MAX - _SLUG_HASH - 1].rstrip('-')}-{digest}"
 
 
 def target_geobox(aoi: AOI, *, resolution: float = 10.0, epsg: int | None = None) -> GeoBox:

@@ -85,14 +85,15 @@ def serve(
     out: Annotated[Path, typer.Argument(help="A folder written by `crofuse sample-catalog build`.")],
     port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default: a free one).")] = None,
 ) -> None:
-    """Serve the catalog as a STAC API on 127.0.0.1 with `rustac serve` until Ctrl-C."""
+    """Serve the catalog as a STAC API on 127.0.0.1 with `rustac serve` until Ctrl-C or SIGTERM (exit code 0)."""
     import time
 
     from crofuse.errors import CrofuseError
+    from infra.process import stop_on_signals
     from infra.stac import StacServer
 
     try:
-        with StacServer(out, port=port) as server:
+        with stop_on_signals(), StacServer(out, port=port) as server:
             typer.echo(f"STAC API at {server.url} (collections: {', '.join(server.collections)}); Ctrl-C stops it")
             while server.running:
                 time.sleep(0.5)
@@ -101,7 +102,7 @@ def serve(
     except CrofuseError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (infra.process.Interrupted): rustac is stopped by now, exit 0
         typer.echo("stopped")
 
 
