@@ -168,15 +168,17 @@ def open_cube(path: str | Path) -> xr.Dataset:
         hint = f" (an interrupted build left {tmp[0].name}; rerun build_cube)" if tmp else ""
         raise CubeError(f"no input cube at {path}{hint}; build it with `crofuse cube` or crofuse.cube.build_cube")
     try:
-        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as e:
         raise CubeError(f"{path} is not a zarr store ({e}); rebuild it with `crofuse cube`") from e
+    consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
     if attrs.get(COMPLETE_ATTR) is not True:
         raise CubeError(
             f"{path} is incomplete (no '{COMPLETE_ATTR}' marker: the build was interrupted or is still running); "
             "rebuild it with `crofuse cube` (or build_cube) before using it"
         )
-    ds = xr.open_zarr(path, consolidated=None, zarr_format=3, decode_coords="all")
+    ds = xr.open_zarr(path, consolidated=consolidated, zarr_format=3, decode_coords="all")
     if "spatial_ref" in ds.data_vars:  # written without grid_mapping attributes: still the cube's CRS variable
         ds = ds.set_coords("spatial_ref")
     check_contract(ds, path)
