@@ -213,6 +213,17 @@ def test_the_buffer_stratum_and_its_allocation() -> None:
         [30, 75, 20, 75]
     assert est.allocate([300, 600, 20, 80], [300, 600, 20, 80], 400, rare=[False, True, False, False]).tolist() == \
         [65, 240, 20, 75]
+    # in a design: a buffer of one pixel (a change pixel in a corner, with nodata around) is no stratum
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    tiny = np.full((9, 9), smp.OUTSIDE, "uint8")
+    tiny[:, 3:] = 0
+    tiny[0, 1], tiny[0, 2] = 2, 0
+    gbox = GeoBox(tiny.shape, Affine(10, 0, 500_000, 0, -10, 3_400_000), "EPSG:32650")
+    d = smp.design_sample(tiny, np.full(tiny.shape, 100.0), gbox, classes=classes, city="x", year=2021,
+                          previous_year=2020, seed=0, n_total=60, min_rare=1)
+    assert d.strata == classes and d.buffer_px == 0
     # conjectured gain share of the buffer: 0.5 (half the omission) × (1 − 0.6) × 1 km² / 5 km² = 0.04 → 125 points
     assert smp.buffer_minimum(1.0, 5.0, 0.6) == 125
     assert smp.buffer_minimum(0.0, 5.0, 0.6) == 0 and smp.buffer_minimum(1.0, 0.0, 0.6) == 0

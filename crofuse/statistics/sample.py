@@ -333,6 +333,8 @@ def design_sample(
                         "differ")
     classes = tuple(classes)
     stratified = buffer_strata(classes_map, classes, width=buffer_px)
+    if np.count_nonzero(stratified == len(classes)) < 2:  # a stratum needs 2 points for a variance: no buffer then
+        stratified = classes_map
     has_buffer = stratified is not classes_map
     names = (*classes, BUFFER) if has_buffer else classes
     k = len(names)
