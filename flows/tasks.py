@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -249,14 +250,20 @@ def update_city_statistics(output: str, city: str, year: int | None = None) -> d
     return None if record is None else asdict(record)
 
 
+_PYPLOT = threading.Lock()
+"""One quicklook at a time per process: pyplot's state is global, and the change plot of the output root is written
+under a per-process temporary name (``remap-cities`` runs map-city subflows in threads of one process)."""
+
+
 @local_task(name="quicklooks")
 def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> list[str]:
     """PNG quicklook of the city-year and the change plot of all cities."""
     from crofuse.quicklooks import change_plot, city_year_quicklook, refresh_stale_quicklooks
 
-    paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
-    paths += refresh_stale_quicklooks(Path(output), city)  # later years whose change map this year just rewrote
-    paths.append(change_plot(Path(output)))
+    with _PYPLOT:
+        paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
+        paths += refresh_stale_quicklooks(Path(output), city)  # later years whose change map this year rewrote
+        paths.append(change_plot(Path(output)))
     return [str(p) for p in paths]
 
 
@@ -329,17 +336,19 @@ def write_marker(out_dir: Path, data: dict[str, Any]) -> None:
 
 
 @local_task(name="publish-products")
-def publish_products(output: str, city: str, year: int | None = None) -> dict[str, Any]:
-    """Write the STAC items of the city's finished years and the products collection (:func:`crofuse.products.publish`,
-    idempotent); returns the collection's path and, with ``year``, that city-year's item path."""
+def publish_products(output: str, city: str | list[str], year: int | None = None) -> dict[str, Any]:
+    """Write the STAC items of the finished years of ``city`` (one or several) and the products collection
+    (:func:`crofuse.products.publish`, idempotent); returns the collection's path and, with ``year``, that
+    city-year's item path (None if it could not be built: the log says why)."""
     from crofuse.products import ITEM_NAME, publish
 
-    report = publish(Path(output), cities=[city])
+    cities = [city] if isinstance(city, str) else list(city)
+    report = publish(Path(output), cities=cities)
     for folder, reason in report.skipped.items():
         get_run_logger().warning("no product item for %s: %s", folder, reason)
     out: dict[str, Any] = {"collection": str(report.collection), "written": [str(p) for p in report.written]}
     if year is not None:
-        item = Path(output) / city / str(year) / ITEM_NAME
+        item = Path(output) / cities[0] / str(year) / ITEM_NAME
         out["item"] = str(item) if item in report.items else None
     return out
 
