@@ -89,7 +89,7 @@ def remap_cities(
     if years is None:
         import datetime as dt
 
-        years = [dt.datetime.now(dt.timezone.utc).year - 1]
+        years = [dt.datetime.now(dt.UTC).year - 1]
     cities = read_cities_file(cities_file)
     jobs = [(spec, year) for spec in cities for year in sorted(set(years))]
     done: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -228,8 +229,8 @@ def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: TilingOptions
 @network_task(name="reference-labels")
 def fetch_reference(catalog: str, city: str, year: int, out_dir: str) -> bool:
     """Ground-truth labels of the city-year from the catalog, on the map grid (``reference.tif``), if it has them."""
-    from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
     from crofuse.labels.reference import write_reference
+    from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
 
     like = read_map(Path(out_dir) / MAP_NAME)
     written = write_reference(catalog, city, year, like, Path(out_dir) / REFERENCE_NAME)
@@ -258,7 +259,11 @@ under a per-process temporary name (``remap-cities`` runs map-city subflows in t
 @local_task(name="quicklooks")
 def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> list[str]:
     """PNG quicklook of the city-year and the change plot of all cities."""
-    from crofuse.quicklooks import change_plot, city_year_quicklook, refresh_stale_quicklooks
+    from crofuse.quicklooks import (
+        change_plot,
+        city_year_quicklook,
+        refresh_stale_quicklooks,
+    )
 
     with _PYPLOT:
         paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
@@ -353,8 +358,13 @@ def publish_products(output: str, city: str | list[str], year: int | None = None
     return out
 
 
+def _missing(value: Any) -> bool:
+    """None or NaN (a record's "not applicable")."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _km2(value: Any) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3f} km²"
+    return "n/a" if _missing(value) else f"{value:.3f} km²"
 
 
 def _record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -365,9 +375,7 @@ def _record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name in ("city", "year", *NUMERIC_FIELDS, "estimate_source", "estimate_notes"):
         value = record.get(name, estimates.get(name))
-        if isinstance(value, float) and value != value:
-            value = None
-        if value is None or value == "":
+        if _missing(value) or value == "":
             continue
         rows.append({"field": name, "value": value, "unit": "km²" if "_km2" in name else ""})
     return rows
@@ -388,12 +396,12 @@ def city_year_markdown(record: dict[str, Any] | None, *, city: str, year: int, i
             lines.append(f"| since {record['previous_year']} | gain {_km2(record.get('gain_km2'))}, "
                          f"loss {_km2(record.get('loss_km2'))}, net {_km2(record.get('net_km2'))} |")
         ref = record.get("reference_gain_km2")
-        if ref is not None and ref == ref and record.get("previous_year", -1) != -1:
+        if not _missing(ref) and record.get("previous_year", -1) != -1:
             lines.append(f"| reference gain (labels) | {_km2(ref)} |")
         est = (record.get("estimates") or {})
         for what in ("impervious", "gain"):
             value, ci = est.get(f"estimated_{what}_km2"), est.get(f"estimated_{what}_ci95_km2")
-            if value is not None and value == value:
+            if not _missing(value):
                 lines.append(f"| estimated {what} (accuracy sample) | {value:.3f} ± {ci:.3f} km² (95 % CI) |")
         lines.append("")
     else:
@@ -453,7 +461,7 @@ def remap_artifact(report: dict[str, Any], records: dict[tuple[str, int], dict[s
             row = {"city": e["city"], "year": int(e["year"]), "status": status}
             for name in ("impervious_km2", "gain_km2", "loss_km2"):
                 value = record.get(name)
-                row[name] = None if value is None or value != value else round(float(value), 6)
+                row[name] = None if _missing(value) else round(float(value), 6)
             row["item"] = e.get("item")
             row["error"] = e.get("error")
             rows.append(row)

@@ -12,7 +12,13 @@
 STAC API (``rustac serve``, started by ``infra``).
 """
 
-from crofuse.products.assets import COLLECTION_ASSETS, COLLECTION_NAME, ITEM_ASSETS, ITEM_NAME, AssetSpec
+from crofuse.products.assets import (
+    COLLECTION_ASSETS,
+    COLLECTION_NAME,
+    ITEM_ASSETS,
+    ITEM_NAME,
+    AssetSpec,
+)
 from crofuse.products.collection import (
     DEFAULT_COLLECTION_ID,
     ProductsConfig,

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from crofuse import IMPERVIOUS, NODATA_LABEL, PERVIOUS
 from crofuse.quicklooks import CHANGE_PLOT_NAME, QUICKLOOK_NAME
 from crofuse.statistics.change import GAIN, LOSS, NO_CHANGE
-from crofuse.statistics.maps import CHANGE_NAME, CONSISTENT_NAME, CUBE_NAME, MAP_NAME, PROBABILITY_STORE, RECORD_NAME
+from crofuse.statistics.maps import (
+    CHANGE_NAME,
+    CONSISTENT_NAME,
+    CUBE_NAME,
+    MAP_NAME,
+    PROBABILITY_STORE,
+    RECORD_NAME,
+)
 from crofuse.statistics.tables import STATISTICS_CSV, STATISTICS_ZARR
 
 PROBABILITY_NAME = "probability.tif"

@@ -25,7 +25,13 @@ from typing import Any
 
 from crofuse.errors import DataError
 from crofuse.products.assets import COLLECTION_ASSETS, COLLECTION_NAME, ITEM_NAME
-from crofuse.products.items import PREFIX, add_file_fields, is_finished, write_item, write_text_if_changed
+from crofuse.products.items import (
+    PREFIX,
+    add_file_fields,
+    is_finished,
+    write_item,
+    write_text_if_changed,
+)
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ def _season(text: str, year: int) -> tuple[dt.datetime, dt.datetime]:
         start, end = (dt.date.fromisoformat(p.strip()) for p in text.split("/"))
     except ValueError:
         raise DataError(f"season {text!r} of the {year} maps is not 'YYYY-MM-DD/YYYY-MM-DD'") from None
-    utc = dt.timezone.utc
+    utc = dt.UTC
     return (dt.datetime(start.year, start.month, start.day, tzinfo=utc),
             dt.datetime(end.year, end.month, end.day, 23, 59, 59, tzinfo=utc))
 

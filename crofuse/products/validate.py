@@ -133,9 +133,10 @@ def check_extensions(stac: dict[str, Any]) -> list[str]:
     declared = set(stac.get("stac_extensions") or [])
     used = {prefix for _, name in _fields(stac) for prefix in EXTENSION_PREFIXES if name.startswith(prefix)}
     for prefix in used:
-        uris = set(classes[prefix].get_schema_uris()) | {classes[prefix].get_schema_uri()}
-        if not declared & uris:
-            _fail(str(stac.get("id")), f"uses {prefix}* fields without declaring {classes[prefix].get_schema_uri()}")
+        uri = classes[prefix].get_schema_uri()
+        family = uri[: uri.rindex("/v") + 2]  # https://stac-extensions.github.io/projection/v (any version)
+        if not any(d.startswith(family) for d in declared):
+            _fail(str(stac.get("id")), f"uses {prefix}* fields without declaring {uri}")
     obj: Any = pystac.Item.from_dict(stac) if stac.get("type") == "Feature" else pystac.Collection.from_dict(stac)
     if isinstance(obj, pystac.Item) and any(k.startswith("proj:") for k in obj.properties):
         _check_projection(f"{obj.id} properties", ProjectionExtension.ext(obj))
