@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,25 +108,21 @@ def remap_cities(
                 quicklooks=quicklooks, return_state=True,
             )
 
-        with ThreadPoolExecutor(max_workers=max(1, min(bound, len(jobs))), thread_name_prefix="map-city") as pool:
-            # each subflow runs in a copy of this run's context, so it is a subflow of this run
-            futures = [pool.submit(contextvars.copy_context().run, map_one, spec, year) for spec, year in jobs]
-            for (spec, year), future in zip(jobs, futures, strict=True):
-                try:
-                    state = future.result()
-                except Exception as exc:  # noqa: BLE001 (a subflow that could not even start: reported, not raised)
-                    state = Failed(message=f"{type(exc).__name__}: {exc}", data=exc)
-                if state.is_completed():
-                    result = state.result()
-                    entry = {"city": result["city"], "year": year, "out_dir": result["out_dir"],
-                             "item": result.get("item")}
-                    (skipped if result["skipped"] else done).append(entry)
-                    if result.get("statistics"):
-                        records[(result["city"], year)] = result["statistics"]
-                else:
-                    cause = _cause(state)
-                    log.error("%s %s failed: %s", spec.name, year, cause)
-                    failed.append({"city": spec.name, "year": year, "error": cause})
+        outcomes = run_bounded(map_one, jobs, bound)
+        for (spec, year), outcome in zip(jobs, outcomes, strict=True):
+            state = outcome
+            if isinstance(outcome, BaseException):  # a subflow that could not even start: reported, not raised
+                state = Failed(message=f"{type(outcome).__name__}: {outcome}", data=outcome)
+            if state.is_completed():
+                result = state.result()
+                entry = {"city": result["city"], "year": year, "out_dir": result["out_dir"], "item": result.get("item")}
+                (skipped if result["skipped"] else done).append(entry)
+                if result.get("statistics"):
+                    records[(result["city"], year)] = result["statistics"]
+            else:
+                cause = _cause(state)
+                log.error("%s %s failed: %s", spec.name, year, cause)
+                failed.append({"city": spec.name, "year": year, "error": cause})
 
     from crofuse.cube import city_slug
 
@@ -147,6 +143,37 @@ def remap_cities(
         lines = "; ".join(f"{f['city']} {f['year']}: {f['error']}" for f in failed)
         return Failed(message=f"{summary}. Failed: {lines}", data=report)
     return Completed(message=summary, data=report)
+
+
+def run_bounded(fn: Any, jobs: list[tuple[Any, ...]], bound: int) -> list[Any]:
+    """``fn(*job)`` for every job, at most ``bound`` at once, each in a thread running a copy of the caller's
+    context (a Prefect flow called there is a subflow of the caller's run); returns the results (or the exception
+    a call raised) in the order of ``jobs``.
+
+    The threads are daemons, and every wait here can be interrupted: on Ctrl-C or SIGTERM the run stops waiting
+    and exits without waiting for the city-years still running (their marker is not written, so a rerun resumes
+    them; Prefect marks them Crashed), where a thread pool would hold the process until they finished."""
+    results: list[Any] = [None] * len(jobs)
+    slots = threading.BoundedSemaphore(max(1, bound))
+
+    def work(i: int, job: tuple[Any, ...], context: contextvars.Context) -> None:
+        try:
+            results[i] = context.run(fn, *job)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller, which reports it)
+            results[i] = exc
+        finally:
+            slots.release()
+
+    threads = []
+    for i, job in enumerate(jobs):
+        slots.acquire()
+        thread = threading.Thread(target=work, args=(i, job, contextvars.copy_context()), daemon=True,
+                                  name=f"remap-{i}")
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    return results
 
 
 @local_task(name="consistency")
