@@ -316,11 +316,21 @@ def test_remap_maps_city_years_concurrently_and_searches_once(prefect_harness, s
     searches: Counter = Counter()
     lock = threading.Lock()
     real = search.search_collection
+    together = threading.Barrier(2, timeout=120)
+
+    waited: set = set()
 
     def counting(client, query, **kw):
+        key = (query.collection, query.datetime[:4])
         with lock:
-            searches[(query.collection, query.datetime[:4])] += 1
-        return real(client, query, **kw)
+            first = key not in waited and query.collection == "sentinel-2-l2a"
+            waited.add(key)
+        if first:
+            together.wait()  # both Wuhan city-years are searching at the same time, or this breaks after 120 s
+        found = real(client, query, **kw)
+        with lock:
+            searches[key] += 1  # searches that answered (a Prefect retry of a failed one would be another)
+        return found
 
     monkeypatch.setattr(search, "search_collection", counting)
     cities = tmp_path / "cities.yaml"
@@ -331,19 +341,20 @@ def test_remap_maps_city_years_concurrently_and_searches_once(prefect_harness, s
     state = remap_cities(**kw, max_concurrent=4, return_state=True)
     assert state.is_failed() and "Atlantis 2021" in state.message and "Atlantis 2022" in state.message
     report = json.loads((output / "remap-report.json").read_text())
-    assert {(d["city"], d["year"]) for d in report["mapped"]} == {("wuhan", 2021), ("wuhan", 2022)}
+    # both Wuhan city-years passed the barrier in their search: they ran at the same time
+    assert {(d["city"], d["year"]) for d in report["mapped"]} == {("wuhan", 2021), ("wuhan", 2022)}, report["failed"]
     assert {(f["city"], f["year"]) for f in report["failed"]} == {("Atlantis", 2021), ("Atlantis", 2022)}
 
     # one search per collection per city-year: search-scenes searched, build-cube built from its items
     assert searches == {(c, str(y)): 1 for c in ("sentinel-2-l2a", "sentinel-1-rtc") for y in YEARS}
 
-    # the two Wuhan subflows overlapped in time (4 slots: every city-year started at once)
+    # the Wuhan runs are subflows of the remap run, and overlapped in time
     remap_run = _flow_runs("remap-cities")[-1]
     wuhan = [r for r in _flow_runs("map-city") if r.parameters.get("city") == "wuhan"
              and r.start_time and r.start_time >= remap_run.start_time]
-    assert len(wuhan) == 2 and all(r.state.is_completed() for r in wuhan)
+    assert len(wuhan) == 2 and all(r.state.is_completed() and r.parent_task_run_id for r in wuhan)
     first, second = wuhan
-    assert second.start_time < first.end_time, "the city-years ran one after the other"
+    assert second.start_time < first.end_time, [(r.start_time, r.end_time) for r in wuhan]
     for year in YEARS:
         assert (output / "wuhan" / str(year) / ITEM_NAME).is_file()
     ds = xr.open_zarr(output / st.STATISTICS_ZARR)
@@ -364,4 +375,4 @@ def test_remap_maps_city_years_concurrently_and_searches_once(prefect_harness, s
     serial = [r for r in _flow_runs("map-city") if r.start_time and r.start_time >= again.start_time]
     assert len(serial) == 4
     for before, after in itertools.pairwise(serial):
-        assert after.start_time >= before.end_time
+        assert after.start_time >= before.end_time, [(r.start_time, r.end_time) for r in serial]
