@@ -1,11 +1,14 @@
 """Flow ``map-city``: one city-year from STAC scenes to impervious maps, change map, statistics and quicklooks.
 
     search scenes -> input cube -> tiled prediction -> reference labels -> statistics -> quicklooks -> marker
+        -> product item + collection (STAC) -> Prefect artifacts
 
 Outputs go to ``<output>/<city-slug>/<year>/`` (layout in docs/architecture.md and docs/flows.md). The last thing
 written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint and the same parameters that change
 what a map says: AOI, catalog, season, cube options, window/stride/threshold) does no model work and only refreshes
-the statistics tables.
+the statistics tables. After the marker, the city-year is published as an item of the products collection
+(``<output>/<city>/<year>/item.json``, ``<output>/collection.json``; docs/products.md), and the run leaves two Prefect
+artifacts: a table of its statistics record and a markdown summary (figures, the item's link, the quicklook).
 
 Run it directly (``python -m flows.map_city wuhan 2021``, ``--help`` for the options), from Python
 (``map_city("wuhan", 2021)``) or through the ``map-city/map-city`` deployment in ``prefect.yaml``.
@@ -19,15 +22,26 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, AOIParam
+from flows.params import (
+    DEFAULT_CATALOG,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_OUTPUT,
+    AOIParam,
+    CubeOptions,
+    TilingOptions,
+    as_cube_options,
+)
 from flows.tasks import (
+    MARKER,
     build_input_cube,
     checkpoint_sha256,
+    city_year_artifacts,
     dask_for_run,
     fetch_reference,
     finished_marker,
     mapping_parameters_sha256,
     predict_maps,
+    publish_products,
     resolve_aoi,
     search_scenes,
     update_city_statistics,
@@ -49,8 +63,8 @@ def map_city(
     output: str = DEFAULT_OUTPUT,
     dask_address: str | None = None,
     season: str | None = None,
-    tiling: dict[str, Any] | None = None,
-    cube_options: dict[str, Any] | None = None,
+    tiling: TilingOptions | None = None,
+    cube_options: CubeOptions | None = None,
     quicklooks: bool = True,
     strict: bool = False,
 ) -> dict[str, Any]:
@@ -67,15 +81,17 @@ def map_city(
         dask_address: None/``"local"`` starts a local dask cluster for the run, ``"in-process"`` uses none,
             anything else is a scheduler address (``tcp://...``).
         season: compositing window ``"MM-DD/MM-DD"`` (default June, as the paper).
-        tiling: ``tiling.TilingConfig`` fields (``window``, ``batch_size``, ``chunk_size``, ``device``...).
-        cube_options: more ``crofuse.cube.CubeConfig`` fields (``profile``, ``loader``, ``max_cloud_cover``...).
+        tiling: :class:`~flows.params.TilingOptions` (``window``, ``batch_size``, ``chunk_size``, ``device``...;
+            a dict of its fields works too). Unknown keys are refused when the run is submitted.
+        cube_options: :class:`~flows.params.CubeOptions`, more ``crofuse.cube.CubeConfig`` fields (``profile``,
+            ``loader``, ``max_cloud_cover``...).
         quicklooks: write the PNG quicklook and the change plot.
         strict: refuse to map a cube composited with another recipe (reducer, season, SCL mask) than the one the
             checkpoint was trained on (default: a warning in the run's log).
 
     Returns:
-        ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", ...}``; ``skipped`` is True and
-        ``chunks_computed`` 0 when the city-year was already finished.
+        ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", "item", "collection", ...}``;
+        ``skipped`` is True and ``chunks_computed`` 0 when the city-year was already finished.
     """
     from crofuse.cube import CubeConfig, city_slug
 
@@ -90,19 +106,26 @@ def map_city(
     done = finished_marker(out_dir, sha, params_sha)
     if done is not None:
         log.info("%s %s is already mapped with this checkpoint and these parameters (%s): no model work",
-                 slug, year, out_dir / "mapped.json")
+                 slug, year, out_dir / MARKER)
         record = update_city_statistics(output, slug, year)
-        return {**done, "skipped": True, "chunks_computed": 0, "statistics": record}
+        published = publish_products(output, slug, year)
+        looks = [p for p in done.get("quicklooks", []) if Path(p).parent == out_dir]
+        city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
+                            collection=published["collection"], quicklook=looks[0] if looks else None,
+                            skipped=True, checkpoint_sha=sha)
+        return {**done, "skipped": True, "chunks_computed": 0, "statistics": record,
+                **{k: published.get(k) for k in ("item", "collection")}}
 
     geometry = resolve_aoi(slug, aoi, catalog)
     config = CubeConfig(
-        city=slug, year=year, aoi=geometry, catalog=catalog, output=output, season=season, **(cube_options or {})
+        city=slug, year=year, aoi=geometry, catalog=catalog, output=output, season=season,
+        **as_cube_options(cube_options).config_fields(),
     )
-    search_scenes(config)
+    scenes = search_scenes(config)  # the run's one search; build-cube builds from it
     with dask_for_run(dask_address) as client:
         if client is not None:
             log.info("dask cluster: %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
-        cube = build_input_cube(config)
+        cube = build_input_cube(config, scenes)
         maps = predict_maps(cube, checkpoint, str(out_dir), tiling, strict)
     has_reference = fetch_reference(catalog, slug, year, str(out_dir))
     _write_aoi(out_dir, geometry)
@@ -122,8 +145,13 @@ def map_city(
         **{k: maps[k] for k in ("impervious", "probability", "maps", "windows", "seconds")},
     }
     write_marker(out_dir, result)
+    published = publish_products(output, slug, year)
     _log_summary(log, record)
-    return {**result, "skipped": False, "chunks_computed": maps["chunks_computed"], "statistics": record}
+    city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
+                        collection=published["collection"], quicklook=looks[0] if looks else None,
+                        skipped=False, checkpoint_sha=sha)
+    return {**result, "skipped": False, "chunks_computed": maps["chunks_computed"], "statistics": record,
+            **{k: published.get(k) for k in ("item", "collection")}}
 
 
 def _write_aoi(out_dir: Path, geometry: dict[str, Any]) -> None:

@@ -366,8 +366,13 @@ def _impossible_report(tmp: Path, refs: list[asset_checks.AssetRef], config: Cub
     }
 
 
-def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False) -> Path:
+def build_cube(
+    config: CubeConfig, *, progress: bool = True, force: bool = False, items: SeasonItems | None = None
+) -> Path:
     """Build ``<output>/<city-slug>/<year>/inputs.zarr`` for ``config`` and return its path.
+
+    ``items``: what :func:`~crofuse.cube.search.search_season` already found for ``config`` (a flow that searched
+    once to report the scenes passes them on, so the catalog is not searched twice); None searches here.
 
     Reruns are idempotent: a complete cube built from the same settings (``fingerprint`` attribute) is returned as
     is unless ``force``; otherwise the new cube is written to a temporary name and renamed over the old one only
@@ -383,7 +388,8 @@ def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False
         log.info("cube %s is up to date (fingerprint %s)", path, existing["fingerprint"])
         return path
 
-    items = search_season(config)
+    if items is None:
+        items = search_season(config)
     missing = _check_modalities(config, items)
     geobox = target_geobox(config.area, resolution=config.resolution, epsg=config.epsg)
     if len(config.area.utm_zones) > 1:
