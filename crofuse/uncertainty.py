@@ -150,13 +150,81 @@ def bootstrap_top_minus_bottom(
     return out
 
 
+@dataclass(frozen=True)
+class PixelUncertainty:
+    """Per labelled pixel of a patch split: the calibrated shared probability, its entropy, the heads'
+    disagreement (``None`` for single-head models), whether the class is wrong, and the patch it belongs to."""
+
+    probability: np.ndarray
+    entropy: np.ndarray
+    disagreement: np.ndarray | None
+    error: np.ndarray
+    patch: np.ndarray
+    label: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[PixelUncertainty]) -> PixelUncertainty:
+        """Pixels of several splits together; patch ids are renumbered so patches of different splits differ."""
+        offsets = np.cumsum([0] + [int(p.patch.max()) + 1 if len(p.patch) else 0 for p in parts[:-1]])
+        has_d = all(p.disagreement is not None for p in parts)
+        return cls(
+            probability=np.concatenate([p.probability for p in parts]),
+            entropy=np.concatenate([p.entropy for p in parts]),
+            disagreement=np.concatenate([p.disagreement for p in parts]) if has_d else None,  # type: ignore[misc]
+            error=np.concatenate([p.error for p in parts]),
+            patch=np.concatenate([p.patch + o for p, o in zip(parts, offsets, strict=True)]),
+            label=np.concatenate([p.label for p in parts]),
+        )
+
+    def measures(self) -> dict[str, np.ndarray]:
+        """``{"entropy": ..., "disagreement": ...}`` (without disagreement for single-head models)."""
+        out = {"entropy": self.entropy}
+        if self.disagreement is not None:
+            out["disagreement"] = self.disagreement
+        return out
+
+
+def patch_uncertainty(predictor, dataset, *, batch_size: int = 16, threshold: float = 0.5) -> PixelUncertainty:
+    """Run ``predictor`` (:class:`crofuse.checkpoint.Predictor`, calibrated by its card) over every patch of
+    ``dataset`` (a :class:`crofuse.data.PatchDataset` *without* normalisation: the Predictor standardises) and
+    return the per-pixel uncertainty of the labelled pixels. The class is ``p > threshold``, as in the maps."""
+    from crofuse import NODATA_LABEL
+
+    if getattr(dataset, "normalization", None) is not None:
+        raise ValueError("give patch_uncertainty a PatchDataset without normalization: the Predictor applies the "
+                         "card's own")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "h", "d", "e", "patch", "y")}
+    multi = len(predictor.heads) > 1
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        optical = np.stack([it["optical"].numpy() for it in items])
+        sar = np.stack([it["sar"].numpy() for it in items])
+        label = np.stack([it["label"].numpy() for it in items])
+        heads = predictor.predict_heads(optical, sar)
+        shared = heads["shared"]
+        keep = label != NODATA_LABEL
+        patch_ids = np.broadcast_to(np.arange(start, start + len(items))[:, None, None], label.shape)
+        parts["p"].append(shared[keep])
+        parts["h"].append(binary_entropy(shared)[keep])
+        if multi:
+            parts["d"].append(head_disagreement([heads[k] for k in predictor.heads])[keep])
+        parts["e"].append((shared > threshold)[keep] != (label[keep] == 1))
+        parts["patch"].append(patch_ids[keep])
+        parts["y"].append(label[keep].astype(np.uint8))
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+    return PixelUncertainty(probability=cat["p"], entropy=cat["h"], disagreement=cat["d"] if multi else None,
+                            error=cat["e"].astype(bool), patch=cat["patch"], label=cat["y"])
+
+
 __all__ = [
     "MEASURES",
     "DecileRow",
+    "PixelUncertainty",
     "binary_entropy",
     "bootstrap_top_minus_bottom",
     "decile_groups",
     "error_by_decile",
     "format_decile_table",
     "head_disagreement",
+    "patch_uncertainty",
 ]
