@@ -209,13 +209,15 @@ def fit_temperature(
     lo, hi = (math.log(b) for b in bounds)
     result = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": xatol})
     log_t = float(result.x)
-    if min(log_t - lo, hi - log_t) < 1e-3:
+    best = nll(log_t)
+    on_bound = min(log_t - lo, hi - log_t) < 1e-3 or min(nll(lo), nll(hi)) <= best + 1e-12 * max(best, 1.0)
+    if on_bound:
         raise DataError(
             f"the best temperature lies on the search bound {math.exp(log_t):.3g} (bounds {bounds}): the split is "
             "separated perfectly or the logits carry no information, so temperature scaling is not defined; "
             "calibrate on a larger split with errors in it"
         )
-    return TemperatureFit(temperature=math.exp(log_t), nll_before=nll(0.0), nll_after=nll(log_t), pixels=len(y))
+    return TemperatureFit(temperature=math.exp(log_t), nll_before=nll(0.0), nll_after=best, pixels=len(y))
 
 
 def calibrated_probabilities(logits: Tensor, temperature: float = 1.0, *, dim: int = 1) -> Tensor:
@@ -330,10 +332,11 @@ def plot_reliability(
     *,
     temperature: float,
     title: str = "reliability diagram",
+    classes: int = 2,
 ) -> Path:
     """Reliability diagram (Guo et al. 2017, Fig. 1 style) of the model before (``T = 1``) and after temperature
     scaling on the same axes, with the share of pixels per bin below; a PNG written under a temporary name and
-    renamed."""
+    renamed. The confidence axis starts at ``1 / classes``, the least a top-class probability can be."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,7 +346,8 @@ def plot_reliability(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.4), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
-    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    low = 1.0 / max(classes, 1)
+    ax.plot([low, 1], [low, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
     width = 1.0 / before.bins
     centres = before.edges[:-1] + width / 2
     for bins_, name, colour, marker in ((before, "before", "tab:red", "o"), (after, "after", "tab:blue", "s")):
@@ -355,7 +359,7 @@ def plot_reliability(
         share = bins_.count / max(bins_.total, 1)
         offset = -width / 4 if name == "before" else width / 4
         hist.bar(centres[ok] + offset, share[ok], width=width / 2, color=colour, alpha=0.7, label=name)
-    ax.set_xlim(0, 1)
+    ax.set_xlim(low - 0.5 / before.bins, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (share of pixels whose class is right)")
     ax.set_title(title, fontsize=10)

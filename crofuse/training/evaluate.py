@@ -334,7 +334,7 @@ def evaluate_checkpoint(
     if reliability_plot is not None:
         state = f"T = {temperature:.3f} fitted on {calibration.fitted_on}" if calibration else "not calibrated"
         plot_reliability(result.before, result.after, reliability_plot, temperature=temperature,
-                         title=f"{Path(checkpoint).name}, {split} split ({state})")
+                         title=f"{Path(checkpoint).name}, {split} split ({state})", classes=card.num_classes)
     return {**result.metrics, **result.calibration_figures(), "temperature": temperature}
 
 
