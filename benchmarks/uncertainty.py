@@ -36,7 +36,11 @@ from pathlib import Path
 def _training_set(work: Path, size_km: float, years: list[int], block_km: float, patch: int, stride: int) -> Path:
     from crofuse.cities import CitySpec
     from crofuse.synthetic import TRAINING_CITIES, SampleConfig, build_catalog
-    from crofuse.trainingset import build_training_set, read_manifest, training_set_config
+    from crofuse.trainingset import (
+        build_training_set,
+        read_manifest,
+        training_set_config,
+    )
     from infra.stac import StacServer
 
     catalog = work / f"catalog-{size_km * 1000:.0f}m"

@@ -32,7 +32,12 @@ from torch import Tensor, nn
 
 import crofuse
 from crofuse import IMPERVIOUS, OPTICAL_BANDS, SAR_BANDS
-from crofuse.calibration import HEADS, Calibration, calibrated_probabilities, head_logits
+from crofuse.calibration import (
+    HEADS,
+    Calibration,
+    calibrated_probabilities,
+    head_logits,
+)
 from crofuse.errors import CheckpointError, CheckpointMismatchError, ConfigError
 from crofuse.model.crofusenet import CroFuseNet
 from crofuse.model.registry import ModelSpec

@@ -22,7 +22,14 @@ from crofuse.calibration import (
     plot_reliability,
     reliability_bins,
 )
-from crofuse.checkpoint import CARD_KEY, ModelCard, Predictor, load_checkpoint, read_card, save_checkpoint
+from crofuse.checkpoint import (
+    CARD_KEY,
+    ModelCard,
+    Predictor,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
 from crofuse.errors import CheckpointError, ConfigError, DataError
 from crofuse.model import ModelSpec, main_logits
 from tests.fixtures.model import TEST_NORMALIZATION, make_checkpoint

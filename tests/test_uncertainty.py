@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_error_by_decile_mechanics() -> None:
     assert [r.group for r in rows] == list(range(1, 11))
     sizes = [r.pixels for r in rows]
     assert sum(sizes) == u.size and max(sizes) - min(sizes) <= 1
-    assert all(a.high <= b.low for a, b in zip(rows, rows[1:], strict=False)), "groups follow the ranking"
+    assert all(a.high <= b.low for a, b in pairwise(rows)), "groups follow the ranking"
     assert rows[0].error_rate == 0.0 and rows[-1].error_rate > 0.85
     rates = [r.error_rate for r in rows]
     assert rates == sorted(rates)

@@ -129,8 +129,8 @@ def evaluate_command(
     max_patches: Annotated[int | None, typer.Option(help="Use at most N patches")] = None,
     bins: Annotated[int | None, typer.Option(help="Equal-width ECE bins (default: the card's, else 15)")] = None,
     reliability_plot: Annotated[Path | None, typer.Option(
-        "--reliability-plot", help="Reliability diagram PNG (default: ./<checkpoint stem>.<split>.reliability.png "
-        "in the current directory)")] = None,
+        "--reliability-plot", help="Reliability diagram PNG (default: <checkpoint stem>.<split>.reliability.png "
+        "beside the checkpoint)")] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write the reliability diagram")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
@@ -140,7 +140,7 @@ def evaluate_command(
 
     plot_path = None
     if plot:
-        plot_path = reliability_plot or Path.cwd() / f"{checkpoint.stem}.{split}.reliability.png"
+        plot_path = reliability_plot or checkpoint.with_name(f"{checkpoint.stem}.{split}.reliability.png")
     with _user_errors():
         metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
                                       max_patches=max_patches, bins=bins, reliability_plot=plot_path)

@@ -84,7 +84,12 @@ def run_evaluation(
     from tqdm.auto import tqdm
 
     from crofuse import NODATA_LABEL
-    from crofuse.calibration import DEFAULT_BINS, ReliabilityBins, calibrated_probabilities, reliability_bins
+    from crofuse.calibration import (
+        DEFAULT_BINS,
+        ReliabilityBins,
+        calibrated_probabilities,
+        reliability_bins,
+    )
     from crofuse.metrics import SegmentationMetrics
     from crofuse.model import main_logits
 
