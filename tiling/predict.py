@@ -23,6 +23,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +122,7 @@ class CheckedInputs:
     """What :func:`inspect_inputs` found: the warnings, the checkpoint's card and the heads of its model."""
 
     warnings: list[str]
-    card: object
+    card: Any  # crofuse.checkpoint.ModelCard
     heads: tuple[str, ...]
 
 
