@@ -341,6 +341,7 @@ def plot_reliability(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,6 +369,7 @@ def plot_reliability(
     hist.set_xlabel(f"confidence (top-class probability), {before.bins} equal-width bins")
     hist.set_ylabel("share of pixels")
     hist.set_yscale("log")
+    hist.yaxis.set_minor_formatter(NullFormatter())
     hist.grid(alpha=0.3)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
