@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
           f"{args.threads} threads")
     print(f"training set {data}: patches {card.training_data['patches']}; CroFuseNet base_channels {args.width}, "
-          f"plain conv head, {args.epochs} epochs ({train_s:.0f} s, reused if 0), best epoch "
+          f"plain conv head, {args.epochs} epochs (train call {train_s:.0f} s; a finished run is reused), best epoch "
           f"{result.metrics['best_epoch']}: val MIoU {result.metrics['val']['miou']:.4f}, test MIoU "
           f"{result.metrics['test']['miou']:.4f}")
     print(f"temperatures (fitted on val, {cal.pixels} pixels): shared {cal.temperature:.4f}, "
