@@ -273,7 +273,8 @@ def test_suites_hold_the_fairness_controls() -> None:
     assert table2.method("rf").features == "bands" and table2.method("rf-indices").features == "bands+indices"
     assert table2.method("unet-plain").options == {"head_relu": False}
     assert table2.method("crofusenet-plain").control_of == "crofusenet"
-    assert [m.key for m in table2.methods if m.optional] == ["deeplabv3plus-published", "fcn-channel-dropout"]
+    assert [m.key for m in table2.methods if m.optional] == ["unet-wide", "deeplabv3plus-published",
+                                                            "fcn-channel-dropout"]
     assert table2.splits == ("blocked", "random")
     ablation = get_suite("ablation")
     assert [m.key for m in ablation.methods if m.role == "control"] == ["case1-wide", "case2-wide"]

@@ -118,6 +118,7 @@ def report_command(
     out: Annotated[Path | None, typer.Option(help="Markdown file (default RESULTS/report.md)")] = None,
     docs: Annotated[Path | None, typer.Option(help="also rebuild this page's generated block for RESULTS (e.g. "
                                                    "docs/results.md); its hand-written sections are kept")] = None,
+    docs_level: Annotated[int, typer.Option(min=2, max=5, help="heading level of the suites in the docs block")] = 3,
     figure: Annotated[bool, typer.Option(help="draw a Fig. 7-style PNG per suite and split from the checkpoints "
                                               "(else link the PNGs already there)")] = True,
     patches: Annotated[int, typer.Option(min=1, help="test patches in each figure")] = 4,
@@ -138,7 +139,7 @@ def report_command(
                     results, suite, results / figure_name(suite, split), n_patches=patches, split=split)
         path = write_report(results, out=out, figures=figures)
         if docs is not None:
-            write_docs(docs, results, figures=figures)
+            write_docs(docs, results, figures=figures, level=docs_level)
     except CrofuseError as exc:
         _fail(exc)
     typer.echo(f"report: {path}")
