@@ -649,7 +649,8 @@ def program_status(by_suite: Mapping[str, Mapping[str, SuiteResults]], *, seeds:
                      f"{runs} / {len(methods) * seeds}", f"{minutes:.0f}", status,
                      ", ".join(m.key for m in left) or "–"])
     header = ["#", "suite", "split", "methods", "records (method × seed)", "compute min", "status", "left"]
-    return (f"The program in its order (`crofuse experiments program`), {seeds} seeds per method. A record that "
+    return (f"The program in its order (`crofuse experiments program`), {seeds} seed{'s' if seeds != 1 else ''} per "
+            "method. A record that "
             "several stages share counts in each; the compute minutes add every record's time.\n\n"
             + _table(header, rows))
 
