@@ -427,8 +427,8 @@ def test_baselines_are_registered_explicitly_without_an_import_cycle() -> None:
         code = (f"import {first}; import crofuse.model as m; import sys; "
                 "assert {'fcn', 'hrnet', 'deeplabv3plus'} <= set(m.MODELS), sorted(m.MODELS); "
                 "print(m.ModelSpec('fcn', {'base_channels': 4}).build().__class__.__name__)")
-        out = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True, timeout=120,
-                             env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+        out = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True,
+                             timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "ModalityInput"
 
