@@ -185,3 +185,55 @@ def test_pixel_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="n_samples"):
         PixelClassifierConfig(method="rf", n_samples=1)
     assert isinstance(PixelClassifier.build(PixelClassifierConfig(method="svm")), PixelClassifier)
+
+
+def test_fcn_dropout_is_element_wise_like_the_original() -> None:
+    fcn = FCN8s(6, 2, base_channels=4)
+    kinds = [type(m) for m in fcn.fc if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert kinds == [torch.nn.Dropout, torch.nn.Dropout]
+    channel = FCN8s(6, 2, base_channels=4, dropout_mode="channel")
+    assert [type(m) for m in channel.fc if isinstance(m, torch.nn.modules.dropout._DropoutNd)] == [torch.nn.Dropout2d] * 2
+    # element-wise: within one feature map some values survive and some are zeroed
+    drop = fcn.fc[1].train()
+    y = drop(torch.ones(1, 4, 8, 8))
+    per_map = (y == 0).float().mean(dim=(2, 3))
+    assert ((per_map > 0) & (per_map < 1)).all()
+    with pytest.raises(ValueError, match="dropout_mode"):
+        FCN8s(6, 2, dropout_mode="spatial")  # type: ignore[arg-type]
+
+
+def test_published_aspp_rates_degenerate_to_1x1_on_an_8x8_map() -> None:
+    """DeepLabv3 Sec. 3.3: a rate close to the map size leaves only the centre weight; 128 px at stride 16 is 8×8."""
+    from crofuse.baselines import aspp_receptive_taps, scaled_aspp_rates
+
+    assert [aspp_receptive_taps(8, r) for r in (12, 18)] == [1.0, 1.0]
+    assert aspp_receptive_taps(33, 6) > 6.5  # the published setting: most weights inside the map
+    assert scaled_aspp_rates(128) == (1, 3, 4) and scaled_aspp_rates(513) == (6, 12, 18)
+    assert min(aspp_receptive_taps(8, r) for r in scaled_aspp_rates(128)) >= 4.0
+    torch.manual_seed(0)
+    dl = DeepLabV3Plus(6, 2, base_channels=4, block="basic", layers=(1, 1, 1, 1)).eval()
+    x = torch.randn(1, dl.aspp.branches[2][0].in_channels, 8, 8)
+    conv = dl.aspp.branches[2][0]  # rate 12
+    assert conv.dilation == (12, 12)
+    centre = torch.nn.functional.conv2d(x, conv.weight[:, :, 1:2, 1:2])
+    assert torch.allclose(conv(x), centre, atol=1e-6)  # exactly a 1×1 convolution
+    scaled = DeepLabV3Plus(6, 2, base_channels=4, block="basic", layers=(1, 1, 1, 1), aspp_rates=(1, 3, 4)).eval()
+    conv4 = scaled.aspp.branches[3][0]
+    assert not torch.allclose(conv4(x), torch.nn.functional.conv2d(x, conv4.weight[:, :, 1:2, 1:2]), atol=1e-4)
+
+
+def test_pixel_feature_sets(pixel_patches: Path) -> None:
+    from crofuse.baselines import FEATURE_SETS
+
+    assert FEATURE_SETS["bands"] == ("B02", "B03", "B04", "B08", "VV", "VH")
+    assert len(FEATURE_SETS["bands+indices"]) == 10
+    x6, y6 = sample_training_pixels(pixel_patches, n_samples=300, seed=1, features="bands")
+    x10, y10 = sample_training_pixels(pixel_patches, n_samples=300, seed=1, features="bands+indices")
+    assert x6.shape == (300, 6) and x10.shape == (300, 10)
+    assert np.array_equal(x6, x10[:, :6]) and np.array_equal(y6, y10)  # the same pixels, fewer columns
+    clf = train_pixel_classifier(pixel_patches, PixelClassifierConfig(method="rf", n_samples=300, rf_trees=3))
+    assert clf.config.features == "bands" and clf.pipeline[-1].n_features_in_ == 6
+    _, optical, sar, label = next(iter_patches(pixel_patches, "test"))
+    assert clf.predict_patch(optical, sar).shape == label.shape
+    with pytest.raises(ConfigError, match="features"):
+        PixelClassifierConfig(method="rf", features="ndvi")  # type: ignore[arg-type]

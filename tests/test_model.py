@@ -388,3 +388,57 @@ def test_model_spec_json_round_trip_and_equality() -> None:
     with pytest.raises(ConfigError, match="case6"):
         ModelSpec.ablation("case6")
     assert set(ABLATIONS) == {"case1", "case2", "case3", "case4", "case5"}
+
+
+def test_same_architecture_treats_a_default_like_the_explicit_default() -> None:
+    assert ModelSpec("fcn", {}).same_architecture(ModelSpec("fcn", {"base_channels": 64}))
+    assert ModelSpec("fcn", {}).same_architecture(ModelSpec("fcn", {"dropout_mode": "element", "fc_channels": None}))
+    assert not ModelSpec("fcn", {}).same_architecture(ModelSpec("fcn", {"base_channels": 8}))
+    # a tuple default and the JSON list a card stores are the same value
+    assert ModelSpec("deeplabv3plus").same_architecture(ModelSpec("deeplabv3plus", {"layers": [3, 4, 6, 3]}))
+    assert ModelSpec("hrnet").same_architecture(ModelSpec("hrnet", {"num_modules": [1, 4, 3], "width": 18}))
+    assert not ModelSpec("hrnet").same_architecture(ModelSpec("hrnet", {"num_modules": [1, 1, 1]}))
+    assert not ModelSpec("fcn").same_architecture(ModelSpec("hrnet"))
+
+
+def test_every_registered_factory_is_typed() -> None:
+    """No ``**options``: every option has a name and a default, so resolved_options knows them all."""
+    import inspect
+
+    from crofuse.model.registry import factory_defaults, get_factory
+
+    for name in ("crofusenet", "unet-fusion", "unet-optical", "unet-sar", "fcn", "hrnet", "deeplabv3plus"):
+        params = inspect.signature(get_factory(name)).parameters.values()
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params), name
+        assert factory_defaults(name), name
+    assert factory_defaults("deeplabv3plus")["aspp_rates"] == [6, 12, 18]
+    with pytest.raises(ConfigError, match="does not accept"):
+        ModelSpec("fcn", {"widht": 8}).build()
+
+
+def test_baselines_are_registered_explicitly_without_an_import_cycle() -> None:
+    """``crofuse.model`` registers the baselines itself; importing either package first works (fresh interpreters)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for first in ("crofuse.model", "crofuse.baselines"):
+        code = (f"import {first}; import crofuse.model as m; import sys; "
+                "assert {'fcn', 'hrnet', 'deeplabv3plus'} <= set(m.MODELS), sorted(m.MODELS); "
+                "print(m.ModelSpec('fcn', {'base_channels': 4}).build().__class__.__name__)")
+        out = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True,
+                             timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ModalityInput"
+
+
+def test_parameter_counts_of_the_paper_widths() -> None:
+    """The sizes Table IV reports (meta-device counts equal real ones)."""
+    counts = {case: ModelSpec.ablation(case).parameter_count() for case in ABLATIONS}
+    assert counts["case5"] == n_params(ModelSpec("crofusenet").build())
+    assert round(counts["case1"] / 1e6, 1) == 18.6 and round(counts["case2"] / 1e6, 1) == 18.8
+    assert round(counts["case3"] / 1e6, 1) == 35.9 and round(counts["case4"] / 1e6, 1) == 29.8
+    assert round(counts["case5"] / 1e6, 1) == 36.2
+    small = ModelSpec("crofusenet", {"base_channels": SMALL})
+    assert small.parameter_count() == n_params(small.build())

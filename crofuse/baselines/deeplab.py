@@ -16,6 +16,15 @@ ResNet-18/34-style encoder, which the CPU profile uses at a small ``base_channel
 weights, plain (not depthwise-separable) convolutions in ASPP and decoder, and no batch normalisation in the
 image-pooling branch, so a training batch of one sample (a 1×1 pooled map) still works. Up-sampling interpolates to the
 exact target size so any input size works.
+
+**ASPP rates on small patches.** The rates 6, 12 and 18 were chosen for 513-pixel crops, i.e. 33×33 feature maps at
+output stride 16 (Chen et al. 2017, DeepLabv3, Sec. 3.3). A 128-pixel patch gives an 8×8 map: a 3×3 kernel with
+rate 12 or 18 then has only its centre weight inside the map at every position, so it *degenerates to a 1×1
+convolution*, the very effect DeepLabv3 describes ("in the extreme case where the rate value is close to the feature
+map size, the 3×3 filter ... degenerates to a simple 1×1 filter"); rate 6 keeps on average 2.25 of 9 weights.
+:func:`aspp_receptive_taps` measures this. The class keeps the published default; :func:`scaled_aspp_rates` gives
+the rates scaled to the map size (``(1, 3, 4)`` for 128-pixel patches), which the experiment profiles use (noted in
+``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -28,7 +37,33 @@ from torch import nn
 
 from crofuse.baselines.resnet import BasicBlock, Bottleneck
 
-__all__ = ["DeepLabV3Plus"]
+__all__ = ["PUBLISHED_ASPP_RATES", "DeepLabV3Plus", "aspp_receptive_taps", "scaled_aspp_rates"]
+
+PUBLISHED_ASPP_RATES: tuple[int, ...] = (6, 12, 18)
+"""DeepLabv3/v3+ rates at output stride 16, chosen for 33×33 feature maps (513-pixel crops)."""
+_PUBLISHED_MAP_SIDE = 33
+
+
+def aspp_receptive_taps(map_side: int, rate: int) -> float:
+    """Mean number of the 9 weights of a 3×3 kernel with dilation ``rate`` that fall inside a ``map_side`` square
+    feature map (zero padding elsewhere), over all positions: 9 for an interior kernel, 1 for one that has
+    degenerated to a 1×1 convolution."""
+    if map_side < 1 or rate < 1:
+        raise ValueError(f"map_side and rate must be >= 1, got {map_side}, {rate}")
+    per_axis = sum(1 + (i - rate >= 0) + (i + rate < map_side) for i in range(map_side)) / map_side
+    return per_axis * per_axis
+
+
+def scaled_aspp_rates(patch_size: int, *, output_stride: int = 16,
+                      rates: tuple[int, ...] = PUBLISHED_ASPP_RATES) -> tuple[int, ...]:
+    """The published ASPP ``rates`` scaled by ``map side / 33`` for ``patch_size`` inputs (rounded, at least 1,
+    strictly increasing): ``(1, 3, 4)`` for 128-pixel patches, the published ``(6, 12, 18)`` for 513."""
+    side = -(-patch_size // output_stride)
+    out: list[int] = []
+    for r in rates:
+        scaled = max(1, round(r * side / _PUBLISHED_MAP_SIDE))
+        out.append(max(scaled, out[-1] + 1) if out else scaled)
+    return tuple(out)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> nn.Sequential:

@@ -15,9 +15,15 @@ Deviations, all for training from scratch on 6 stacked bands with no pretrained 
 normalisation, ``fc6`` is a 3×3 convolution (the paper's 7×7 was sized for ImageNet weights), and the 100-pixel input
 padding plus crop of the original is replaced by same-padding and an interpolation that aligns any input size, so
 patches whose sides are not multiples of 32 (e.g. 96×160) work.
+
+Dropout after ``fc6`` and ``fc7`` is element-wise with p = 0.5, as in the original (Caffe ``Dropout`` layers of the
+VGG fc layers, which FCN keeps when it convolutionises them). ``dropout_mode="channel"`` drops whole feature maps
+(``nn.Dropout2d``, what crofuse used before) for a sensitivity check.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +84,7 @@ class FCN8s(nn.Module):
         base_channels: width of the first VGG stage; stages use ×1, ×2, ×4, ×8, ×8 of it (VGG-16: 64).
         fc_channels: width of the convolutionised ``fc6``/``fc7`` (VGG-16: 4096); default ``16 × base_channels``.
         dropout: dropout after ``fc6`` and ``fc7`` (0.5 in the original).
+        dropout_mode: ``"element"`` (the original's element-wise dropout) or ``"channel"`` (whole feature maps).
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class FCN8s(nn.Module):
         base_channels: int = 64,
         fc_channels: int | None = None,
         dropout: float = 0.5,
+        dropout_mode: Literal["element", "channel"] = "element",
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
@@ -96,6 +104,9 @@ class FCN8s(nn.Module):
             raise ValueError(f"FCN8s base_channels must be >= 1, got {base_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"FCN8s dropout must be in [0, 1), got {dropout}")
+        if dropout_mode not in ("element", "channel"):
+            raise ValueError(f"FCN8s dropout_mode must be 'element' or 'channel', got {dropout_mode!r}")
+        drop: type[nn.Module] = nn.Dropout if dropout_mode == "element" else nn.Dropout2d
         fc_channels = fc_channels if fc_channels is not None else 16 * base_channels
         widths = [base_channels * m for m in (1, 2, 4, 8, 8)]
         stages: list[nn.Module] = []
@@ -110,9 +121,9 @@ class FCN8s(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Sequential(
             _conv_bn_relu(widths[-1], fc_channels, 3),  # fc6
-            nn.Dropout2d(dropout),
+            drop(dropout),
             _conv_bn_relu(fc_channels, fc_channels, 1),  # fc7
-            nn.Dropout2d(dropout),
+            drop(dropout),
         )
         self.score_fc = nn.Conv2d(fc_channels, num_classes, 1)
         self.score_pool4 = nn.Conv2d(widths[3], num_classes, 1)

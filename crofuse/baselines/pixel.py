@@ -2,9 +2,11 @@
 
 The paper compares CroFuseNet with a random forest (Breiman 2001) and a support vector machine (Cortes and Vapnik
 1995), "the two most widely used ... machine learning algorithms in IS extraction". Both classify each pixel on its own
-from a feature vector; here the features are the six input bands plus simple indices (:func:`pixel_features`):
+from a feature vector. Two feature sets (:data:`FEATURE_SETS`, ``PixelClassifierConfig.features``):
 
-- ``B02 B03 B04 B08`` surface reflectance and ``VV VH`` gamma0 in dB, as stored in the patches;
+- ``"bands"`` (default, the paper's setting: the same concatenated optical + SAR bands every method gets):
+  ``B02 B03 B04 B08`` surface reflectance and ``VV VH`` gamma0 in dB, as stored in the patches;
+- ``"bands+indices"`` (a fairness control: hand-made features a per-pixel method is usually given) adds
 - NDVI ``(B08 - B04) / (B08 + B04)`` and NDWI ``(B03 - B08) / (B03 + B08)`` (McFeeters);
 - an NDBI-like built-up index. The NDBI needs SWIR (B11), which is not among the model's bands, so we use the
   normalised difference of visible brightness and NIR, ``(mean(B02, B03, B04) - B08) / (mean(B02, B03, B04) + B08)``:
@@ -31,8 +33,10 @@ from crofuse.errors import ConfigError, PatchDatasetError
 
 __all__ = [
     "FEATURE_NAMES",
+    "FEATURE_SETS",
     "PixelClassifier",
     "PixelClassifierConfig",
+    "feature_columns",
     "iter_patches",
     "pixel_features",
     "sample_training_pixels",
@@ -40,7 +44,14 @@ __all__ = [
 ]
 
 FEATURE_NAMES: tuple[str, ...] = (*OPTICAL_BANDS, *SAR_BANDS, "ndvi", "ndwi", "ndbi_like", "vv_minus_vh_db")
-"""Names of the per-pixel features, in column order."""
+"""Names of the per-pixel features :func:`pixel_features` computes, in column order."""
+
+FeatureSet = Literal["bands", "bands+indices"]
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "bands": FEATURE_NAMES[: len(OPTICAL_BANDS) + len(SAR_BANDS)],
+    "bands+indices": FEATURE_NAMES,
+}
+"""The columns each feature set uses: the 6 bands (the paper's setting) or the bands and 4 indices."""
 
 _EPS = 1e-6
 
@@ -59,6 +70,8 @@ class PixelClassifierConfig:
         svm_c: SVM regularisation ``C``.
         svm_gamma: RBF kernel width (``"scale"`` is scikit-learn's default, ``1 / (n_features · var(X))``).
         n_jobs: parallel jobs of the random forest.
+        features: ``"bands"`` (the 6 input bands, the paper's setting) or ``"bands+indices"`` (plus NDVI, NDWI,
+            the NDBI-like index and VV-VH), see :data:`FEATURE_SETS`.
     """
 
     method: Literal["rf", "svm"]
@@ -70,8 +83,11 @@ class PixelClassifierConfig:
     svm_c: float = 1.0
     svm_gamma: float | str = "scale"
     n_jobs: int = 1
+    features: FeatureSet = "bands"
 
     def __post_init__(self) -> None:
+        if self.features not in FEATURE_SETS:
+            raise ConfigError(f"pixel features must be one of {sorted(FEATURE_SETS)}, got {self.features!r}")
         if self.method not in ("rf", "svm"):
             raise ConfigError(f"pixel classifier method must be 'rf' or 'svm', got {self.method!r}")
         if self.n_samples < 2:
@@ -144,18 +160,28 @@ def iter_patches(
         yield f.name, patch.optical, patch.sar, patch.label
 
 
+def feature_columns(features: str) -> np.ndarray:
+    """Column indices of :data:`FEATURE_NAMES` that feature set ``features`` uses."""
+    if features not in FEATURE_SETS:
+        raise ConfigError(f"pixel features must be one of {sorted(FEATURE_SETS)}, got {features!r}")
+    return np.array([FEATURE_NAMES.index(n) for n in FEATURE_SETS[features]])
+
+
 def sample_training_pixels(
-    root: Path | str, *, n_samples: int, seed: int, split: str = "train", max_patches: int | None = None
+    root: Path | str, *, n_samples: int, seed: int, split: str = "train", max_patches: int | None = None,
+    features: str = "bands+indices",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A seeded uniform sample of up to ``n_samples`` labelled pixels ``(features, labels)`` from ``split``.
 
     Two passes keep memory small on large patch sets: the first counts the labelled (not nodata) pixels of every
     patch, one generator seeded by ``seed`` draws pixel indices uniformly over all of them without replacement, and the
     second pass computes features only for the drawn pixels. Drawn pixels whose inputs are not finite are dropped.
-    ``max_patches`` keeps the first N patches by name, as the deep models' trainer does.
+    ``max_patches`` keeps the first N patches by name, as the deep models' trainer does. ``features`` picks the
+    columns (:data:`FEATURE_SETS`; default all of :data:`FEATURE_NAMES`).
     """
     from crofuse.data import discover_split
 
+    columns = feature_columns(features)
     files = discover_split(root, split)[:max_patches]
     names = [f.name for f in files]
     base = Path(root) / split
@@ -174,7 +200,7 @@ def sample_training_pixels(
         # positions counted in pass 1 (raw label file), then dropped where read_patch found missing inputs
         labelled = np.flatnonzero(_read_label(files[i].label).reshape(-1) != NODATA_LABEL)[draw[lo:hi] - offsets[i]]
         flat = label.reshape(-1)[labelled]
-        x = pixel_features(optical, sar)[labelled]
+        x = pixel_features(optical, sar)[labelled][:, columns]
         ok = np.isfinite(x).all(axis=1) & (flat != NODATA_LABEL)
         feats.append(x[ok])
         labels.append(flat[ok])
@@ -218,7 +244,7 @@ class PixelClassifier:
         return cls(config=config, pipeline=make_pipeline(StandardScaler(), clf))
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> PixelClassifier:
-        """Fit on ``features (n, 10)`` and ``labels (n,)`` (0/1)."""
+        """Fit on ``features (n, len(FEATURE_SETS[config.features]))`` and ``labels (n,)`` (0/1)."""
         t0 = time.perf_counter()
         self.pipeline.fit(features, labels)
         self.fit_seconds = time.perf_counter() - t0
@@ -227,7 +253,7 @@ class PixelClassifier:
 
     def predict_patch(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         """Class map ``(H, W)`` uint8 (1 impervious, 0 pervious, 255 where an input is not finite)."""
-        x = pixel_features(optical, sar)
+        x = pixel_features(optical, sar)[:, feature_columns(self.config.features)]
         ok = np.isfinite(x).all(axis=1)
         out = np.full(x.shape[0], NODATA_LABEL, dtype=np.uint8)
         if ok.any():
@@ -244,5 +270,5 @@ def train_pixel_classifier(
 ) -> PixelClassifier:
     """Draw the seeded training pixel sample from ``root/train`` (first ``max_patches``) and fit ``config``."""
     features, labels = sample_training_pixels(root, n_samples=config.n_samples, seed=config.seed,
-                                              max_patches=max_patches)
+                                              max_patches=max_patches, features=config.features)
     return PixelClassifier.build(config).fit(features, labels)

@@ -1,7 +1,21 @@
-"""Training-set augmentation of paper section II-B / IV-A: vertical flip, random rotation and Gaussian blur.
+"""Training-set augmentation of paper section II-B / IV-A: vertical flip, random rotation and Gaussian blur; and,
+off by default, radiometric and SAR-calibration jitter for transfer to other cities and sensors.
 
-Geometric transforms move optical, SAR and label together; blur touches the inputs only. Every draw comes from the
-``numpy.random.Generator`` passed in, so the dataset can seed it per ``(seed, epoch, index)``.
+Geometric transforms move optical, SAR and label together; blur and the radiometric jitter touch the inputs only.
+Every draw comes from the ``numpy.random.Generator`` passed in, so the dataset can seed it per
+``(seed, epoch, index)``. With the radiometric settings at 0 (the default) no extra number is drawn, so the paper's
+augmentation gives exactly the patches it gave before they existed.
+
+**Units of the radiometric jitter.** :class:`~crofuse.data.patches.PatchDataset` augments *after* standardising
+(:meth:`crofuse.normalization.Normalization.standardise`), so the jitter acts on standardised bands ``z``:
+``z' = g·z + o`` per patch. A gain ``a`` and an offset ``b`` on the physical band ``x`` (reflectance, dB) give
+``z' = a·z + ((a - 1)·mean + b) / std``, which is again of that form, so jittering ``z`` spans the same per-band
+affine changes as jittering ``x``; the offsets are in units of the band's training std. What they stand for:
+Sentinel-2 L2A surface reflectance differs between processing baselines, atmospheric corrections, seasons and
+sites by per-band gains and offsets (the ``optical_*`` settings); Sentinel-1 gamma0 has an absolute radiometric
+accuracy requirement of 1 dB (3 sigma), an error shared by both polarisations of a scene (``sar_offset``), plus
+smaller per-polarisation differences (``sar_band_offset``). The standardised units make one setting fit any
+training set; ``docs/results.md`` gives the values the transfer suite uses and what they are in reflectance and dB.
 """
 
 from __future__ import annotations
@@ -25,7 +39,14 @@ class Augmentation:
     - ``max_angle``: additionally rotate by a uniform angle in ``[-max_angle, max_angle]`` degrees (bilinear for
       inputs, nearest for labels; pixels rotated in from outside get label 255 and input 0, the normalised mean);
     - ``blur``: probability of a Gaussian blur of the inputs with sigma drawn from ``blur_sigma`` (paper: Gaussian
-      blur; never applied to labels).
+      blur; never applied to labels);
+    - ``optical_gain``: per optical band, multiply by a gain drawn from ``[1 - g, 1 + g]`` (not in the paper);
+    - ``optical_offset``: per optical band, add an offset drawn from ``[-o, o]`` training std (not in the paper);
+    - ``sar_offset``: add one offset drawn from ``[-s, s]`` to both SAR bands (a calibration error; not in the
+      paper);
+    - ``sar_band_offset``: per SAR band, add a further offset drawn from ``[-s, s]`` (not in the paper).
+
+    The four radiometric settings act on standardised bands (see the module docstring) and are off (0) by default.
     """
 
     vflip: float = 0.5
@@ -34,8 +55,23 @@ class Augmentation:
     max_angle: float = 0.0
     blur: float = 0.25
     blur_sigma: tuple[float, float] = (0.5, 1.5)
+    optical_gain: float = 0.0
+    optical_offset: float = 0.0
+    sar_offset: float = 0.0
+    sar_band_offset: float = 0.0
+
+    @property
+    def radiometric(self) -> bool:
+        """Whether any radiometric or SAR-calibration jitter is on."""
+        return any(v > 0 for v in (self.optical_gain, self.optical_offset, self.sar_offset, self.sar_band_offset))
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.optical_gain < 1.0:
+            raise ConfigError(f"augmentation optical_gain must be in [0, 1) (gains 1 ± g), got {self.optical_gain}")
+        for name in ("optical_offset", "sar_offset", "sar_band_offset"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 5.0:
+                raise ConfigError(f"augmentation {name} is an offset in training std and must be in [0, 5], got {v}")
         for name in ("vflip", "hflip", "blur"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
@@ -81,7 +117,20 @@ class Augmentation:
             sigma = float(rng.uniform(*self.blur_sigma))
             optical = gaussian_filter(np.asarray(optical, dtype=np.float32), sigma=(0, sigma, sigma), mode="reflect")
             sar = gaussian_filter(np.asarray(sar, dtype=np.float32), sigma=(0, sigma, sigma), mode="reflect")
+        if self.radiometric:
+            optical, sar = self._radiometric(optical, sar, rng)
         return np.ascontiguousarray(optical), np.ascontiguousarray(sar), np.ascontiguousarray(label)
+
+    def _radiometric(self, optical: np.ndarray, sar: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        n_opt, n_sar = optical.shape[0], sar.shape[0]
+        gain = rng.uniform(1.0 - self.optical_gain, 1.0 + self.optical_gain, n_opt).astype(np.float32)
+        offset = rng.uniform(-self.optical_offset, self.optical_offset, n_opt).astype(np.float32)
+        common = np.float32(rng.uniform(-self.sar_offset, self.sar_offset))
+        per_band = rng.uniform(-self.sar_band_offset, self.sar_band_offset, n_sar).astype(np.float32)
+        optical = np.asarray(optical, dtype=np.float32) * gain[:, None, None] + offset[:, None, None]
+        sar = np.asarray(sar, dtype=np.float32) + (common + per_band)[:, None, None]
+        return optical, sar
 
 
 def _rotate(

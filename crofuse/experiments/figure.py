@@ -17,7 +17,15 @@ from crofuse.errors import DataError
 from crofuse.experiments.records import load_records
 from crofuse.experiments.suites import SUITES
 
-__all__ = ["choose_patches", "render_qualitative_figure"]
+__all__ = ["choose_patches", "figure_name", "render_qualitative_figure"]
+
+FIGURE_SUITES = ("table2", "ablation", "loss", "modality")
+"""Suites drawn as a Fig. 7-style grid (the transfer and leave-one-city-out suites are tables only)."""
+
+
+def figure_name(suite: str, split: str) -> str:
+    """``<split>-<suite>-qualitative.png``, the figure's file name in a results folder."""
+    return f"{split}-{suite}-qualitative.png"
 
 
 def _stretch(rgb: np.ndarray) -> np.ndarray:
@@ -71,8 +79,9 @@ def _method_maps(
     return {n: stored["maps"][index[n]] for n in names}
 
 
-def render_qualitative_figure(results: Path | str, suite: str, out_png: Path | str, *, n_patches: int = 4) -> Path:
-    """Draw the Fig. 7-style grid of ``suite`` (first seed of each method) into ``out_png``."""
+def render_qualitative_figure(results: Path | str, suite: str, out_png: Path | str, *, n_patches: int = 4,
+                              split: str = "blocked") -> Path:
+    """Draw the Fig. 7-style grid of ``suite`` on ``split`` (first seed of each method) into ``out_png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,9 +91,9 @@ def render_qualitative_figure(results: Path | str, suite: str, out_png: Path | s
     from crofuse.baselines import iter_patches
 
     results = Path(results)
-    records = [r for r in load_records(results) if r["suite"] == suite]
+    records = [r for r in load_records(results) if r["suite"] == suite and r.get("split") == split]
     if not records:
-        raise DataError(f"no records of suite {suite!r} under {results}; run it first")
+        raise DataError(f"no records of suite {suite!r} on the {split} split under {results}; run it first")
     first: dict[str, Mapping[str, Any]] = {}
     for r in sorted(records, key=lambda r: r["seed"]):
         first.setdefault(r["method"], r)
@@ -118,7 +127,8 @@ def render_qualitative_figure(results: Path | str, suite: str, out_png: Path | s
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{SUITES[suite].title} — qualitative results (light: impervious, green: pervious)", fontsize=8)
+    fig.suptitle(f"{SUITES[suite].title}, {split} split — qualitative results (light: impervious, green: pervious)",
+                 fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

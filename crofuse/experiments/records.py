@@ -2,11 +2,16 @@
 
 Layout under a results folder::
 
-    RESULTS/<suite>/<method>/seed<k>.json      the record (written under a temporary name, then renamed)
-    RESULTS/_runs/<run-id>/                    training output (checkpoints, history) or RF/SVM predictions
-    RESULTS/_data/<city>-<year>-<hash>/        the sample patch sets, reused between suites with equal settings
+    RESULTS/<split>/<suite>/<method>/seed<k>.json   the record (written under a temporary name, then renamed)
+    RESULTS/_runs/<run-id>/                         training output (checkpoints, history) or RF/SVM predictions
+    RESULTS/_data/<city>-<year>-<split>-<hash>/     the sample patch sets, reused between suites with equal settings
 
 A record that exists is finished: reruns skip it (``--force`` redoes it).
+
+Records of the first benchmark (schema ``crofuse.experiments.run/1``, layout ``RESULTS/<suite>/<method>/seed<k>.json``,
+kept under ``results-v1/``) are read too and upgraded on the fly (:func:`upgrade_record`): they were all made on the
+paper's random split, and their RF and SVM used the bands and indices, so they are the ``rf-indices`` /
+``svm-indices`` rows of today's tables.
 """
 
 from __future__ import annotations
@@ -21,14 +26,38 @@ from typing import Any
 
 from crofuse.errors import DataError
 
-__all__ = ["SCHEMA", "iter_records", "load_records", "machine_info", "record_path", "write_json_atomic"]
+__all__ = ["SCHEMA", "SCHEMA_V1", "iter_records", "load_records", "machine_info", "record_path", "upgrade_record",
+           "write_json_atomic"]
 
-SCHEMA = "crofuse.experiments.run/1"
+SCHEMA = "crofuse.experiments.run/2"
+SCHEMA_V1 = "crofuse.experiments.run/1"
+_V1_RENAMES = {("table2", "rf"): ("rf-indices", "RF + indices"), ("table2", "svm"): ("svm-indices", "SVM + indices")}
 
 
-def record_path(results: Path, suite: str, method: str, seed: int) -> Path:
+def record_path(results: Path, split: str, suite: str, method: str, seed: int) -> Path:
     """Where the record of one run lives."""
-    return Path(results) / suite / method / f"seed{seed}.json"
+    return Path(results) / split / suite / method / f"seed{seed}.json"
+
+
+def upgrade_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 record in today's form (a schema-2 record unchanged): split ``random``, RF/SVM renamed to the
+    with-indices rows, the transfer domains given their kind, the role filled in."""
+    if data.get("schema") != SCHEMA_V1:
+        return data
+    data = dict(data)
+    data["split"] = "random"  # crofuse.synthetic.export_patches: the paper's random 8:1:1 split
+    renamed = _V1_RENAMES.get((data.get("suite"), data.get("method")))
+    data["role"], data["control_of"] = "main", None
+    if renamed is not None:
+        data["control_of"] = data["method"]
+        data["method"], data["label"] = renamed
+        data["role"] = "control"
+    domains = {}
+    for key, dom in (data.get("domains") or {}).items():
+        domains[key] = {**dom, "kind": dom.get("kind", key)}
+    data["domains"] = domains
+    data["schema_upgraded_from"] = SCHEMA_V1
+    return data
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
@@ -42,23 +71,25 @@ def write_json_atomic(path: Path, data: Any) -> Path:
 
 
 def iter_records(results: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every run record under ``results`` (``<suite>/<method>/seed*.json``), sorted by path."""
+    """Every run record under ``results`` (``<split>/<suite>/<method>/seed*.json``, and schema-1 records in the old
+    ``<suite>/<method>/seed*.json`` layout), sorted by path, upgraded by :func:`upgrade_record`."""
     results = Path(results)
     if not results.is_dir():
         raise DataError(f"results folder {results} does not exist; run `crofuse experiments run SUITE --out {results}`")
-    for path in sorted(results.glob("*/*/seed*.json")):
-        if path.parts[-3].startswith("_"):
+    paths = sorted({*results.glob("*/*/seed*.json"), *results.glob("*/*/*/seed*.json")})
+    for path in paths:
+        if any(part.startswith("_") for part in path.relative_to(results).parts):
             continue
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not valid JSON ({exc}); delete it and rerun that suite") from exc
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") not in (SCHEMA, SCHEMA_V1):
             raise DataError(f"{path} is not a crofuse experiment record (schema {SCHEMA!r}); move it out of {results}")
         for key in ("suite", "method", "seed", "metrics"):
             if key not in data:
                 raise DataError(f"{path} lacks {key!r}; delete it and rerun that suite")
-        yield path, data
+        yield path, upgrade_record(data)
 
 
 def load_records(results: Path) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ class TrainConfig:
 
     Quick runs: ``max_patches`` caps every split (first N patches by name), ``limit_batches`` caps the training
     iterations per epoch. ``min_delta`` is the MIoU gain that counts as an improvement for early stopping.
-    ``resume`` continues from ``out_dir/last.safetensors`` when it exists.
+    ``resume`` continues from ``out_dir/last.safetensors`` when it exists. ``standardisation`` is the input
+    rule recorded in the card (``"dataset"``, or ``"per-scene"``: :mod:`crofuse.normalization`).
     """
 
     data_root: Path
@@ -43,6 +44,7 @@ class TrainConfig:
     max_patches: int | None = None
     limit_batches: int | None = None
     augmentation: Augmentation | None = field(default_factory=Augmentation)
+    standardisation: str = "dataset"
     units: PatchUnits = field(default_factory=PatchUnits)
     eval_batch_size: int | None = None
     evaluate_test: bool = True
@@ -65,6 +67,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 (or None for no limit), got {value}")
+        if self.standardisation not in ("dataset", "per-scene"):
+            raise ConfigError(f"standardisation must be 'dataset' or 'per-scene', got {self.standardisation!r}")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
 
@@ -91,7 +95,7 @@ class TrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues (they fix the iteration schedule)."""
-        return {
+        key = {
             "data_root": str(self.data_root.resolve()),
             "model": self.model,
             "model_options": self.model_options,
@@ -103,3 +107,6 @@ class TrainConfig:
             "limit_batches": self.limit_batches,
             "seed": self.seed,
         }
+        if self.standardisation != "dataset":  # only then, so runs from before the option still resume
+            key["standardisation"] = self.standardisation
+        return key

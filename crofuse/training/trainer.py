@@ -212,7 +212,7 @@ class Trainer:
             normalization = Normalization.from_dict(state.normalization)
         else:
             normalization = compute_normalization(cfg.data_root, units=cfg.units, max_patches=cfg.max_patches,
-                                                  progress=cfg.progress)
+                                                  progress=cfg.progress).with_mode(cfg.standardisation)
         datasets = self._datasets(normalization)
         self.patch_size = datasets["train"].patch_size
         patches = {split: len(ds) for split, ds in datasets.items()}
