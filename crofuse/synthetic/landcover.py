@@ -96,6 +96,11 @@ class GroundTruth:
     growth: ``(y, x)`` uint8, 1 where the label is 1 this year and was 0 the year before (urban growth).
     reference: ``(y, x)`` uint8, the reference label a dataset would give: generator v2 draws it like an annotator
         (co-registration error, time lag; see the module docstring); generator v1: the exact label.
+    extra: ``building_shadow`` (share of open ground in building shadow); v2 also ``building_height`` (m, mean over
+        the pixel's building area), ``material`` and ``material_share`` (majority :class:`Material` and its share),
+        ``construction_site`` (share of the pixel on a building site), ``reference_fraction`` (the reference's
+        impervious share before the shift), ``reference_shift_px`` ((rows, cols) of the co-registration error),
+        ``palette`` and ``generator``.
     """
 
     city: City
@@ -394,8 +399,8 @@ def _fine_strip(
         mat_u = np.where(site, Material.BARE_SOIL, mat_u)
     else:
         site = (kind >= 0.14) & (kind < 0.14 + pal.construction) & (use != VILLAGE)
-        mat_u, t_u, bld = _blocks_v2(v2, s, mat_u, t_u, bld, site, kind, use, bkey, a - street, b - street,
-                                     blk - street)
+        mat_u, t_u, site = _blocks_v2(v2, s, mat_u, t_u, bld, site, kind, use, bkey, a - street, b - street,
+                                      blk - street)
     mat_u = np.where(on_street, Material.ASPHALT, mat_u)
     t_u = np.where(on_street, hash_uniform(s, d64, 14), t_u)
     # street trees: canopy over the outer 4 m of residential and commercial streets, in runs of about 8 m
@@ -464,7 +469,7 @@ def _fine_strip(
                    vmat=vmat, vt=vt, mat_new=mat_new, t_new=t_new, path=path, fkey=fkey, eb=eb, lake=lake,
                    river=river, art=art, art_key=art_key, theta=theta, facade=facade, t_rural_field=t_rural_field,
                    density=density, x=x, y=y, use=use, bld=bld, bid=bid, vbld=vbld, vbid=vbid, nbld=nbld, nbid=nbid,
-                   fine_r=fine_r, fine_c=fine_c, r0=r0, r1=r1)
+                   fine_r=fine_r, fine_c=fine_c, r0=r0, r1=r1, site=site & ~on_street & urban)
         return _years_v2(plan, v2, years, full_years, ctx)
     out = {}
     for year in years:
@@ -506,6 +511,8 @@ SITE_CELL_M = 12.0
 """Building sites are patchworks of cells about this size: slabs, huts, gravel, compacted or wet soil, netting."""
 GREENHOUSE_PERIOD_M, GREENHOUSE_FILM_M = 12.0, 8.0
 """Greenhouse rows: film this wide, repeated at this period (paths and ditches between)."""
+CLUTTER_PRESENCE = 0.5
+"""Share of the 5 m cells of built-up land that hold some clutter (its share then uniform up to the palette's)."""
 PERI_URBAN = 0.30
 """Fields whose urban density lies within this much below the urban threshold are near the city (greenhouses)."""
 
@@ -554,7 +561,7 @@ def _blocks_v2(v2: _V2, s: int, mat: np.ndarray, t: np.ndarray, bld: np.ndarray,
     # senescent grass: whole blocks (unwatered lots and lawns)
     dry = hash_uniform(s, bkey, 89) < pal.dry_grass
     mat = np.where((mat == Material.GRASS) & dry & ~pitch, Material.DRY_GRASS, mat)
-    return mat.astype(np.uint8), t.astype(np.float32), bld
+    return mat.astype(np.uint8), t.astype(np.float32), site
 
 
 def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: dict) -> dict:
@@ -579,7 +586,8 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
     desert = ~c["woods"] & ~peri & (hash_uniform(s, fkey, 44) < pal.desert * far)
     # sub-cell clutter: the other class inside a 5 m cell (trees over roofs and roads, paths in lawns, cars, sheds)
     cu = hash_uniform(s, c["fine_r"], c["fine_c"], 70)
-    clutter = np.float32(v2.clutter) * cu * cu
+    present = hash_uniform(s, c["fine_r"], c["fine_c"], 73) < CLUTTER_PRESENCE
+    clutter = np.where(present, np.float32(v2.clutter) * cu, np.float32(0.0)).astype(np.float32)
     cpick = hash_uniform(s, c["fine_r"], c["fine_c"], 71)
     arid = pal.dust > 0
     over_is = np.where(cpick < 0.6, Material.DRY_GRASS if arid else Material.FOREST, Material.BARE_SOIL)
@@ -602,7 +610,9 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
         imp = np.where(built, IS_IMPERVIOUS[c["mat_new"]], imp)
         imp = np.where(urban, IS_IMPERVIOUS[c["mat_u"]], imp)
         imp = np.where(zone, False, imp) | art
-        cl = np.where((urban | vil | built) & ~zone, clutter, np.float32(0.0))
+        # clutter on built-up land; not on arterials through fields, so that a field built on never makes the road
+        # beside it less impervious (the city only grows)
+        cl = np.where((urban | vil | (built & ~art)) & ~zone, clutter, np.float32(0.0))
         return np.where(imp, 1.0 - cl, cl).astype(np.float32), cl
 
     cache = {yy: impervious(yy) for yy in sorted(set(years) | {yy + 1 for yy in full_years})}
@@ -649,7 +659,7 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
         ref = np.where(lagged & (dev_year == year + 1), cache[year + 1][0],
                        np.where(lagged & (dev_year == year), prev, imp_f))
         extra = {"height": height, "clutter": cl, "clutter_material": cmat, "clutter_t": ct, "impervious": imp_f,
-                 "reference": ref.astype(np.float32)}
+                 "reference": ref.astype(np.float32), "site": c["site"] & ~art & ~zone}
         out[year] = (mat, t.astype(np.float32), fac.astype(np.float32), extra)
     return out
 
@@ -844,6 +854,7 @@ def _generate_truths_v2(
     height = {y: np.empty((n, n), np.float32) for y in years}
     major = {y: np.empty((n, n), np.uint8) for y in years}
     major_share = {y: np.empty((n, n), np.float32) for y in years}
+    site = {y: np.empty((n, n), np.float32) for y in years}
     soil = 0.5 * (v2.s2_low[Material.BARE_SOIL] + v2.s2_high[Material.BARE_SOIL])
     to_lin = np.float32(np.log(10) / 10)
     rows10 = max(1, 65536 // (n * sub * sub)) * 4
@@ -885,6 +896,7 @@ def _generate_truths_v2(
             mcount = np.bincount((pix * nm + mat).ravel(), weights=w, minlength=h * n * nm).reshape(h, n, nm)
             major[y][i0:i1] = np.argmax(mcount, axis=-1).astype(np.uint8)
             major_share[y][i0:i1] = mcount.max(axis=-1) / np.float32(sub * sub)
+            site[y][i0:i1] = _block_mean(ex["site"].astype(np.float32), sub)
             bshare = _block_mean(IS_BUILDING[mat].astype(np.float32), sub)
             height[y][i0:i1] = _block_mean(ex["height"], sub) / np.maximum(bshare, np.float32(1e-6))
     rng = np.random.default_rng(derive_seed(plan.seed, "texture"))
@@ -911,7 +923,7 @@ def _generate_truths_v2(
             label=label, landcover=lc, fractions=frac[y], growth=growth, seed=seed,
             extra={"building_shadow": shadow, "building_height": height[y], "reference_fraction": ref[y],
                    "reference_shift_px": shift, "palette": pal.name, "generator": 2, "material": major[y],
-                   "material_share": major_share[y]},
+                   "material_share": major_share[y], "construction_site": site[y]},
             reference=reference,
         )
     return out
