@@ -151,6 +151,7 @@ class _Plan:
     d_field_a: np.ndarray  # rural field length / width (m)
     d_field_b: np.ndarray
     d_offset: np.ndarray  # (k, 2) grid offsets
+    d_core: np.ndarray  # per district: near the urban core (commercial or residential in v1)
     arterials: list[tuple[float, float, float, float]]  # (nx, ny, c, width): |nx*x + ny*y - c| < width/2
     ring_roads: list[tuple[float, float]]  # (radius, width)
     river: tuple[float, float, float, float, float, float]  # angle, offset, amplitude, wavelength, phase, width
@@ -225,7 +226,8 @@ def _plan(city: City, *, size_km: float, seed: int, subpixel: int) -> _Plan:
         n=n, sub=subpixel, seed=s, size_m=size_m, density=density, lakes=lakes, forest=forest, villages=villages,
         green=green, district=district.astype(np.int32), d_theta=theta.astype(np.float32), d_use=use,
         d_block=block.astype(np.float32), d_street=street.astype(np.float32), d_field_a=field_a.astype(np.float32),
-        d_field_b=field_b.astype(np.float32), d_offset=offset.astype(np.float32), arterials=arterials,
+        d_field_b=field_b.astype(np.float32), d_offset=offset.astype(np.float32), d_core=dr < 0.45,
+        arterials=arterials,
         ring_roads=ring_roads, river=river, lake_q=0.94,
     )
 
@@ -296,7 +298,15 @@ def _plan_v2(plan: _Plan, city: City) -> _Plan:
     angle = np.float32(rng.uniform(0, 90) if rng.uniform() < 0.5 else rng.choice([0.0, 2.0, 88.0]))
     aligned = rng.uniform(size=k) < pal.grid_aligned
     theta[aligned] = angle
-    return replace(plan, d_theta=theta, lake_q=1.0 - pal.lakes)
+    # land use: the palette's shares, near the core (commercial or residential) and outside it
+    u = rng.uniform(size=k)
+    core = plan.d_core
+    com, res, ind = pal.uses
+    use = np.where(core, np.where(u < com, COMMERCIAL, RESIDENTIAL),
+                   np.where(u < res, RESIDENTIAL, np.where(u < res + ind, INDUSTRIAL, VILLAGE))).astype(np.int8)
+    block = np.array([rng.uniform(*_USE[int(v)]["block"]) for v in use], np.float32)
+    street = np.array([rng.uniform(*_USE[int(v)]["street"]) for v in use], np.float32)
+    return replace(plan, d_theta=theta, lake_q=1.0 - pal.lakes, d_use=use, d_block=block, d_street=street)
 
 
 def _buildings(
@@ -532,10 +542,10 @@ def _blocks_v2(v2: _V2, s: int, mat: np.ndarray, t: np.ndarray, bld: np.ndarray,
     site_mat = np.where(u < 0.15, Material.CONCRETE,  # slabs and foundations
                np.where(u < 0.20, Material.ROOF_BLUE,  # prefabricated site huts
                np.where(u < 0.35, Material.SAND,  # gravel and sand heaps
-               np.where(net, Material.DUST_NET, Material.BARE_SOIL))))
-    # compacted soil is bright (upper end of the soil range), fresh excavation dark and wet (lower end)
-    site_t = np.where(u < 0.35, hash_uniform(s, ckey, 82), np.where(hash_uniform(s, ckey, 83) < 0.75,
-                      0.55 + 0.45 * hash_uniform(s, ckey, 84), 0.3 * hash_uniform(s, ckey, 84)))
+               np.where(net, Material.DUST_NET,
+               np.where(hash_uniform(s, ckey, 83) < 0.7, Material.COMPACTED_SOIL, Material.BARE_SOIL)))))
+    # compacted, graded soil is bright; fresh excavation dark and wet (lower end of the soil range)
+    site_t = np.where(site_mat == Material.BARE_SOIL, 0.3 * hash_uniform(s, ckey, 84), hash_uniform(s, ckey, 82))
     mat = np.where(site, site_mat, mat)
     t = np.where(site, site_t, t)
     # sports grounds: a pitch (artificial turf or grass) inside a 9 m running track, centred in the block
@@ -666,21 +676,23 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
 
 def directional_shadow(building: np.ndarray, height_m: np.ndarray, *, zenith_deg: float, azimuth_deg: float
                        ) -> np.ndarray:
-    """Share of each 10 m pixel's open ground in the shadow of buildings (v2): each building pixel casts its shadow
-    away from the sun (``azimuth_deg`` clockwise from north) over ``height * tan(zenith)``."""
-    from scipy.ndimage import shift as nd_shift
-
+    """Share of each 10 m pixel's open ground in the shadow of buildings (v2): each building pixel (its building
+    share) casts its shadow away from the sun (``azimuth_deg`` clockwise from north) over ``height * tan(zenith)``,
+    marched in half-pixel steps."""
     length = height_m * np.float32(np.tan(np.deg2rad(zenith_deg)))
     reach = float(length.max()) if length.size else 0.0
     away = np.deg2rad(azimuth_deg + 180.0)
     drow, dcol = -np.cos(away), np.sin(away)  # rows grow southwards
+    n0, n1 = building.shape
     shadow = np.zeros_like(building)
     d = PIXEL_SIZE_M / 2
     while d <= reach + 1e-6:
-        k = d / PIXEL_SIZE_M
-        src = nd_shift(building, (drow * k, dcol * k), order=1, mode="constant", cval=0.0)
-        src_len = nd_shift(length, (drow * k, dcol * k), order=1, mode="constant", cval=0.0)
-        shadow = np.maximum(shadow, src * np.clip((src_len - d) / (PIXEL_SIZE_M / 2) + 0.5, 0.0, 1.0))
+        kr, kc = int(round(drow * d / PIXEL_SIZE_M)), int(round(dcol * d / PIXEL_SIZE_M))
+        if kr or kc:  # shadow at p from the building at p - (kr, kc)
+            dst = (slice(max(kr, 0), n0 + min(kr, 0)), slice(max(kc, 0), n1 + min(kc, 0)))
+            src = (slice(max(-kr, 0), n0 + min(-kr, 0)), slice(max(-kc, 0), n1 + min(-kc, 0)))
+            cast = building[src] * (length[src] >= d)
+            shadow[dst] = np.maximum(shadow[dst], cast)
         d += PIXEL_SIZE_M / 2
     return (np.clip(shadow, 0.0, 1.0) * (1.0 - building)).astype(np.float32)
 

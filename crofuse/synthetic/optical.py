@@ -171,7 +171,8 @@ def simulate_optical(
     cloud_refl = np.stack([thick * 1.08, thick * 1.04, thick, thick * 0.97]).astype(np.float32)
     # cirrus: a thin veil over part of the scene on about a third of the days
     cirrus = np.zeros((n, n), np.float32)
-    if rng.uniform() < 0.35 * min(cloud_scale, 1.0 / 0.35):
+    p_cirrus = 0.35 if palette is None else palette.cirrus
+    if rng.uniform() < p_cirrus * min(cloud_scale, 1.0 / p_cirrus):
         cf = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "cirrus"), beta=3.8))
         cirrus = (rng.uniform(0.02, 0.08) * np.clip((cf - 0.5) / 0.3, 0, 1)).astype(np.float32)
     obs = surf * (1.0 - shadow * (cloud < CLOUD_FLAG_OPACITY))

@@ -60,6 +60,8 @@ class Palette:
     grid_aligned: share of districts on one common street grid. clouds: June cloud climatology. aerosol: multiplies
     the scene-level atmospheric residuals (haze, dust). clutter: largest share of a 5 m cell taken by the other
     class (trees over roofs and roads, paths in lawns, cars, sheds). lakes: share of the tile under lakes.
+    uses: district land use, (commercial share near the core, residential and industrial shares outside it; the
+    rest are villages). cirrus: chance that a pass has a cirrus veil.
     """
 
     name: str
@@ -84,6 +86,8 @@ class Palette:
     aerosol: float = 1.0
     clutter: float = 0.3
     lakes: float = 0.06
+    uses: tuple[float, float, float] = (0.55, 0.55, 0.30)
+    cirrus: float = 0.35
 
     def __post_init__(self) -> None:
         for use, w in self.roofs.items():
@@ -184,6 +188,7 @@ ARID_NILE = Palette(
     heights={RESIDENTIAL: (12.0, 35.0), COMMERCIAL: (20.0, 70.0), INDUSTRIAL: (6.0, 12.0), VILLAGE: (5.0, 12.0),
              NEW: (15.0, 45.0)},
     grid_aligned=0.35, clouds=CloudClimate(0.0, 0.85, 0.15), aerosol=1.6, clutter=0.25, lakes=0.01,
+    uses=(0.45, 0.70, 0.15), cirrus=0.1,
 )
 
 TROPICAL_HUMID = Palette(
@@ -206,6 +211,7 @@ TROPICAL_HUMID = Palette(
     heights={RESIDENTIAL: (8.0, 70.0), COMMERCIAL: (40.0, 200.0), INDUSTRIAL: (8.0, 14.0), VILLAGE: (4.0, 8.0),
              NEW: (20.0, 90.0)},
     grid_aligned=0.15, clouds=CloudClimate(0.35, 0.05, 0.8), aerosol=1.3, clutter=0.35,
+    uses=(0.60, 0.60, 0.20), cirrus=0.5,
 )
 
 TEMPERATE_EUROPE = Palette(
@@ -213,7 +219,7 @@ TEMPERATE_EUROPE = Palette(
     climate="Po valley: red clay-tile roofs, brown alluvial soil, green June with ripening wheat, some rice",
     roofs={
         RESIDENTIAL: {T: 0.65, C: 0.15, D: 0.10, M: 0.10},
-        COMMERCIAL: {T: 0.35, C: 0.35, M: 0.20, D: 0.10},
+        COMMERCIAL: {T: 0.50, C: 0.30, M: 0.10, D: 0.10},
         INDUSTRIAL: {M: 0.45, C: 0.30, B: 0.25},
         VILLAGE: {T: 0.85, C: 0.15},
         NEW: {T: 0.40, C: 0.35, M: 0.15, D: 0.10},
@@ -228,6 +234,7 @@ TEMPERATE_EUROPE = Palette(
     heights={RESIDENTIAL: (12.0, 28.0), COMMERCIAL: (18.0, 60.0), INDUSTRIAL: (8.0, 14.0), VILLAGE: (6.0, 12.0),
              NEW: (12.0, 40.0)},
     grid_aligned=0.15, clouds=CloudClimate(0.12, 0.35), aerosol=0.9, clutter=0.3, lakes=0.03,
+    uses=(0.50, 0.70, 0.20), cirrus=0.3,
 )
 
 PALETTES: dict[str, Palette] = {p.name: p for p in (HUMID_SUBTROPICAL_CHINA, ARID_NILE, TROPICAL_HUMID,

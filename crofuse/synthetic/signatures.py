@@ -42,6 +42,7 @@ class Material(IntEnum):
     DUST_NET = 17  # green dust-proof netting over bare soil on construction sites (pervious)
     TURF = 18  # artificial turf pitch (impervious: a sealed synthetic surface)
     TRACK = 19  # polyurethane running track (impervious)
+    COMPACTED_SOIL = 20  # graded, compacted soil of building sites: brighter than loose soil (pervious)
 
 
 N_MATERIALS = len(Material)
@@ -81,6 +82,7 @@ MATERIAL_TO_LANDCOVER = np.array(
         LandCover.BARE_SOIL,  # DUST_NET
         LandCover.PAVED,  # TURF
         LandCover.PAVED,  # TRACK
+        LandCover.BARE_SOIL,  # COMPACTED_SOIL
     ],
     dtype=np.uint8,
 )
@@ -110,6 +112,7 @@ _S2 = {
     Material.DUST_NET: ((0.05, 0.08), (0.08, 0.12), (0.06, 0.09), (0.10, 0.18)),  # green HDPE: green peak, low NIR
     Material.TURF: ((0.04, 0.07), (0.07, 0.11), (0.05, 0.09), (0.14, 0.24)),  # green fibres: NDVI below grass
     Material.TRACK: ((0.06, 0.09), (0.07, 0.10), (0.12, 0.18), (0.16, 0.24)),  # red polyurethane, like clay tile
+    Material.COMPACTED_SOIL: ((0.12, 0.21), (0.14, 0.24), (0.16, 0.28), (0.19, 0.32)),  # graded, dry, smooth
 }
 
 # Sentinel-1 gamma0 ranges in dB: (VV low, VV high), (VH low, VH high). Buildings are handled by
@@ -125,12 +128,13 @@ _S1_DB = {
     Material.ASPHALT: ((-20.0, -14.0), (-28.0, -22.0)),  # smooth: dark like water
     Material.CONCRETE: ((-17.0, -11.0), (-25.0, -19.0)),  # plazas, pavements: a bit rougher than asphalt
     # v2
-    Material.GREENHOUSE: ((-11.0, -5.0), (-19.0, -13.0)),  # steel frames and arched film: brighter than fields
+    Material.GREENHOUSE: ((-9.0, -4.0), (-17.0, -12.0)),  # steel frames and arched film: brighter than fields
     Material.SAND: ((-22.0, -14.0), (-29.0, -21.0)),  # smooth dry sand is dark; gravel at the bright end
     Material.DRY_GRASS: ((-15.0, -11.0), (-23.0, -17.0)),  # less water, less volume than green grass
     Material.DUST_NET: ((-15.0, -10.0), (-24.0, -17.0)),  # the bare soil under it
     Material.TURF: ((-14.0, -10.0), (-22.0, -16.0)),  # fibres over rubber infill: rough like grass
     Material.TRACK: ((-19.0, -13.0), (-27.0, -21.0)),  # smooth like asphalt
+    Material.COMPACTED_SOIL: ((-17.0, -11.0), (-25.0, -18.0)),  # smoother than loose soil: like concrete
 }
 BUILDING_VV_DB = (-2.0, 8.0)
 BUILDING_VH_DB = (-13.0, -8.0)
