@@ -90,6 +90,17 @@ def city_bias(city_key: int, seed: int, sigma: float) -> np.ndarray:
     return (rng.normal(0.0, 1.0) * sigma * BAND_SHARE).astype(np.float32)
 
 
+def surface_bias(city, *, seed: int, difficulty: Difficulty | None) -> np.ndarray:
+    """The persistent ``(4,)`` surface-reflectance bias every acquisition of ``city`` carries (v2: the city's
+    atmospheric bias, :func:`city_bias` times its palette's ``aerosol``; v1, ``difficulty=None``: zeros). A clear-sky
+    composite of the catalog estimates ``GroundTruth.reflectance`` plus this."""
+    if difficulty is None:
+        return np.zeros(4, np.float32)
+    from crofuse.synthetic.palettes import get_palette
+
+    return city_bias(city.key, seed, difficulty.s2_city_bias * get_palette(city.palette).aerosol)
+
+
 def _shift_bands(x: np.ndarray, drow: float, dcol: float) -> np.ndarray:
     from scipy.ndimage import shift as nd_shift
 
@@ -142,8 +153,7 @@ def simulate_optical(
 
         palette = get_palette(truth.city.palette)
         if temporal_variation:  # off: every clear observation equals the truth (tests rely on it)
-            bias = city_bias(truth.city.key, seed, difficulty.s2_city_bias * palette.aerosol)
-            surf = surf + bias[:, None, None]
+            surf = surf + surface_bias(truth.city, seed=seed, difficulty=difficulty)[:, None, None]
             if difficulty.s2_misregistration_px > 0:
                 dr, dc = np.random.default_rng(derive_seed(s, "v2")).normal(0.0, difficulty.s2_misregistration_px, 2)
                 surf = _shift_bands(surf, float(dr), float(dc))
