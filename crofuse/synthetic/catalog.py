@@ -305,6 +305,7 @@ def _write_labels(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, 
             "crofuse:reference_impervious_fraction": float(truth.reference.mean()),
             "crofuse:reference_agreement": float((truth.reference == truth.label).mean()),
             "crofuse:reference_shift_px": [round(dr, 4), round(dc, 4)],
+            "crofuse:reference_growth_km2": float(truth.extra["reference_growth"].sum() * px_km2),
         }
     t = dt.datetime(truth.year, 7, 1, tzinfo=dt.UTC)
     item = _new_item(iid, gb, t, props, ["raster", "classification"])

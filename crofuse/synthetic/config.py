@@ -25,9 +25,9 @@ class Difficulty(BaseModel):
 
     Each default is inside the range its source gives (``docs/sample-data.md``, "Generator v2" and "Calibration"):
 
-    label_shift_px: co-registration error of the reference labels (drawn on finer imagery), pixels: one shift per
-        city-year of this length in a random direction (Sentinel-2 absolute geolocation 8-12.5 m CE95 plus the
-        finer imagery's own error).
+    label_shift_px: co-registration error of the reference labels (drawn on finer imagery), pixels: one shift of
+        this length in a random direction per city, shared by its years (Sentinel-2 absolute geolocation 8-12.5 m
+        CE95 plus the finer imagery's own error; each year's reference updates the same registered basemap).
     label_warp_px: standard deviation (pixels) of the smooth local warp on top of it (mosaics of several images).
     label_time_lag: share of the fields that change around the acquisition whose reference shows the other year's
         state (the finer imagery is not from the same month).

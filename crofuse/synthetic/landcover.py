@@ -100,7 +100,8 @@ class GroundTruth:
         the pixel's building area), ``material`` and ``material_share`` (majority :class:`Material` and its share),
         ``construction_site`` (share of the pixel on a building site), ``reference_fraction`` (the reference's
         impervious share before the shift), ``reference_shift_px`` ((rows, cols) of the co-registration error),
-        ``palette`` and ``generator``.
+        ``reference_growth`` (1 where the reference is impervious this year and was not the year before), ``palette``
+        and ``generator``.
     """
 
     city: City
@@ -625,12 +626,20 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
         cl = np.where((urban | vil | (built & ~art)) & ~zone, clutter, np.float32(0.0))
         return np.where(imp, 1.0 - cl, cl).astype(np.float32), cl
 
-    cache = {yy: impervious(yy) for yy in sorted(set(years) | {yy + 1 for yy in full_years})}
+    cache = {yy: impervious(yy) for yy in sorted({z for yy in years for z in (yy - 1, yy, yy + 1)})}
+
+    def reference(year: int) -> np.ndarray:
+        """The impervious share as the reference shows it: fields changing around ``year`` in the state of the
+        finer imagery's date (cleared ones already built, just-built ones still bare), with ``time_lag`` odds."""
+        lagged = candidate & (hash_uniform(s, fkey, 61, year) < v2.time_lag)
+        return np.where(lagged & (dev_year == year + 1), cache[year + 1][0],
+                        np.where(lagged & (dev_year == year), cache[year - 1][0], cache[year][0])).astype(np.float32)
+
     out = {}
     for year in years:
         imp_f, cl = cache[year]
         if year not in full_years:
-            out[year] = (imp_f, None, None, None)
+            out[year] = (imp_f, None, None, {"reference": reference(year)})
             continue
         st = hash_uniform(s, fkey, 41, year)
         cum = np.cumsum(pal.fields)
@@ -663,11 +672,7 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
         height = np.where(urban, h_u, np.where(built, h_n, np.where(vil, h_v, np.float32(0.0))))
         height = np.where(IS_BUILDING[mat], height, np.float32(0.0)).astype(np.float32)
         cmat = np.where(IS_IMPERVIOUS[mat], over_is, over_pervious).astype(np.uint8)
-        # the reference: changing fields as the finer imagery shows them (a time lag either way)
-        lagged = candidate & (hash_uniform(s, fkey, 61, year) < v2.time_lag)
-        prev = cache[year - 1][0] if year - 1 in cache else imp_f
-        ref = np.where(lagged & (dev_year == year + 1), cache[year + 1][0],
-                       np.where(lagged & (dev_year == year), prev, imp_f))
+        ref = reference(year)
         extra = {"height": height, "clutter": cl, "clutter_material": cmat, "clutter_t": ct, "impervious": imp_f,
                  "reference": ref.astype(np.float32), "site": c["site"] & ~art & ~zone}
         out[year] = (mat, t.astype(np.float32), fac.astype(np.float32), extra)
@@ -706,13 +711,14 @@ def _shift_field(field: np.ndarray, drow: np.ndarray | float, dcol: np.ndarray |
     return map_coordinates(field, [rr - drow, cc - dcol], order=1, mode="nearest").astype(np.float32)
 
 
-def reference_label(reference_fraction: np.ndarray, *, seed: int, city: City, year: int, shift_px: float,
+def reference_label(reference_fraction: np.ndarray, *, seed: int, city: City, shift_px: float,
                     warp_px: float) -> tuple[np.ndarray, tuple[float, float]]:
     """The reference label (v2): the reference's impervious share displaced like a polygon layer drawn on finer
-    imagery and registered to Sentinel-2 with an error of ``shift_px`` (one direction per city-year) plus a smooth
-    warp of ``warp_px`` (standard deviation), then thresholded at 0.5. Returns the label and the mean shift
-    ``(rows, cols)`` in pixels."""
-    s = derive_seed(seed, "reference", city.key, year)
+    imagery and registered to Sentinel-2 with an error of ``shift_px`` in one direction plus a smooth warp of
+    ``warp_px`` (standard deviation), then thresholded at 0.5. The error is the city's, shared by its years: each
+    year's reference updates the same registered basemap where the land changed (so the references' change is the
+    change, seen through the time lag). Returns the label and the mean shift ``(rows, cols)`` in pixels."""
+    s = derive_seed(seed, "reference", city.key)
     rng = np.random.default_rng(s)
     ang = rng.uniform(0, 2 * np.pi)
     drow, dcol = shift_px * np.sin(ang), shift_px * np.cos(ang)
@@ -861,7 +867,7 @@ def _generate_truths_v2(
     refl = {y: np.empty((4, n, n), np.float32) for y in years}
     sar = {y: {o: np.empty((2, n, n), np.float32) for o in ORBITS} for y in years}
     isf = {y: np.empty((n, n), np.float32) for y in all_years}
-    ref = {y: np.empty((n, n), np.float32) for y in years}
+    ref = {y: np.empty((n, n), np.float32) for y in all_years}
     frac = {y: np.empty((8, n, n), np.float32) for y in years}
     height = {y: np.empty((n, n), np.float32) for y in years}
     major = {y: np.empty((n, n), np.uint8) for y in years}
@@ -877,6 +883,7 @@ def _generate_truths_v2(
         h = i1 - i0
         pix = (np.arange(h * sub)[:, None] // sub) * n + (np.arange(n * sub)[None, :] // sub)
         for y, (mat, t, fac, ex) in strip.items():
+            ref[y][i0:i1] = _block_mean(ex["reference"], sub)
             if t is None:  # label-only year: ``mat`` is the impervious share
                 isf[y][i0:i1] = _block_mean(mat, sub)
                 continue
@@ -903,7 +910,6 @@ def _generate_truths_v2(
             counts += np.bincount((pix * 8 + MATERIAL_TO_LANDCOVER[cmat]).ravel(), weights=c.ravel(), minlength=cells)
             frac[y][:, i0:i1] = np.moveaxis(counts.reshape(h, n, 8), -1, 0).astype(np.float32) / np.float32(sub * sub)
             isf[y][i0:i1] = _block_mean(ex["impervious"], sub)
-            ref[y][i0:i1] = _block_mean(ex["reference"], sub)
             nm = len(Material)
             mcount = np.bincount((pix * nm + mat).ravel(), weights=w, minlength=h * n * nm).reshape(h, n, nm)
             major[y][i0:i1] = np.argmax(mcount, axis=-1).astype(np.uint8)
@@ -928,14 +934,17 @@ def _generate_truths_v2(
         prev = (isf[y - 1] >= 0.5).astype(np.uint8)
         growth = ((label == 1) & (prev == 0)).astype(np.uint8)
         lc = np.argmax(frac[y], axis=0).astype(np.uint8)
-        reference, shift = reference_label(ref[y], seed=seed, city=city, year=y, shift_px=difficulty.label_shift_px,
+        reference, shift = reference_label(ref[y], seed=seed, city=city, shift_px=difficulty.label_shift_px,
                                            warp_px=difficulty.label_warp_px)
+        before, _ = reference_label(ref[y - 1], seed=seed, city=city, shift_px=difficulty.label_shift_px,
+                                    warp_px=difficulty.label_warp_px)
         out[y] = GroundTruth(
             city=city, year=y, geobox=gb, reflectance=r, backscatter=sar[y], impervious_fraction=isf[y],
             label=label, landcover=lc, fractions=frac[y], growth=growth, seed=seed,
             extra={"building_shadow": shadow, "building_height": height[y], "reference_fraction": ref[y],
                    "reference_shift_px": shift, "palette": pal.name, "generator": 2, "material": major[y],
-                   "material_share": major_share[y], "construction_site": site[y]},
+                   "material_share": major_share[y], "construction_site": site[y],
+                   "reference_growth": ((reference == 1) & (before == 0)).astype(np.uint8)},
             reference=reference,
         )
     return out
