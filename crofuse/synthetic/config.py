@@ -44,7 +44,7 @@ class Difficulty(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    label_shift_px: float = Field(default=0.5, ge=0.0, le=3.0)
+    label_shift_px: float = Field(default=0.75, ge=0.0, le=3.0)
     label_warp_px: float = Field(default=0.1, ge=0.0, le=2.0)
     label_time_lag: float = Field(default=0.3, ge=0.0, le=1.0)
     s2_misregistration_px: float = Field(default=0.2, ge=0.0, le=2.0)

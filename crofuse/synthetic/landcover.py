@@ -416,8 +416,9 @@ def _fine_strip(
     t_u = np.where(on_street, hash_uniform(s, d64, 14), t_u)
     # street trees: canopy over the outer 4 m of residential and commercial streets, in runs of about 8 m
     verge = on_street & (((a >= street - 4) & (a < street)) | ((b >= street - 4) & (b < street)))
+    street_q = 0.5 if v2 is None else v2.palette.street_trees
     trees = verge & ((use == RESIDENTIAL) | (use == COMMERCIAL)) & (
-        hash_uniform(s, bkey, np.floor(u / 8).astype(np.int64), np.floor(v / 8).astype(np.int64), 15) < 0.5
+        hash_uniform(s, bkey, np.floor(u / 8).astype(np.int64), np.floor(v / 8).astype(np.int64), 15) < street_q
     )
     mat_u = np.where(trees, Material.FOREST, mat_u)
     t_u = np.where(trees, hash_uniform(s, bkey, 16), t_u)
@@ -480,7 +481,8 @@ def _fine_strip(
                    vmat=vmat, vt=vt, mat_new=mat_new, t_new=t_new, path=path, fkey=fkey, eb=eb, lake=lake,
                    river=river, art=art, art_key=art_key, theta=theta, facade=facade, t_rural_field=t_rural_field,
                    density=density, x=x, y=y, use=use, bld=bld, bid=bid, vbld=vbld, vbid=vbid, nbld=nbld, nbid=nbid,
-                   fine_r=fine_r, fine_c=fine_c, r0=r0, r1=r1, site=site & ~on_street & urban)
+                   fine_r=fine_r, fine_c=fine_c, r0=r0, r1=r1, site=site & ~on_street & urban,
+                   canopy=trees & urban)
         return _years_v2(plan, v2, years, full_years, ctx)
     out = {}
     for year in years:
@@ -600,8 +602,8 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
     present = hash_uniform(s, c["fine_r"], c["fine_c"], 73) < CLUTTER_PRESENCE
     clutter = np.where(present, np.float32(v2.clutter) * cu, np.float32(0.0)).astype(np.float32)
     cpick = hash_uniform(s, c["fine_r"], c["fine_c"], 71)
-    arid = pal.dust > 0
-    over_is = np.where(cpick < 0.6, Material.DRY_GRASS if arid else Material.FOREST, Material.BARE_SOIL)
+    crown = cpick < pal.crowns  # tree crowns over sealed ground; the rest tree pits, planters, soil (pervious)
+    over_is = np.where(crown, Material.FOREST, Material.BARE_SOIL)
     over_pervious = np.where(cpick < 0.7, Material.CONCRETE, Material.ASPHALT)
     ct = hash_uniform(s, c["fine_r"], c["fine_c"], 72)
     # building heights: one per building, in its land use's range
@@ -619,12 +621,15 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
         built = candidate & (dev_year <= year)
         imp = IS_IMPERVIOUS[np.where(vil, c["vmat"], Material.GRASS)]
         imp = np.where(built, IS_IMPERVIOUS[c["mat_new"]], imp)
-        imp = np.where(urban, IS_IMPERVIOUS[c["mat_u"]], imp)
+        # street trees stand on the sealed street: the ground under their crowns is impervious (v2)
+        imp = np.where(urban, IS_IMPERVIOUS[c["mat_u"]] | c["canopy"], imp)
         imp = np.where(zone, False, imp) | art
         # clutter on built-up land; not on arterials through fields, so that a field built on never makes the road
         # beside it less impervious (the city only grows)
         cl = np.where((urban | vil | (built & ~art)) & ~zone, clutter, np.float32(0.0))
-        return np.where(imp, 1.0 - cl, cl).astype(np.float32), cl
+        # clutter: crowns over sealed ground leave it impervious; tree pits and planters are not; paths and sheds
+        # in lawns are
+        return np.where(imp, 1.0 - np.where(crown, np.float32(0.0), cl), cl).astype(np.float32), cl
 
     cache = {yy: impervious(yy) for yy in sorted({z for yy in years for z in (yy - 1, yy, yy + 1)})}
 
@@ -671,7 +676,7 @@ def _years_v2(plan: _Plan, v2: _V2, years: list[int], full_years: set[int], c: d
         mat = mat.astype(np.uint8)
         height = np.where(urban, h_u, np.where(built, h_n, np.where(vil, h_v, np.float32(0.0))))
         height = np.where(IS_BUILDING[mat], height, np.float32(0.0)).astype(np.float32)
-        cmat = np.where(IS_IMPERVIOUS[mat], over_is, over_pervious).astype(np.uint8)
+        cmat = np.where(IS_IMPERVIOUS[mat] | c["canopy"], over_is, over_pervious).astype(np.uint8)
         ref = reference(year)
         extra = {"height": height, "clutter": cl, "clutter_material": cmat, "clutter_t": ct, "impervious": imp_f,
                  "reference": ref.astype(np.float32), "site": c["site"] & ~art & ~zone}

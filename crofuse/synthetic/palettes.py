@@ -61,7 +61,10 @@ class Palette:
     the scene-level atmospheric residuals (haze, dust). clutter: largest share of a 5 m cell taken by the other
     class (trees over roofs and roads, paths in lawns, cars, sheds). lakes: share of the tile under lakes.
     uses: district land use, (commercial share near the core, residential and industrial shares outside it; the
-    rest are villages). cirrus: chance that a pass has a cirrus veil.
+    rest are villages). cirrus: chance that a pass has a cirrus veil. street_trees: share of the verges of
+    residential and commercial streets under tree crowns (the street stays impervious under them). crowns: share
+    of the clutter on sealed cells that is tree crowns (the ground stays impervious) rather than tree pits or
+    planters (pervious).
     """
 
     name: str
@@ -88,6 +91,8 @@ class Palette:
     lakes: float = 0.06
     uses: tuple[float, float, float] = (0.55, 0.55, 0.30)
     cirrus: float = 0.35
+    street_trees: float = 0.5
+    crowns: float = 0.6
 
     def __post_init__(self) -> None:
         for use, w in self.roofs.items():
@@ -188,7 +193,7 @@ ARID_NILE = Palette(
     heights={RESIDENTIAL: (12.0, 35.0), COMMERCIAL: (20.0, 70.0), INDUSTRIAL: (6.0, 12.0), VILLAGE: (5.0, 12.0),
              NEW: (15.0, 45.0)},
     grid_aligned=0.35, clouds=CloudClimate(0.0, 0.85, 0.15), aerosol=1.6, clutter=0.25, lakes=0.01,
-    uses=(0.45, 0.70, 0.15), cirrus=0.1,
+    uses=(0.45, 0.70, 0.15), cirrus=0.1, street_trees=0.3, crowns=0.3,
 )
 
 TROPICAL_HUMID = Palette(
@@ -211,7 +216,7 @@ TROPICAL_HUMID = Palette(
     heights={RESIDENTIAL: (8.0, 70.0), COMMERCIAL: (40.0, 200.0), INDUSTRIAL: (8.0, 14.0), VILLAGE: (4.0, 8.0),
              NEW: (20.0, 90.0)},
     grid_aligned=0.15, clouds=CloudClimate(0.35, 0.05, 0.8), aerosol=1.3, clutter=0.35,
-    uses=(0.60, 0.60, 0.20), cirrus=0.5,
+    uses=(0.60, 0.60, 0.20), cirrus=0.5, street_trees=0.8, crowns=0.8,
 )
 
 TEMPERATE_EUROPE = Palette(
