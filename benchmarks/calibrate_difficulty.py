@@ -91,7 +91,12 @@ def _confusion(clf, root: Path, columns: slice, split: str = "test") -> dict[str
 
 def evaluate(root: Path, *, rf_samples: int, rf_trees: int, jobs: int, seed: int = 0) -> dict[str, Any]:
     """Train the RF on the training split (six bands; six bands + indices) and score it on the test split."""
-    from crofuse.baselines.pixel import FEATURE_NAMES, PixelClassifier, PixelClassifierConfig, sample_training_pixels
+    from crofuse.baselines.pixel import (
+        FEATURE_NAMES,
+        PixelClassifier,
+        PixelClassifierConfig,
+        sample_training_pixels,
+    )
     from crofuse.metrics import metrics_from_confusion
 
     x, y = sample_training_pixels(root, n_samples=rf_samples, seed=seed)
@@ -109,7 +114,7 @@ def evaluate(root: Path, *, rf_samples: int, rf_trees: int, jobs: int, seed: int
             "per_city_oa": {c: float(metrics_from_confusion(cm)["oa"]) for c, cm in sorted(cms["per_city"].items())},
             "val_oa": val["oa"], "val_miou": val["miou"], "seconds": time.perf_counter() - t0,
         }
-    return {"train_pixels": int(len(y)), "impervious_share_train": float(y.mean()), "rows": rows}
+    return {"train_pixels": len(y), "impervious_share_train": float(y.mean()), "rows": rows}
 
 
 def exact_label_score(root: Path, catalog: Path) -> float | None:
@@ -138,7 +143,7 @@ def exact_label_score(root: Path, catalog: Path) -> float | None:
         windows = []
         for href in files[(city, year)]:  # the patch's window on the label item's grid: exact, reference
             with rasterio.open(href) as src:
-                row, col = (int(round(v)) for v in src.index(x0 + 5.0, y0 - 5.0))
+                row, col = src.index(x0 + 5.0, y0 - 5.0)
                 windows.append(src.read(1, window=Window(col, row, label.shape[1], label.shape[0]), boundless=True,
                                         fill_value=NODATA_LABEL))
         exact, reference = windows

@@ -228,6 +228,16 @@ def test_shadows_fall_away_from_the_sun_at_each_city() -> None:
         assert abs(reach - 150.0 * np.tan(np.deg2rad(zenith))) <= 10.0, (city.name, reach)
 
 
+def test_sealed_ground_under_tree_crowns_is_impervious(cities) -> None:
+    """Street trees and crowns over roofs and pavements: the pixel looks like vegetation, the ground is sealed."""
+    t = cities["kuala-lumpur"][2022]
+    crowned = (t.fractions[LandCover.TREES] >= 0.5) & (t.label == 1)
+    assert crowned.sum() > 50
+    assert np.median(_ndvi(t)[crowned]) > 0.45  # vegetation to a per-pixel classifier
+    v1 = generate_truths(KUALA_LUMPUR, [2022], size_km=SIZE_KM, seed=1, generator=1)[2022]
+    assert ((v1.fractions[LandCover.TREES] >= 0.5) & (v1.label == 1)).sum() < 0.2 * crowned.sum()
+
+
 def test_most_urban_pixels_are_mixtures(cities) -> None:
     from scipy.ndimage import uniform_filter
 

@@ -213,14 +213,14 @@ def _common_props(city: City, fingerprint: str, cfg: SampleConfig) -> dict[str, 
     return props
 
 
-def optical_kwargs(cfg: SampleConfig, city: City | None = None) -> dict[str, Any]:
+def optical_kwargs(cfg: SampleConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`~crofuse.synthetic.optical.simulate_optical` for a catalog of ``cfg``."""
     return {"seed": cfg.seed, "cloud_scale": cfg.cloud_scale, "partial_swath_probability": cfg.partial_swath_probability,
             "temporal_variation": cfg.temporal_variation, "overcast": cfg.overcast,
             "difficulty": cfg.difficulty if cfg.generator >= 2 else None}
 
 
-def sar_kwargs(cfg: SampleConfig, city: City | None = None) -> dict[str, Any]:
+def sar_kwargs(cfg: SampleConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`~crofuse.synthetic.sar.simulate_sar` for a catalog of ``cfg``."""
     return {"seed": cfg.seed, "enl": cfg.enl, "temporal_variation": cfg.temporal_variation,
             "difficulty": cfg.difficulty if cfg.generator >= 2 else None}
@@ -229,7 +229,7 @@ def sar_kwargs(cfg: SampleConfig, city: City | None = None) -> dict[str, Any]:
 def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: SampleConfig, fp: str):
     from crofuse.synthetic.optical import SCL_RESOLUTION_M, simulate_optical
 
-    scene = simulate_optical(truth, acq, **optical_kwargs(cfg, city))
+    scene = simulate_optical(truth, acq, **optical_kwargs(cfg))
     iid = item_id(acq, city)
     d = out / S2_COLLECTION / iid
     gb = truth.geobox
@@ -259,7 +259,7 @@ def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
 def _write_s1(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: SampleConfig, fp: str):
     from crofuse.synthetic.sar import simulate_sar
 
-    scene = simulate_sar(truth, acq, **sar_kwargs(cfg, city))
+    scene = simulate_sar(truth, acq, **sar_kwargs(cfg))
     iid = item_id(acq, city)
     d = out / S1_COLLECTION / iid
     gb = truth.geobox

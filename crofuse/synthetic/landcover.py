@@ -410,7 +410,7 @@ def _fine_strip(
         mat_u = np.where(site, Material.BARE_SOIL, mat_u)
     else:
         site = (kind >= 0.14) & (kind < 0.14 + pal.construction) & (use != VILLAGE)
-        mat_u, t_u, site = _blocks_v2(v2, s, mat_u, t_u, bld, site, kind, use, bkey, a - street, b - street,
+        mat_u, t_u, site = _blocks_v2(v2, s, mat_u, t_u, site, kind, use, bkey, a - street, b - street,
                                       blk - street)
     mat_u = np.where(on_street, Material.ASPHALT, mat_u)
     t_u = np.where(on_street, hash_uniform(s, d64, 14), t_u)
@@ -480,7 +480,7 @@ def _fine_strip(
         ctx = dict(urban=urban, vil=vil, woods=woods, candidate=candidate, dev_year=dev_year, mat_u=mat_u, t_u=t_u,
                    vmat=vmat, vt=vt, mat_new=mat_new, t_new=t_new, path=path, fkey=fkey, eb=eb, lake=lake,
                    river=river, art=art, art_key=art_key, theta=theta, facade=facade, t_rural_field=t_rural_field,
-                   density=density, x=x, y=y, use=use, bld=bld, bid=bid, vbld=vbld, vbid=vbid, nbld=nbld, nbid=nbid,
+                   density=density, x=x, y=y, use=use, bid=bid, vbid=vbid, nbid=nbid,
                    fine_r=fine_r, fine_c=fine_c, r0=r0, r1=r1, site=site & ~on_street & urban,
                    canopy=trees & urban)
         return _years_v2(plan, v2, years, full_years, ctx)
@@ -530,11 +530,11 @@ PERI_URBAN = 0.30
 """Fields whose urban density lies within this much below the urban threshold are near the city (greenhouses)."""
 
 
-def _blocks_v2(v2: _V2, s: int, mat: np.ndarray, t: np.ndarray, bld: np.ndarray, site: np.ndarray,
-               kind: np.ndarray, use: np.ndarray, bkey: np.ndarray, a: np.ndarray, b: np.ndarray,
-               inner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _blocks_v2(v2: _V2, s: int, mat: np.ndarray, t: np.ndarray, site: np.ndarray, kind: np.ndarray,
+               use: np.ndarray, bkey: np.ndarray, a: np.ndarray, b: np.ndarray, inner: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """v2 block contents: building sites, sports grounds, gravel yards and senescent grass (``a``, ``b``: position
-    inside the block interior of side ``inner``)."""
+    inside the block interior of side ``inner``). Returns (material, t, building-site mask)."""
     pal = v2.palette
     mat, t = mat.copy(), t.copy()
     # building sites: a patchwork of ~12 m cells

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crofuse.errors import ConfigError
-from crofuse.synthetic.signatures import S1_HIGH_DB, S1_LOW_DB, S2_HIGH, S2_LOW, Material
+from crofuse.synthetic.signatures import (
+    S1_HIGH_DB,
+    S1_LOW_DB,
+    S2_HIGH,
+    S2_LOW,
+    Material,
+)
 
 # district land uses, as in crofuse.synthetic.landcover
 RESIDENTIAL, COMMERCIAL, INDUSTRIAL, VILLAGE, NEW = 0, 1, 2, 3, 4
