@@ -231,11 +231,12 @@ def test_shadows_fall_away_from_the_sun_at_each_city() -> None:
 def test_sealed_ground_under_tree_crowns_is_impervious(cities) -> None:
     """Street trees and crowns over roofs and pavements: the pixel looks like vegetation, the ground is sealed."""
     t = cities["kuala-lumpur"][2022]
-    crowned = (t.fractions[LandCover.TREES] >= 0.5) & (t.label == 1)
+    crowned = (t.fractions[LandCover.TREES] > 0.5) & (t.label == 1)  # mostly crowns seen from above, yet sealed
     assert crowned.sum() > 50
     assert np.median(_ndvi(t)[crowned]) > 0.45  # vegetation to a per-pixel classifier
+    # v1 labels the top view: a pixel more than half under crowns is never impervious there
     v1 = generate_truths(KUALA_LUMPUR, [2022], size_km=SIZE_KM, seed=1, generator=1)[2022]
-    assert ((v1.fractions[LandCover.TREES] >= 0.5) & (v1.label == 1)).sum() < 0.2 * crowned.sum()
+    assert ((v1.fractions[LandCover.TREES] > 0.5) & (v1.label == 1)).sum() == 0
 
 
 def test_most_urban_pixels_are_mixtures(cities) -> None:
