@@ -95,12 +95,13 @@ def test_map_city_statistics(mapped) -> None:
 
 
 def test_reference_gain_is_the_generators_growth(mapped, stac_api: str) -> None:
-    """The change computed from the catalog's labels equals the growth the generator recorded for 2022."""
+    """The change computed from the catalog's labels equals the change of those labels the generator recorded for
+    2022 (generator v2: the reference labels' change, ``crofuse:reference_growth_km2``; v1: the exact growth)."""
     import pystac_client
 
     output, _ = mapped
     item = next(pystac_client.Client.open(stac_api).search(collections=["labels"], datetime="2022").items())
-    growth_pixels_km2 = item.properties["crofuse:growth_km2"]  # pixel count × 100 m² (not equal-area)
+    growth_pixels_km2 = item.properties.get("crofuse:reference_growth_km2", item.properties["crofuse:growth_km2"])
     later = xr.open_zarr(output / st.STATISTICS_ZARR).sel(city="wuhan", year=2022)
     assert growth_pixels_km2 > 0
     assert float(later.reference_gain_km2) * 1.00085 == pytest.approx(growth_pixels_km2, rel=1e-3)

@@ -164,7 +164,8 @@ def test_label_source_specs(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------- STAC
 def test_sample_labels_from_the_stac_api_equal_the_truth(stac_api: str) -> None:
-    """The sample catalog's labels collection through the STAC API, onto the cube grid, is the generator's truth."""
+    """The sample catalog's labels collection through the STAC API, onto the cube grid, is the generator's reference
+    label (generator v2: the annotated reference, ``GroundTruth.reference``; v1: the exact label)."""
     from crofuse.cube.aoi import parse_aoi
     from crofuse.labels import city_extent
     from crofuse.synthetic import ground_truth
@@ -173,7 +174,7 @@ def test_sample_labels_from_the_stac_api_equal_the_truth(stac_api: str) -> None:
     truth = ground_truth(SMALL_CATALOG, "wuhan", 2022)
     area = parse_aoi(city_extent(stac_api, "wuhan"))
     out = labels_on_grid(SAMPLE, truth.geobox, year=2022, area=area, catalog=stac_api)
-    np.testing.assert_array_equal(out.data, truth.label)
+    np.testing.assert_array_equal(out.data, truth.reference)
     assert out.year == 2022 and out.inputs == ("labels_wuhan_2022",) and out.coverage == 1.0
     with pytest.raises(LabelError, match=r"no labels for 2019.*it has \[2021, 2022\].*--nearest-year"):
         labels_on_grid(SAMPLE, truth.geobox, year=2019, area=area, catalog=stac_api)

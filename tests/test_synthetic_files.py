@@ -49,15 +49,24 @@ def test_rebuild_reuses_finished_items_and_redoes_broken_ones(tmp_path: Path) ->
 
 
 def test_label_rasters_match_generated_growth(sample_catalog: Path) -> None:
+    """v2 label items: ``impervious`` is the reference (an annotator's label, with co-registration error and time
+    lag), ``impervious_exact`` the exact truth; growth is the exact change."""
     labels = {}
     for year in SMALL_CATALOG.years:
         item = json.loads((sample_catalog / "labels" / f"labels_wuhan_{year}" / f"labels_wuhan_{year}.json").read_text())
         labels[year] = {k: _read(a["href"])[0] for k, a in item["assets"].items()}
         truth = ground_truth(SMALL_CATALOG, "wuhan", year)
-        np.testing.assert_array_equal(labels[year]["impervious"], truth.label)
+        np.testing.assert_array_equal(labels[year]["impervious"], truth.reference)
+        np.testing.assert_array_equal(labels[year]["impervious_exact"], truth.label)
         np.testing.assert_array_equal(labels[year]["growth"], truth.growth)
-        assert item["properties"]["crofuse:growth_km2"] == pytest.approx(truth.growth.sum() * 1e-4)
-    change = (labels[2022]["impervious"] == 1) & (labels[2021]["impervious"] == 0)
+        p = item["properties"]
+        assert p["crofuse:growth_km2"] == pytest.approx(truth.growth.sum() * 1e-4)
+        assert p["crofuse:reference_agreement"] == pytest.approx(float((truth.reference == truth.label).mean()))
+        assert 0.85 < p["crofuse:reference_agreement"] < 1.0  # noisy like a real reference, not a different map
+        shift = np.hypot(*p["crofuse:reference_shift_px"])
+        assert shift == pytest.approx(SMALL_CATALOG.difficulty.label_shift_px, abs=1e-3)
+        assert p["crofuse:generator"] == "3" and p["crofuse:palette"] == "humid-subtropical-china"
+    change = (labels[2022]["impervious_exact"] == 1) & (labels[2021]["impervious_exact"] == 0)
     np.testing.assert_array_equal(change, labels[2022]["growth"] == 1)
     assert change.sum() > 0
 

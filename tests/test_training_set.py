@@ -139,7 +139,7 @@ def test_patches_hold_the_map_city_cube_and_the_truth(blocked_set: Path, stac_ap
         assert (label[~valid] == 255).all()
         # labels: the generator's truth at the same ground position
         tr, tc = int(round((t.f - y) / 10.0)), int(round((x - t.c) / 10.0))
-        window = truth.label[max(tr, 0) : tr + P, max(tc, 0) : tc + P]
+        window = truth.reference[max(tr, 0) : tr + P, max(tc, 0) : tc + P]  # the sample labels (v2: reference)
         if tr >= 0 and tc >= 0 and window.shape == (P, P):
             np.testing.assert_array_equal(label[valid], window[valid])
 

@@ -1,6 +1,7 @@
 """Procedural sample cities and physically plausible Sentinel-1/Sentinel-2 simulation, served as a STAC catalog.
 
-Ground truth is drawn at 5 m (default) and mixed linearly to 10 m; Sentinel-2 L2A (B02, B03, B04, B08, SCL) and
+Ground truth is drawn at 5 m (default) and mixed linearly to 10 m, each city with its palette (generator v2;
+``SampleConfig(generator=1)`` reproduces the earlier generator byte for byte); Sentinel-2 L2A (B02, B03, B04, B08, SCL) and
 Sentinel-1 RTC (VV, VH) acquisitions are simulated from it with clouds, shadows, cirrus and speckle, written as COGs
 with STAC items (``build_catalog``). Training sets are cut from it through the mapping pipeline
 (``crofuse.trainingset``: STAC search, the cube composite, the catalog's labels), never from an in-memory composite.
@@ -19,9 +20,12 @@ from crofuse.synthetic.catalog import (
     read_manifest,
 )
 from crofuse.synthetic.cities import (
+    CAIRO,
     DEFAULT_CITIES,
     HEFEI,
     KNOWN_CITIES,
+    KUALA_LUMPUR,
+    MILAN,
     NANCHANG,
     NANJING,
     TRAINING_CITIES,
@@ -29,7 +33,8 @@ from crofuse.synthetic.cities import (
     City,
     city_by_name,
 )
-from crofuse.synthetic.config import SampleConfig
+from crofuse.synthetic.config import Difficulty, SampleConfig
+from crofuse.synthetic.palettes import PALETTES, Palette, get_palette
 from crofuse.synthetic.landcover import GroundTruth, generate_landcover, generate_truths, ground_truth
 from crofuse.synthetic.optical import SCL_MASKED, OpticalScene, simulate_optical
 from crofuse.synthetic.sar import SarScene, simulate_sar
@@ -37,13 +42,17 @@ from crofuse.synthetic.schedule import Acquisition, sentinel1_schedule, sentinel
 from crofuse.synthetic.signatures import LandCover, Material
 
 __all__ = [
+    "CAIRO",
     "COLLECTIONS",
     "DEFAULT_CITIES",
     "HEFEI",
     "KNOWN_CITIES",
+    "KUALA_LUMPUR",
     "LABELS_COLLECTION",
+    "MILAN",
     "NANCHANG",
     "NANJING",
+    "PALETTES",
     "S1_COLLECTION",
     "S2_COLLECTION",
     "SCL_MASKED",
@@ -52,16 +61,19 @@ __all__ = [
     "Acquisition",
     "CatalogSummary",
     "City",
+    "Difficulty",
     "GroundTruth",
     "LandCover",
     "Material",
     "OpticalScene",
+    "Palette",
     "SampleConfig",
     "SarScene",
     "build_catalog",
     "city_by_name",
     "generate_landcover",
     "generate_truths",
+    "get_palette",
     "ground_truth",
     "read_manifest",
     "sentinel1_schedule",

@@ -22,7 +22,7 @@ import numpy as np
 from crofuse.errors import DataError
 from crofuse.synthetic.cities import City
 from crofuse.synthetic.cog import write_cog, write_json
-from crofuse.synthetic.config import GENERATOR_VERSION, SampleConfig
+from crofuse.synthetic.config import SampleConfig
 from crofuse.synthetic.schedule import Acquisition, boa_offset, sentinel1_schedule, sentinel2_schedule
 
 if TYPE_CHECKING:
@@ -205,24 +205,36 @@ def _finished(path: Path, fingerprint: str) -> pystac.Item | None:
     return pystac.Item.from_dict(d, migrate=False)
 
 
-def _common_props(city: City, fingerprint: str, seed: int) -> dict[str, Any]:
-    return {"crofuse:city": city.name, "crofuse:fingerprint": fingerprint, "crofuse:seed": seed,
-            "crofuse:generator": GENERATOR_VERSION, "crofuse:synthetic": True}
+def _common_props(city: City, fingerprint: str, cfg: SampleConfig) -> dict[str, Any]:
+    props = {"crofuse:city": city.name, "crofuse:fingerprint": fingerprint, "crofuse:seed": cfg.seed,
+             "crofuse:generator": cfg.version, "crofuse:synthetic": True}
+    if cfg.generator >= 2:
+        props["crofuse:palette"] = city.palette
+    return props
+
+
+def optical_kwargs(cfg: SampleConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`~crofuse.synthetic.optical.simulate_optical` for a catalog of ``cfg``."""
+    return {"seed": cfg.seed, "cloud_scale": cfg.cloud_scale, "partial_swath_probability": cfg.partial_swath_probability,
+            "temporal_variation": cfg.temporal_variation, "overcast": cfg.overcast,
+            "difficulty": cfg.difficulty if cfg.generator >= 2 else None}
+
+
+def sar_kwargs(cfg: SampleConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`~crofuse.synthetic.sar.simulate_sar` for a catalog of ``cfg``."""
+    return {"seed": cfg.seed, "enl": cfg.enl, "temporal_variation": cfg.temporal_variation,
+            "difficulty": cfg.difficulty if cfg.generator >= 2 else None}
 
 
 def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: SampleConfig, fp: str):
     from crofuse.synthetic.optical import SCL_RESOLUTION_M, simulate_optical
 
-    scene = simulate_optical(
-        truth, acq, seed=cfg.seed, cloud_scale=cfg.cloud_scale,
-        partial_swath_probability=cfg.partial_swath_probability, temporal_variation=cfg.temporal_variation,
-        overcast=cfg.overcast,
-    )
+    scene = simulate_optical(truth, acq, **optical_kwargs(cfg))
     iid = item_id(acq, city)
     d = out / S2_COLLECTION / iid
     gb = truth.geobox
     offset = boa_offset(scene.baseline)
-    props = _common_props(city, fp, cfg.seed) | {
+    props = _common_props(city, fp, cfg) | {
         "platform": acq.platform, "constellation": "Sentinel-2", "instruments": ["msi"],
         "eo:cloud_cover": round(scene.cloud_cover, 3), "s2:processing_baseline": scene.baseline,
         "s2:boa_add_offset": -offset, "sat:orbit_state": acq.orbit_state, "sat:relative_orbit": acq.relative_orbit,
@@ -247,11 +259,11 @@ def _write_s2(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: 
 def _write_s1(out: Path, city: City, truth: GroundTruth, acq: Acquisition, cfg: SampleConfig, fp: str):
     from crofuse.synthetic.sar import simulate_sar
 
-    scene = simulate_sar(truth, acq, seed=cfg.seed, enl=cfg.enl, temporal_variation=cfg.temporal_variation)
+    scene = simulate_sar(truth, acq, **sar_kwargs(cfg))
     iid = item_id(acq, city)
     d = out / S1_COLLECTION / iid
     gb = truth.geobox
-    props = _common_props(city, fp, cfg.seed) | {
+    props = _common_props(city, fp, cfg) | {
         "platform": acq.platform, "constellation": "Sentinel-1", "instruments": ["c-sar"],
         "sar:instrument_mode": "IW", "sar:frequency_band": "C", "sar:polarizations": ["VV", "VH"],
         "sar:product_type": "GRD", "sat:orbit_state": acq.orbit_state, "sat:relative_orbit": acq.relative_orbit,
@@ -278,7 +290,7 @@ def _write_labels(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, 
     d = out / LABELS_COLLECTION / iid
     gb = truth.geobox
     px_km2 = (gb.resolution.x**2) / 1e6
-    props = _common_props(city, fp, cfg.seed) | {
+    props = _common_props(city, fp, cfg) | {
         "crofuse:year": truth.year,
         "crofuse:impervious_fraction": float(truth.label.mean()),
         "crofuse:impervious_km2": float(truth.label.sum() * px_km2),
@@ -286,13 +298,32 @@ def _write_labels(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, 
         "start_datetime": f"{truth.year}-01-01T00:00:00Z",
         "end_datetime": f"{truth.year}-12-31T23:59:59Z",
     }
+    v2 = cfg.generator >= 2
+    if v2:
+        dr, dc = truth.extra["reference_shift_px"]
+        props |= {
+            "crofuse:reference_impervious_fraction": float(truth.reference.mean()),
+            "crofuse:reference_agreement": float((truth.reference == truth.label).mean()),
+            "crofuse:reference_shift_px": [round(dr, 4), round(dc, 4)],
+            "crofuse:reference_growth_km2": float(truth.extra["reference_growth"].sum() * px_km2),
+        }
     t = dt.datetime(truth.year, 7, 1, tzinfo=dt.UTC)
     item = _new_item(iid, gb, t, props, ["raster", "classification"])
-    p = write_cog(d / "impervious.tif", truth.label, gb, nodata=255, band_names=("impervious",))
-    item.add_asset("impervious", _asset(p, "Impervious surface (1) / pervious (0), 10 m", ["data", "labels"], [{
-        "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}],
-        {"classification:classes": [{"value": 0, "name": "pervious"}, {"value": 1, "name": "impervious"}],
-         **_proj(gb)}))
+    binary = {"classification:classes": [{"value": 0, "name": "pervious"}, {"value": 1, "name": "impervious"}]}
+    if v2:  # the reference a dataset gives (annotation errors), and the exact truth beside it
+        p = write_cog(d / "impervious.tif", truth.reference, gb, nodata=255, band_names=("impervious",))
+        item.add_asset("impervious", _asset(
+            p, "Reference impervious surface (1) / pervious (0), 10 m, drawn with an annotator's errors "
+            "(co-registration, time lag)", ["data", "labels"], [{
+                "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}], {**binary, **_proj(gb)}))
+        p = write_cog(d / "impervious_exact.tif", truth.label, gb, nodata=255, band_names=("impervious_exact",))
+        item.add_asset("impervious_exact", _asset(
+            p, "Exact impervious surface (1) / pervious (0), 10 m: impervious share >= 0.5", ["data", "labels"], [{
+                "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}], {**binary, **_proj(gb)}))
+    else:
+        p = write_cog(d / "impervious.tif", truth.label, gb, nodata=255, band_names=("impervious",))
+        item.add_asset("impervious", _asset(p, "Impervious surface (1) / pervious (0), 10 m", ["data", "labels"], [{
+            "nodata": 255, "data_type": "uint8", "spatial_resolution": 10}], {**binary, **_proj(gb)}))
     p = write_cog(d / "landcover.tif", truth.landcover, gb, nodata=0, band_names=("landcover",))
     item.add_asset("landcover", _asset(p, "Majority land cover, 10 m", ["data", "labels"], [{
         "nodata": 0, "data_type": "uint8", "spatial_resolution": 10}],
@@ -308,7 +339,7 @@ def _write_labels(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig, 
 
 
 def _weak_fingerprint(cfg: SampleConfig, city: City, year: int) -> str:
-    return f"{cfg.city_fingerprint(city, year)}-w{WEAK_LABELS_VERSION}"
+    return f"{cfg.city_fingerprint(city, year, labels=False)}-w{WEAK_LABELS_VERSION}"
 
 
 def _year_props(year: int) -> dict[str, str]:
@@ -341,7 +372,7 @@ def _write_worldcover(out: Path, city: City, truth: GroundTruth, cfg: SampleConf
     weak = wl.worldcover_map(truth, seed=cfg.seed, product_year=year)
     grid_map, grid = wl.to_worldcover_grid(weak.classes, truth.geobox)
     back = wl.reproject_classes(grid_map, grid, truth.geobox, nodata=wl.WORLDCOVER_NODATA)
-    props = _common_props(city, fp, cfg.seed) | _year_props(year) | {
+    props = _common_props(city, fp, cfg) | _year_props(year) | {
         "crofuse:year": year,
         "description": f"SYNTHETIC ESA WorldCover-shaped land cover for {year} ({tag}) with the product's documented "
                        "errors; simulated by crofuse.synthetic.weak_labels. Not real data.",
@@ -370,7 +401,7 @@ def _write_io_lulc(out: Path, city: City, truth: GroundTruth, cfg: SampleConfig,
     d = out / IO_LULC_COLLECTION / iid
     weak = wl.io_lulc_map(truth, seed=cfg.seed)
     gb = truth.geobox
-    props = _common_props(city, fp, cfg.seed) | _year_props(year) | {
+    props = _common_props(city, fp, cfg) | _year_props(year) | {
         "crofuse:year": year,
         "description": f"SYNTHETIC Impact Observatory 10 m Annual LULC (9-class, v02)-shaped map for {year} with the "
                        "product's documented errors; simulated by crofuse.synthetic.weak_labels. Not real data.",
@@ -417,7 +448,8 @@ def _build_city(out: Path, cfg: SampleConfig, city: City, tick: Callable[[str], 
     if todo_years:  # one pass for every year that has something to (re)write
         truths = generate_truths(
             city, todo_years, size_km=cfg.size_for(city), seed=cfg.seed, subpixel=cfg.subpixel,
-            growth_rate=cfg.growth_rate, base_year=cfg.base_year,
+            growth_rate=cfg.growth_rate, base_year=cfg.base_year, generator=cfg.generator,
+            difficulty=cfg.difficulty,
         )
     results = []
     for year, coll, acq, fp, iid, path, item in plan:
@@ -456,7 +488,7 @@ def _build_city_worker(out: Path, cfg: SampleConfig, city: City) -> list[tuple[s
 def _fingerprint(cfg: SampleConfig, city: City, year: int, collection: str) -> str:
     if collection in WEAK_LABEL_COLLECTIONS:
         return _weak_fingerprint(cfg, city, year)
-    return cfg.city_fingerprint(city, year)
+    return cfg.city_fingerprint(city, year, labels=collection == LABELS_COLLECTION)
 
 
 def _city_done(out: Path, cfg: SampleConfig, city: City) -> bool:

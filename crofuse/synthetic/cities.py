@@ -20,14 +20,19 @@ _SLUG = re.compile(r"^[a-z][a-z0-9-]*$")
 
 @dataclass(frozen=True)
 class City:
-    """A named place: its slug, centre (lon/lat, WGS84) and the UTM CRS its rasters are written in."""
+    """A named place: its slug, centre (lon/lat, WGS84), the UTM CRS its rasters are written in, and the palette
+    (:mod:`crofuse.synthetic.palettes`) generator v2 draws it with (v1 ignores it)."""
 
     name: str
     lon: float
     lat: float
     epsg: int
+    palette: str = "humid-subtropical-china"
 
     def __post_init__(self) -> None:
+        from crofuse.synthetic.palettes import get_palette
+
+        get_palette(self.palette)  # validates the name
         if not _SLUG.match(self.name):
             raise ConfigError(
                 f"city name {self.name!r} is not a slug: use lower-case letters, digits and '-' (e.g. 'wuhan')"
@@ -76,17 +81,22 @@ def grid_pixels(size_km: float) -> int:
     return n + (n % 2)
 
 
-WUHAN = City("wuhan", 114.30, 30.59, 32650)
-NANJING = City("nanjing", 118.80, 32.06, 32650)
+WUHAN = City("wuhan", 114.30, 30.59, 32650, "humid-subtropical-china")
+NANJING = City("nanjing", 118.80, 32.06, 32650, "humid-subtropical-china")
+CAIRO = City("cairo", 31.24, 30.04, 32636, "arid-nile")
+KUALA_LUMPUR = City("kuala-lumpur", 101.69, 3.14, 32647, "tropical-humid")
+MILAN = City("milan", 9.19, 45.46, 32632, "temperate-europe")
 
-DEFAULT_CITIES: tuple[City, ...] = (WUHAN, NANJING)
-"""The two cities of the demo: Wuhan (the paper's WHU-IS area) and Nanjing, both in UTM zone 50N."""
+DEFAULT_CITIES: tuple[City, ...] = (WUHAN, NANJING, CAIRO, KUALA_LUMPUR, MILAN)
+"""The default sample cities, one per palette and two of the paper's humid Yangtze type (docs/sample-data.md,
+"Cities"): Wuhan (the paper's WHU-IS area) and Nanjing, a dry city (Cairo), a tropical one (Kuala Lumpur) and a
+European one with tile roofs (Milan)."""
 
-HEFEI = City("hefei", 117.27, 31.86, 32650)
-NANCHANG = City("nanchang", 115.86, 28.68, 32650)
+HEFEI = City("hefei", 117.27, 31.86, 32650, "humid-subtropical-china")
+NANCHANG = City("nanchang", 115.86, 28.68, 32650, "humid-subtropical-china")
 TRAINING_CITIES: tuple[City, ...] = (HEFEI, NANCHANG)
-"""Two more humid cities of the Yangtze basin (same generator palette, other procedural layouts): the demo trains
-its model on them, so the cities it maps are never seen in training."""
+"""Two more humid cities of the Yangtze basin (the humid palette, other procedural layouts): the demo trains its
+model on them, so the cities it maps are never seen in training."""
 
 KNOWN_CITIES: tuple[City, ...] = DEFAULT_CITIES + TRAINING_CITIES
 

@@ -25,10 +25,13 @@ def _config(
     size_km: float,
     seed: int,
     s1_gap_months: list[str] | None = None,
+    generator: int | None = None,
 ):
     from crofuse.synthetic import SampleConfig, city_by_name
 
     kw: dict = {"size_km": size_km, "seed": seed}
+    if generator is not None:
+        kw["generator"] = generator
     if s1_gap_months:
         kw["s1_gap_months"] = tuple(_split(s1_gap_months))
     if cities:
@@ -40,7 +43,7 @@ def _config(
     return SampleConfig(**kw)
 
 
-Cities = Annotated[list[str] | None, typer.Option("--cities", help="City slugs (wuhan, nanjing, hefei, nanchang); default wuhan and nanjing.")]
+Cities = Annotated[list[str] | None, typer.Option("--cities", help="City slugs (wuhan, nanjing, cairo, kuala-lumpur, milan, hefei, nanchang); default the first five.")]
 Years = Annotated[list[str] | None, typer.Option("--years", help="Years, e.g. --years 2021,2022 (default).")]
 Months = Annotated[list[str] | None, typer.Option("--months", help="Months with acquisitions (default 6, June).")]
 SizeKm = Annotated[float, typer.Option("--size-km", help="Side of the square simulated around each city centre.")]
@@ -63,6 +66,10 @@ def build(
     workers: Annotated[
         int | None, typer.Option("--workers", help="Processes building cities in parallel (default: up to 2).")
     ] = None,
+    generator: Annotated[
+        int | None, typer.Option("--generator", help="2 (default): city palettes and annotated reference labels; "
+                                                     "1: the earlier generator, byte for byte.")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Simulate the cities and write a STAC catalog (COGs + JSON). Finished items are reused on a rebuild."""
@@ -71,7 +78,8 @@ def build(
 
     try:
         summary = build_catalog(
-            out, _config(cities, years, months, size_km, seed, s1_gap_months), progress=progress, workers=workers
+            out, _config(cities, years, months, size_km, seed, s1_gap_months, generator), progress=progress,
+            workers=workers,
         )
     except CrofuseError as e:
         typer.echo(f"error: {e}", err=True)

@@ -4,13 +4,70 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crofuse.errors import ConfigError
 from crofuse.synthetic.cities import DEFAULT_CITIES, City, grid_pixels
 
-GENERATOR_VERSION = "2"
-"""Bumped whenever the generator's output changes for the same settings (invalidates finished files)."""
+GENERATOR_VERSION = "3"
+"""Bumped whenever the generator's output changes for the same settings (invalidates finished files). "3" is
+generator v2 (``SampleConfig.generator=2``); the v1 generator (``generator=1``) keeps the version string "2" it was
+written with, so its files and fingerprints stay what they were."""
+GENERATORS: dict[int, str] = {1: "2", 2: GENERATOR_VERSION}
+"""``SampleConfig.generator`` -> the version string its items record (``crofuse:generator``) and fingerprint."""
+CURRENT_GENERATOR = 2
+
+
+class Difficulty(BaseModel):
+    """The calibrated sources of difficulty of generator v2 (global; the per-city ones are in the palettes).
+
+    Each default is inside the range its source gives (``docs/sample-data.md``, "Generator v2" and "Calibration"):
+
+    label_shift_px: co-registration error of the reference labels (drawn on finer imagery), pixels: one shift of
+        this length in a random direction per city, shared by its years (Sentinel-2 absolute geolocation 8-12.5 m
+        CE95 plus the finer imagery's own error; each year's reference updates the same registered basemap).
+    label_warp_px: standard deviation (pixels) of the smooth local warp on top of it (mosaics of several images).
+    label_time_lag: share of the fields that change around the acquisition whose reference shows the other year's
+        state (the finer imagery is not from the same month).
+    s2_misregistration_px: per-acquisition shift of Sentinel-2 (standard deviation per axis, pixels; multi-temporal
+        co-registration 5 m CE95 with the global reference image).
+    s1_misregistration_px: per-orbit shift of Sentinel-1 against Sentinel-2 (pixels, per axis).
+    s2_scene_gain, s2_scene_offset: per-acquisition atmospheric residual (relative gain, additive offset in blue;
+        green, red and NIR get 0.8, 0.6, 0.5 of it).
+    s2_city_bias: per-city additive atmospheric bias in blue (times the palette's ``aerosol``; same band shares).
+    s1_calibration_db, s1_stability_db: per city-orbit and per-pass Sentinel-1 radiometric offsets (standard
+        deviation, dB): the mission's 1 dB (3 sigma) accuracy and 0.5 dB (3 sigma) stability.
+    clutter: multiplies each palette's sub-cell clutter (mixed pixels finer than the 5 m material map).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label_shift_px: float = Field(default=0.75, ge=0.0, le=3.0)
+    label_warp_px: float = Field(default=0.1, ge=0.0, le=2.0)
+    label_time_lag: float = Field(default=0.3, ge=0.0, le=1.0)
+    s2_misregistration_px: float = Field(default=0.2, ge=0.0, le=2.0)
+    s1_misregistration_px: float = Field(default=0.3, ge=0.0, le=2.0)
+    s2_scene_gain: float = Field(default=0.03, ge=0.0, le=0.2)
+    s2_scene_offset: float = Field(default=0.006, ge=0.0, le=0.05)
+    s2_city_bias: float = Field(default=0.01, ge=0.0, le=0.05)
+    s1_calibration_db: float = Field(default=0.33, ge=0.0, le=3.0)
+    s1_stability_db: float = Field(default=0.17, ge=0.0, le=3.0)
+    clutter: float = Field(default=1.0, ge=0.0, le=3.0)
+
+
+REFERENCE_FIELDS = ("label_shift_px", "label_warp_px", "label_time_lag")
+"""The :class:`Difficulty` fields that change only the reference labels (not the scenes or the exact truth)."""
+
+
+def difficulty(**fields) -> Difficulty:
+    """:class:`Difficulty` with a :class:`~crofuse.errors.ConfigError` that names the bad fields."""
+    try:
+        return Difficulty(**fields)
+    except ValidationError as e:
+        why = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid Difficulty settings: {why}") from None
 
 
 @dataclass(frozen=True)
@@ -36,6 +93,9 @@ class SampleConfig:
         ground truth (up to DN rounding), which tests can rely on.
     growth_rate: yearly probability that an undeveloped field at the city edge is built on.
     base_year: the year the procedural city is drawn for; growth accumulates from it.
+    generator: 2 (default, the current generator: city palettes, reference labels with annotation errors,
+        calibrated difficulty) or 1 (the earlier generator, byte for byte: its files and fingerprints are unchanged).
+    difficulty: the calibrated sources of difficulty of generator 2 (ignored by generator 1).
     """
 
     cities: tuple[City, ...] = DEFAULT_CITIES
@@ -54,8 +114,16 @@ class SampleConfig:
     temporal_variation: bool = True
     growth_rate: float = 0.15
     base_year: int = 2018
+    generator: int = CURRENT_GENERATOR
+    difficulty: Difficulty = field(default_factory=Difficulty)
 
     def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"SampleConfig.generator={self.generator}: use one of {sorted(GENERATORS)}")
+        if isinstance(self.difficulty, dict):
+            object.__setattr__(self, "difficulty", difficulty(**self.difficulty))
+        elif not isinstance(self.difficulty, Difficulty):
+            raise ConfigError(f"SampleConfig.difficulty must be a Difficulty, got {type(self.difficulty).__name__}")
         if not self.cities:
             raise ConfigError("SampleConfig.cities is empty: give at least one City")
         names = [c.name for c in self.cities]
@@ -102,12 +170,14 @@ class SampleConfig:
         """Plain JSON-able settings (what the build manifest records)."""
         d = asdict(self)
         d["cities"] = [asdict(c) for c in self.cities]
+        d["difficulty"] = self.difficulty.model_dump()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SampleConfig:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
+        d.setdefault("generator", 1)  # manifests written before generator 2 existed hold no "generator"
         d["cities"] = tuple(City(**c) for c in d["cities"])
         for k in ("years", "months", "s1_orbits", "s1_gap_months"):
             if k in d:
@@ -116,11 +186,26 @@ class SampleConfig:
             d["city_sizes"] = tuple((str(c), float(k)) for c, k in d["city_sizes"])
         return cls(**d)
 
-    def city_fingerprint(self, city: City, year: int) -> str:
-        """Hash of every setting that changes the files of one (city, year): reused files must match it."""
-        keys = {k: v for k, v in self.to_dict().items() if k not in ("cities", "years", "city_sizes")}
-        keys.update(city=asdict(city), year=year, generator=GENERATOR_VERSION, size_km=self.size_for(city))
+    def city_fingerprint(self, city: City, year: int, *, labels: bool = True) -> str:
+        """Hash of every setting that changes the files of one (city, year): reused files must match it.
+
+        ``labels=False`` (scenes and weak labels) leaves out the :data:`REFERENCE_FIELDS` of the difficulty, which
+        only change the reference labels, so a calibration run that varies them rebuilds the labels items only."""
+        skip = ("cities", "years", "city_sizes", "generator", "difficulty")
+        keys = {k: v for k, v in self.to_dict().items() if k not in skip}
+        city_keys = asdict(city)
+        if self.generator == 1:  # v1 fingerprints exactly as v1 computed them (no palette, no difficulty)
+            city_keys.pop("palette")
+        else:
+            d = self.difficulty.model_dump()
+            keys["difficulty"] = d if labels else {k: v for k, v in d.items() if k not in REFERENCE_FIELDS}
+        keys.update(city=city_keys, year=year, generator=self.version, size_km=self.size_for(city))
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def version(self) -> str:
+        """The version string of this config's generator (``crofuse:generator`` of its items)."""
+        return GENERATORS[self.generator]
 
-__all__ = ["GENERATOR_VERSION", "SampleConfig"]
+
+__all__ = ["CURRENT_GENERATOR", "GENERATORS", "GENERATOR_VERSION", "Difficulty", "SampleConfig", "difficulty"]

@@ -1,8 +1,14 @@
-"""Sentinel-2 L2A simulation: clouds, their shadows, cirrus, swath edges, atmosphere residuals, DN and SCL."""
+"""Sentinel-2 L2A simulation: clouds, their shadows, cirrus, swath edges, atmosphere residuals, DN and SCL.
+
+Generator v2 (``difficulty`` given) also draws each city's June cloud climatology from its palette, a persistent
+atmospheric bias per city (the regional aerosol model's residual), larger per-acquisition residuals, and a small
+per-acquisition misregistration (multi-temporal co-registration), with the sources in ``docs/sample-data.md``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +16,9 @@ from crofuse.synthetic.landcover import GroundTruth
 from crofuse.synthetic.noise import derive_seed, fractal_noise, rank_normalise
 from crofuse.synthetic.schedule import Acquisition, boa_offset, processing_baseline
 from crofuse.synthetic.signatures import LandCover
+
+if TYPE_CHECKING:
+    from crofuse.synthetic.config import Difficulty
 
 # Scene classification codes (Sen2Cor)
 SCL_NODATA, SCL_SATURATED, SCL_DARK, SCL_SHADOW, SCL_VEGETATION, SCL_NOT_VEGETATED, SCL_WATER = 0, 1, 2, 3, 4, 5, 6
@@ -70,6 +79,34 @@ def _cloud_fraction(rng: np.random.Generator, scale: float) -> float:
     return float(np.clip(c * scale, 0.0, 1.0))
 
 
+BAND_SHARE = np.array([1.0, 0.8, 0.6, 0.5], np.float32)
+"""How the atmospheric residuals scale from blue to NIR (aerosol scattering falls with wavelength; v2)."""
+
+
+def city_bias(city_key: int, seed: int, sigma: float) -> np.ndarray:
+    """The persistent atmospheric bias ``(4,)`` of one city (v2): blue ``N(0, sigma)``, the other bands scaled by
+    :data:`BAND_SHARE`; the same for every acquisition and year of the city."""
+    rng = np.random.default_rng(derive_seed(seed, "s2-city-bias", city_key))
+    return (rng.normal(0.0, 1.0) * sigma * BAND_SHARE).astype(np.float32)
+
+
+def surface_bias(city, *, seed: int, difficulty: Difficulty | None) -> np.ndarray:
+    """The persistent ``(4,)`` surface-reflectance bias every acquisition of ``city`` carries (v2: the city's
+    atmospheric bias, :func:`city_bias` times its palette's ``aerosol``; v1, ``difficulty=None``: zeros). A clear-sky
+    composite of the catalog estimates ``GroundTruth.reflectance`` plus this."""
+    if difficulty is None:
+        return np.zeros(4, np.float32)
+    from crofuse.synthetic.palettes import get_palette
+
+    return city_bias(city.key, seed, difficulty.s2_city_bias * get_palette(city.palette).aerosol)
+
+
+def _shift_bands(x: np.ndarray, drow: float, dcol: float) -> np.ndarray:
+    from scipy.ndimage import shift as nd_shift
+
+    return np.stack([nd_shift(b, (drow, dcol), order=1, mode="nearest") for b in x]).astype(np.float32)
+
+
 def _aggregate_scl(scl10: np.ndarray) -> np.ndarray:
     """10 m SCL -> 20 m: nodata, cloud, shadow, cirrus win if present in any sub-pixel; otherwise the majority."""
     h, w = scl10.shape
@@ -91,21 +128,41 @@ def simulate_optical(
     partial_swath_probability: float = 0.15,
     temporal_variation: bool = True,
     overcast: bool = False,
+    difficulty: Difficulty | None = None,
 ) -> OpticalScene:
-    """Simulate one Sentinel-2 L2A acquisition over ``truth`` (deterministic in seed, city and date)."""
+    """Simulate one Sentinel-2 L2A acquisition over ``truth`` (deterministic in seed, city and date).
+
+    ``difficulty`` (generator v2) adds the city's cloud climatology and atmospheric bias, the v2 per-acquisition
+    residuals and misregistration; ``None`` is the v1 simulation, unchanged."""
     n = truth.shape[0]
     s = derive_seed(seed, "s2", truth.city.key, acquisition.datetime.isoformat())
     rng = np.random.default_rng(s)
     surf = truth.reflectance.copy()
+    g_sd, o_sd = (0.02, 0.003) if difficulty is None else (difficulty.s2_scene_gain, difficulty.s2_scene_offset)
     if temporal_variation:
-        gain = rng.normal(1.0, 0.02, 4).astype(np.float32)[:, None, None]
-        offset = rng.normal(0.0, 0.003, 4).astype(np.float32)[:, None, None]
+        gain = rng.normal(1.0, g_sd, 4).astype(np.float32)[:, None, None]
+        offset = rng.normal(0.0, o_sd, 4).astype(np.float32)[:, None, None]
+        if difficulty is not None:
+            offset = offset * BAND_SHARE[:, None, None]
         veg = truth.fractions[LandCover.TREES] + truth.fractions[LandCover.GRASS] + truth.fractions[LandCover.CROPLAND]
         surf[3] *= 1.0 + rng.normal(0.0, 0.04) * veg  # phenology: NIR of vegetation moves from pass to pass
         surf = surf * gain + offset
+    palette = None
+    if difficulty is not None:
+        from crofuse.synthetic.palettes import get_palette
+
+        palette = get_palette(truth.city.palette)
+        if temporal_variation:  # off: every clear observation equals the truth (tests rely on it)
+            surf = surf + surface_bias(truth.city, seed=seed, difficulty=difficulty)[:, None, None]
+            if difficulty.s2_misregistration_px > 0:
+                dr, dc = np.random.default_rng(derive_seed(s, "v2")).normal(0.0, difficulty.s2_misregistration_px, 2)
+                surf = _shift_bands(surf, float(dr), float(dc))
     # clouds: thresholded fractal noise on a grid padded to the south-east, so that shadows of clouds outside the
     # tile reach in; shadows fall to the north-west (sun in the south-east at 10:30 in June, clouds 1-3 km high)
-    c = _cloud_fraction(rng, cloud_scale)
+    if palette is None:
+        c = _cloud_fraction(rng, cloud_scale)
+    else:
+        c = float(np.clip(palette.clouds.draw(rng) * cloud_scale, 0.0, 1.0))
     if overcast:
         c = 1.0
     dy, dx = int(rng.uniform(30, 110) * n / 1000) + 1, int(rng.uniform(20, 80) * n / 1000) + 1
@@ -124,7 +181,8 @@ def simulate_optical(
     cloud_refl = np.stack([thick * 1.08, thick * 1.04, thick, thick * 0.97]).astype(np.float32)
     # cirrus: a thin veil over part of the scene on about a third of the days
     cirrus = np.zeros((n, n), np.float32)
-    if rng.uniform() < 0.35 * min(cloud_scale, 1.0 / 0.35):
+    p_cirrus = 0.35 if palette is None else palette.cirrus
+    if rng.uniform() < p_cirrus * min(cloud_scale, 1.0 / p_cirrus):
         cf = rank_normalise(fractal_noise((n, n), seed=derive_seed(s, "cirrus"), beta=3.8))
         cirrus = (rng.uniform(0.02, 0.08) * np.clip((cf - 0.5) / 0.3, 0, 1)).astype(np.float32)
     obs = surf * (1.0 - shadow * (cloud < CLOUD_FLAG_OPACITY))
