@@ -176,6 +176,11 @@ def test_sample_labels_from_the_stac_api_equal_the_truth(stac_api: str) -> None:
     out = labels_on_grid(SAMPLE, truth.geobox, year=2022, area=area, catalog=stac_api)
     np.testing.assert_array_equal(out.data, truth.reference)
     assert out.year == 2022 and out.inputs == ("labels_wuhan_2022",) and out.coverage == 1.0
+    from crofuse.labels import SAMPLE_EXACT
+
+    exact = labels_on_grid(SAMPLE_EXACT, truth.geobox, year=2022, area=area, catalog=stac_api)
+    np.testing.assert_array_equal(exact.data, truth.label)
+    assert 0.8 < float((exact.data == out.data).mean()) < 1.0, "the reference is the truth with annotation errors"
     with pytest.raises(LabelError, match=r"no labels for 2019.*it has \[2021, 2022\].*--nearest-year"):
         labels_on_grid(SAMPLE, truth.geobox, year=2019, area=area, catalog=stac_api)
     nearest = labels_on_grid(SAMPLE, truth.geobox, year=2019, area=area, catalog=stac_api, nearest_year=True)

@@ -159,9 +159,24 @@ class LabelSource(BaseModel):
 SAMPLE = LabelSource(
     name="sample",
     kind="stac",
-    description="the sample catalog's exact ground truth (1 where a 10 m pixel is >= 50 % impervious)",
+    description="the sample catalog's reference labels: the generator's truth as an annotator draws it (a city-wide "
+                "co-registration shift of ~0.75 px, a small warp, a time lag), 1 where >= 50 % impervious",
     collection="labels",
     asset="impervious",
+    classes={0: "pervious", 1: "impervious"},
+    impervious=(1,),
+    nodata=255,
+    resolution_m=10.0,
+    reference="docs/sample-data.md, 'Reference labels' (procedural cities; not real data)",
+)
+
+SAMPLE_EXACT = LabelSource(
+    name="sample-exact",
+    kind="stac",
+    description="the sample catalog's exact ground truth (no annotation error): only synthetic data has it; use it to "
+                "score models and products against the truth",
+    collection="labels",
+    asset="impervious_exact",
     classes={0: "pervious", 1: "impervious"},
     impervious=(1,),
     nodata=255,
@@ -197,7 +212,7 @@ IO_LULC = LabelSource(
     reference="Karra et al. 2021, Global land use / land cover with Sentinel 2 and deep learning (IGARSS)",
 )
 
-LABEL_SOURCES: dict[str, LabelSource] = {s.name: s for s in (SAMPLE, ESA_WORLDCOVER, IO_LULC)}
+LABEL_SOURCES: dict[str, LabelSource] = {s.name: s for s in (SAMPLE, SAMPLE_EXACT, ESA_WORLDCOVER, IO_LULC)}
 """The built-in STAC label sources by name."""
 
 
@@ -320,6 +335,7 @@ __all__ = [
     "IO_LULC",
     "LABEL_SOURCES",
     "SAMPLE",
+    "SAMPLE_EXACT",
     "LabelSource",
     "get_label_source",
     "load_label_source",
