@@ -177,7 +177,7 @@ def test_the_statistics_report_the_consistent_series(flickering_city: Path) -> N
 def test_the_cli(flickering_city: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["statistics", "consolidate", "wuhan", "--output", str(flickering_city), "--no-rule"])

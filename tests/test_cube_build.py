@@ -239,7 +239,7 @@ def test_killed_build_leaves_nothing_that_looks_complete(stac_api, tmp_path: Pat
 def test_cli_builds_a_cube_and_reports_errors(stac_api, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     runner = CliRunner()
     bbox = ["114.296", "30.586", "114.302", "30.592"]

@@ -240,7 +240,7 @@ def test_search_follows_every_page(stac_api):
 def test_invalid_aoi_file_is_refused_by_the_cli(tmp_path: Path, stac_api):
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     bad = tmp_path / "bowtie.geojson"
     bad.write_text(json.dumps({"type": "Polygon", "coordinates": [[[114.29, 30.58], [114.30, 30.59], [114.30, 30.58],
@@ -256,7 +256,7 @@ def test_cli_takes_a_profile_file_and_switches_signing_off(tmp_path: Path, stac_
     none``: the cube is built from it and records its name."""
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     prof = tmp_path / "mirror.yaml"
     prof.write_text(

@@ -500,7 +500,7 @@ def test_labels_from_rasters_need_the_design_grid(city_year) -> None:
 def test_the_cli_draws_labels_and_estimates(city_year) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     output, design, folder = city_year
     runner = CliRunner()

@@ -250,7 +250,7 @@ def test_micro_suite_rerun_is_idempotent_and_report_renders(micro_results: Path,
 def test_cli_report(micro_results: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     result = CliRunner().invoke(app, ["experiments", "report", str(micro_results), "--patches", "2"])
     assert result.exit_code == 0, result.output

@@ -223,7 +223,7 @@ def test_label_source_that_misses_the_aoi_names_the_city_year(tmp_path: Path, st
 def test_cli_builds_and_describes_a_training_set(tmp_path: Path, stac_api: str) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     out = tmp_path / "ts"
     result = CliRunner().invoke(app, ["training-set", "build", str(out), "--city", "wuhan", "--years", "2021",

@@ -15,6 +15,7 @@ experiments_app = typer.Typer(
 
 @experiments_app.command("run")
 def run_command(
+    ctx: typer.Context,
     suite: Annotated[str, typer.Argument(help="table2, ablation, loss, modality or transfer")],
     profile: Annotated[str, typer.Option(help="paper (IV-A recipe), cpu-small (2 cores, < 1 h) or micro (smoke test)")]
     = "cpu-small",
@@ -35,22 +36,18 @@ def run_command(
     force: Annotated[bool, typer.Option(help="redo runs that already have a record")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train and evaluate every method of SUITE for each seed; one JSON record per run under OUT/SUITE/METHOD/."""
-    from crofuse.errors import CrofuseError
-    from crofuse.experiments.runner import run_suite
-    from infra.stac import StacServer  # serves the sample catalog while patch sets are built
+    """Train and evaluate every method of SUITE for each seed; one JSON record per run under OUT/SUITE/METHOD/.
 
-    try:
-        paths = run_suite(
-            suite, profile=profile, seeds=seeds, out=out,
-            methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
-            data_dir=data_dir, source_root=source_root, device=device, threads=threads, epochs=epochs,
-            patience=patience, force=force,
-            progress=progress, serve=StacServer,
-        )
-    except CrofuseError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    The sample catalog is served (while patch sets are built) by the STAC server the composition root lends."""
+    from crofuse.cli import services
+    from crofuse.experiments.runner import run_suite
+
+    paths = run_suite(
+        suite, profile=profile, seeds=seeds, out=out,
+        methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+        data_dir=data_dir, source_root=source_root, device=device, threads=threads, epochs=epochs,
+        patience=patience, force=force, progress=progress, serve=services(ctx).serve_catalog,
+    )
     typer.echo(f"{len(paths)} run records under {out / suite}")
 
 
@@ -62,22 +59,17 @@ def report_command(
     patches: Annotated[int, typer.Option(min=1, help="test patches in each figure")] = 4,
 ) -> None:
     """Render Tables II, III, IV, the loss/modality/transfer tables (mean ± std over seeds) and figures."""
-    from crofuse.errors import CrofuseError
     from crofuse.experiments.figure import render_qualitative_figure
     from crofuse.experiments.records import load_records
     from crofuse.experiments.report import write_report
 
-    try:
-        figures = {}
-        if figure:
-            suites = sorted({r["suite"] for r in load_records(results)} - {"transfer"})
-            for suite in suites:
-                figures[suite] = render_qualitative_figure(results, suite, results / f"{suite}-qualitative.png",
-                                                           n_patches=patches)
-        path = write_report(results, out=out, figures=figures)
-    except CrofuseError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    figures = {}
+    if figure:
+        suites = sorted({r["suite"] for r in load_records(results)} - {"transfer"})
+        for suite in suites:
+            figures[suite] = render_qualitative_figure(results, suite, results / f"{suite}-qualitative.png",
+                                                       n_patches=patches)
+    path = write_report(results, out=out, figures=figures)
     typer.echo(f"report: {path}")
     for png in figures.values():
         typer.echo(f"figure: {png}")
