@@ -44,9 +44,9 @@ class RootGroup(TyperGroup):
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # typer's own: --help, usage errors (exit 2), explicit exits
         except Exception as exc:  # noqa: BLE001 (the one handler: every error becomes one line and an exit code)
-            raise typer.Exit(handle(exc, debug=bool(ctx.params.get("debug")))) from exc
+            raise typer.Exit(int(handle(exc, debug=bool(ctx.params.get("debug"))))) from exc
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, after the commands' cleanup ran
-            raise typer.Exit(handle(exc, debug=bool(ctx.params.get("debug")))) from exc
+            raise typer.Exit(int(handle(exc, debug=bool(ctx.params.get("debug"))))) from exc
 
 
 app = typer.Typer(

@@ -271,6 +271,6 @@ def test_cli_takes_a_profile_file_and_switches_signing_off(tmp_path: Path, stac_
     ds = open_cube(tmp_path / "out" / "wuhan" / "2022" / "inputs.zarr")
     assert ds.attrs["profile"] == "sample-mirror" and len(ds.attrs["optical_items"]) > 0
     res = CliRunner().invoke(app, [*base, "--signing", "sas"])
-    assert res.exit_code == 1 and "signing='sas'; use 'none' or 'planetary-computer'" in res.output
+    assert res.exit_code == 2 and "signing='sas'; use 'none' or 'planetary-computer'" in res.output
     res = CliRunner().invoke(app, [*base, "--profile", "earth-search"])
-    assert res.exit_code == 1 and "give either profile='earth-search' or profile_file=" in res.output
+    assert res.exit_code == 2 and "give either profile='earth-search' or profile_file=" in res.output
