@@ -43,17 +43,18 @@ class RootGroup(TyperGroup):
                 return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # typer's own: --help, usage errors (exit 2), explicit exits
-        except Exception as exc:  # noqa: BLE001 (the one handler: every error becomes one line and an exit code)
-            raise typer.Exit(int(handle(exc, debug=bool(ctx.params.get("debug"))))) from exc
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, after the commands' cleanup ran
+        except (Exception, KeyboardInterrupt) as exc:  # the one handler; KeyboardInterrupt: Ctrl-C or SIGTERM,
+            # after the commands' cleanup ran
             raise typer.Exit(int(handle(exc, debug=bool(ctx.params.get("debug"))))) from exc
 
 
 app = typer.Typer(
     cls=RootGroup,
-    help="crofuse: urban impervious-surface mapping with CroFuseNet (Sentinel-1 + Sentinel-2).\n\n"
-    "Exit codes: 0 ok, 1 a crofuse error (bad data, a refused run, an unwritable file), 2 a usage or configuration "
-    "error, 3 a catalog, service or network error, 70 a bug, 130 Ctrl-C, 143 SIGTERM.",
+    help=(
+        "crofuse: urban impervious-surface mapping with CroFuseNet (Sentinel-1 + Sentinel-2).\n\n"
+        "Exit codes: 0 ok, 1 a crofuse error (bad data, a refused run, an unwritable file), 2 a usage or "
+        "configuration error, 3 a catalog, service or network error, 70 a bug, 130 Ctrl-C, 143 SIGTERM."
+    ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )

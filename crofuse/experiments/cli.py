@@ -38,7 +38,7 @@ def run_command(
 ) -> None:
     """Train and evaluate every method of SUITE for each seed; one JSON record per run under OUT/SUITE/METHOD/.
 
-    The sample catalog is served (while patch sets are built) by the STAC server the composition root lends."""
+    While patch sets are built, the sample catalog is served as a local STAC API (`rustac serve`)."""
     from crofuse.cli import services
     from crofuse.experiments.runner import run_suite
 
