@@ -273,7 +273,7 @@ def test_calibrate_command_and_evaluate_report_ece(trained_simple, simple_patch_
     same fit as the trainer's, the input untouched; ``crofuse evaluate`` reports ECE before/after with a diagram."""
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
     from crofuse.training.evaluate import calibrate_checkpoint, evaluate_checkpoint
 
     loaded = load_checkpoint(trained_simple.best_checkpoint)
@@ -319,7 +319,7 @@ def test_calibrate_refuses_an_uninformative_model(simple_patch_dataset: Path, tm
     no temperature is defined; the command says so and writes nothing."""
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     source = make_checkpoint(tmp_path / "m.safetensors", ModelSpec("unet-fusion", {"base_channels": 4}))
     res = CliRunner().invoke(app, ["calibrate", str(source), str(simple_patch_dataset), "--device", "cpu"])

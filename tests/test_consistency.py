@@ -177,7 +177,7 @@ def test_the_statistics_report_the_consistent_series(flickering_city: Path) -> N
 def test_the_cli(flickering_city: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["statistics", "consolidate", "wuhan", "--output", str(flickering_city), "--no-rule"])
@@ -187,6 +187,6 @@ def test_the_cli(flickering_city: Path) -> None:
     assert (edge == 0).all(), "without the rule the 40 % year stays pervious"
     res = runner.invoke(app, ["statistics", "consolidate", "wuhan", "--output", str(flickering_city),
                               "--reversal-below", "60"])
-    assert res.exit_code == 1 and "must be below threshold" in res.output
+    assert res.exit_code == 2 and "must be below threshold" in res.output  # a configuration value: exit 2
     res = runner.invoke(app, ["statistics", "consolidate", "nowhere", "--output", str(flickering_city)])
     assert res.exit_code == 1 and "no mapped year" in res.output

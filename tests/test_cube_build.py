@@ -251,7 +251,7 @@ def test_killed_build_leaves_nothing_that_looks_complete(stac_api, tmp_path: Pat
 def test_cli_builds_a_cube_and_reports_errors(stac_api, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     runner = CliRunner()
     bbox = ["114.296", "30.586", "114.302", "30.592"]
@@ -263,7 +263,7 @@ def test_cli_builds_a_cube_and_reports_errors(stac_api, tmp_path: Path):
                               "--bbox", "30.586", "114.296", "30.592", "114.302", "--no-progress"])
     assert res.exit_code == 1 and "swapped" in res.output
     res = runner.invoke(app, ["cube", "Wuhan", "--year", "2022", "--out", str(tmp_path), "--bbox", *bbox])
-    assert res.exit_code == 1 and "no default catalog URL" in res.output
+    assert res.exit_code == 2 and "no default catalog URL" in res.output
 
 
 # ------------------------------------------------------------------------------------ dtypes, SAR gaps, UTM zones

@@ -240,7 +240,7 @@ def test_search_follows_every_page(stac_api):
 def test_invalid_aoi_file_is_refused_by_the_cli(tmp_path: Path, stac_api):
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     bad = tmp_path / "bowtie.geojson"
     bad.write_text(json.dumps({"type": "Polygon", "coordinates": [[[114.29, 30.58], [114.30, 30.59], [114.30, 30.58],
@@ -256,7 +256,7 @@ def test_cli_takes_a_profile_file_and_switches_signing_off(tmp_path: Path, stac_
     none``: the cube is built from it and records its name."""
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     prof = tmp_path / "mirror.yaml"
     prof.write_text(
@@ -271,6 +271,6 @@ def test_cli_takes_a_profile_file_and_switches_signing_off(tmp_path: Path, stac_
     ds = open_cube(tmp_path / "out" / "wuhan" / "2022" / "inputs.zarr")
     assert ds.attrs["profile"] == "sample-mirror" and len(ds.attrs["optical_items"]) > 0
     res = CliRunner().invoke(app, [*base, "--signing", "sas"])
-    assert res.exit_code == 1 and "signing='sas'; use 'none' or 'planetary-computer'" in res.output
+    assert res.exit_code == 2 and "signing='sas'; use 'none' or 'planetary-computer'" in res.output
     res = CliRunner().invoke(app, [*base, "--profile", "earth-search"])
-    assert res.exit_code == 1 and "give either profile='earth-search' or profile_file=" in res.output
+    assert res.exit_code == 2 and "give either profile='earth-search' or profile_file=" in res.output

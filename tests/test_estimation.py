@@ -500,7 +500,7 @@ def test_labels_from_rasters_need_the_design_grid(city_year) -> None:
 def test_the_cli_draws_labels_and_estimates(city_year) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     output, design, folder = city_year
     runner = CliRunner()
@@ -529,4 +529,4 @@ def test_the_cli_draws_labels_and_estimates(city_year) -> None:
     assert smp.read_design(folder).strata == smp.CHANGE_CLASSES
     res = runner.invoke(app, ["statistics", "sample", "design", "wuhan", "2021", "--output", str(output),
                               "--buffer-px", "-1"])
-    assert res.exit_code == 1 and "--buffer-px -1" in res.output
+    assert res.exit_code == 2 and "--buffer-px -1" in res.output

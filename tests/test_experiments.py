@@ -603,7 +603,7 @@ def test_micro_rerun_is_idempotent_and_the_report_renders(micro_results: Path, t
 def test_cli_report_with_docs(micro_results: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
     from crofuse.experiments.report import begin_marker, end_marker
 
     page = tmp_path / "results.md"

@@ -131,7 +131,7 @@ def test_collection_has_the_items_and_the_statistics_table(flow_outputs) -> None
 def test_publishing_is_idempotent(flow_outputs) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     output, _ = flow_outputs
     publish(output)  # whatever earlier tests changed (a remap's consistent series) is in the items now
@@ -230,7 +230,7 @@ def test_serve_search_and_load_the_series(flow_outputs) -> None:
     output, _ = flow_outputs
     port = free_port("127.0.0.1")
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "crofuse.cli", "products", "serve", str(output), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "crofuse_cli", "products", "serve", str(output), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     try:

@@ -202,9 +202,8 @@ def test_cli_serve_runs_until_interrupted(sample_catalog: Path) -> None:
     from infra.stac import free_port
 
     port = free_port()
-    code = "from crofuse.synthetic.cli import sample_app; sample_app()"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", str(sample_catalog), "--port", str(port)],
+        [sys.executable, "-m", "crofuse_cli", "sample-catalog", "serve", str(sample_catalog), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: queue.Queue[str | None] = queue.Queue()

@@ -86,32 +86,32 @@ def test_parallel_build_equals_serial_build(tmp_path: Path) -> None:
 def test_cli_build_prints_what_was_built(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.synthetic.cli import sample_app
+    from crofuse_cli import app
 
     result = CliRunner().invoke(
-        sample_app, ["build", str(tmp_path), "--cities", "wuhan", "--years", "2022", "--size-km", "1", "--seed", "7",
+        app, ["sample-catalog", "build", str(tmp_path), "--cities", "wuhan", "--years", "2022", "--size-km", "1", "--seed", "7",
                      "--no-progress"],
     )
     assert result.exit_code == 0, result.output
     assert "sentinel-2-l2a 6" in result.output and "wuhan: 1.00 km2" in result.output
     assert "impervious fraction" in result.output
-    bad = CliRunner().invoke(sample_app, ["build", str(tmp_path), "--cities", "paris", "--no-progress"])
+    bad = CliRunner().invoke(app, ["sample-catalog", "build", str(tmp_path), "--cities", "paris", "--no-progress"])
     assert bad.exit_code != 0 and "unknown city 'paris'" in bad.output
 
 
 def test_cli_build_with_a_sentinel1_gap_month(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.synthetic.cli import sample_app
+    from crofuse_cli import app
 
-    args = ["build", str(tmp_path), "--cities", "wuhan", "--years", "2022", "--months", "5,6", "--size-km", "1",
+    args = ["sample-catalog", "build", str(tmp_path), "--cities", "wuhan", "--years", "2022", "--months", "5,6", "--size-km", "1",
             "--seed", "7", "--s1-gap-months", "2022-06", "--no-progress"]
-    result = CliRunner().invoke(sample_app, args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     months = {json.loads(p.read_text())["properties"]["datetime"][:7]
               for p in (tmp_path / "sentinel-1-rtc").glob("*/*.json")}
     assert months == {"2022-05"}, months  # May has passes, the gap month June has none
-    bad = CliRunner().invoke(sample_app, [*args[:-3], "--s1-gap-months", "June", "--no-progress"])
+    bad = CliRunner().invoke(app, [*args[:-3], "--s1-gap-months", "June", "--no-progress"])
     assert bad.exit_code != 0 and "not 'YYYY-MM'" in bad.output
 
 

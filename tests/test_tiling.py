@@ -371,7 +371,7 @@ def test_bad_inputs_fail_clearly(tmp_path, tiling_checkpoint, small_cube):
 def test_cli_predict_writes_the_maps(tiling_checkpoint, tmp_path):
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     cube = make_cube(tmp_path / "cli" / "inputs.zarr", (64, 80), seed=6, chunk=64)
     result = CliRunner().invoke(

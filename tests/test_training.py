@@ -209,7 +209,7 @@ def test_bad_config_is_refused(tmp_path: Path) -> None:
 def test_cli_train_evaluate_info(patch_dataset: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     runner = CliRunner()
     out = tmp_path / "cli"
@@ -240,7 +240,7 @@ def test_cli_train_evaluate_info(patch_dataset: Path, tmp_path: Path) -> None:
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-progress"])

@@ -223,7 +223,7 @@ def test_label_source_that_misses_the_aoi_names_the_city_year(tmp_path: Path, st
 def test_cli_builds_and_describes_a_training_set(tmp_path: Path, stac_api: str) -> None:
     from typer.testing import CliRunner
 
-    from crofuse.cli import app
+    from crofuse_cli import app
 
     out = tmp_path / "ts"
     result = CliRunner().invoke(app, ["training-set", "build", str(out), "--city", "wuhan", "--years", "2021",
@@ -235,4 +235,4 @@ def test_cli_builds_and_describes_a_training_set(tmp_path: Path, stac_api: str) 
     assert info.exit_code == 0 and json.loads(info.output)["split"]["kind"] == "random"
     bad = CliRunner().invoke(app, ["training-set", "build", str(tmp_path / "x"), "--city", "wuhan", "--years", "2021",
                                    "--catalog", stac_api, "--labels", "nowhere-labels"])
-    assert bad.exit_code == 1 and "unknown label source 'nowhere-labels'" in bad.output
+    assert bad.exit_code == 2 and "unknown label source 'nowhere-labels'" in bad.output

@@ -32,28 +32,23 @@ def predict(
                                          "(reducer, season, SCL mask) than the checkpoint was trained on")] = False,
 ) -> None:
     """Map impervious surface for one city and year: impervious.tif, probability.tif and maps.zarr."""
-    from crofuse.errors import CrofuseError
     from infra.cluster import ClusterConfig, dask_client
     from tiling.config import TilingConfig
     from tiling.predict import predict_cube
 
     out_dir = out if out is not None else cube.resolve().parent
-    try:
-        config = TilingConfig(
-            window=window, stride=stride, batch_size=batch_size, chunk_size=chunk_size, blend=blend, device=device
+    config = TilingConfig(
+        window=window, stride=stride, batch_size=batch_size, chunk_size=chunk_size, blend=blend, device=device
+    )
+    if no_cluster:
+        result = predict_cube(cube, checkpoint, out_dir, config=config, client=None, strict=strict)
+    else:
+        cluster_config = ClusterConfig(
+            kind=cluster, address=dask_address, n_workers=workers, threads_per_worker=threads_per_worker
         )
-        if no_cluster:
-            result = predict_cube(cube, checkpoint, out_dir, config=config, client=None, strict=strict)
-        else:
-            cluster_config = ClusterConfig(
-                kind=cluster, address=dask_address, n_workers=workers, threads_per_worker=threads_per_worker
-            )
-            with dask_client(cluster_config) as client:
-                typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
-                result = predict_cube(cube, checkpoint, out_dir, config=config, client=client, strict=strict)
-    except CrofuseError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        with dask_client(cluster_config) as client:
+            typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
+            result = predict_cube(cube, checkpoint, out_dir, config=config, client=client, strict=strict)
     typer.echo(
         f"{result.chunks_computed} chunks computed, {result.chunks_skipped} skipped, {result.windows} windows, "
         f"{result.seconds:.1f} s\n{result.impervious}\n{result.probability}\n{result.maps}"

@@ -62,41 +62,36 @@ def cube(
 ) -> None:
     """Search a STAC catalog, composite the season's Sentinel-2 and Sentinel-1 and write inputs.zarr."""
     from crofuse.cube import CubeConfig, build_cube, open_cube
-    from crofuse.errors import CrofuseError
+    from crofuse.errors import ConfigError
 
     if (aoi is None) == (bbox is None):
-        typer.echo("error: give exactly one of --aoi FILE or --bbox W S E N", err=True)
-        raise typer.Exit(2)
-    try:
-        config = CubeConfig(
-            city=city,
-            year=year,
-            aoi=str(aoi) if aoi is not None else bbox,
-            catalog=catalog,
-            profile=profile,
-            profile_file=profile_file,
-            signing=signing,  # type: ignore[arg-type]
-            catalog_deadline=catalog_deadline,
-            sar_catalog=sar_catalog,
-            sar_profile=sar_profile,
-            optical_collection=optical_collection,
-            sar_collection=sar_collection,
-            season=season,
-            output=out,
-            chunk_size=chunk_size,
-            loader=loader,  # type: ignore[arg-type]
-            missing_modality=missing_modality,  # type: ignore[arg-type]
-            min_valid_fraction=min_valid_fraction,
-            max_cloud_cover=max_cloud_cover,
-            optical_reducer=optical_reducer,  # type: ignore[arg-type]
-            verify_checksums=verify_checksums,
-            max_impossible_fraction=max_impossible_fraction,
-        )
-        path = build_cube(config, progress=progress, force=force)
-        ds = open_cube(path)
-    except CrofuseError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise ConfigError("give exactly one of --aoi FILE or --bbox W S E N")
+    config = CubeConfig(
+        city=city,
+        year=year,
+        aoi=str(aoi) if aoi is not None else bbox,
+        catalog=catalog,
+        profile=profile,
+        profile_file=profile_file,
+        signing=signing,  # type: ignore[arg-type]
+        catalog_deadline=catalog_deadline,
+        sar_catalog=sar_catalog,
+        sar_profile=sar_profile,
+        optical_collection=optical_collection,
+        sar_collection=sar_collection,
+        season=season,
+        output=out,
+        chunk_size=chunk_size,
+        loader=loader,  # type: ignore[arg-type]
+        missing_modality=missing_modality,  # type: ignore[arg-type]
+        min_valid_fraction=min_valid_fraction,
+        max_cloud_cover=max_cloud_cover,
+        optical_reducer=optical_reducer,  # type: ignore[arg-type]
+        verify_checksums=verify_checksums,
+        max_impossible_fraction=max_impossible_fraction,
+    )
+    path = build_cube(config, progress=progress, force=force)
+    ds = open_cube(path)
     a = ds.attrs
     typer.echo(
         f"{path}\n  {ds.sizes['x']} x {ds.sizes['y']} px in {a['crs']}, season {a['season']}, "

@@ -27,13 +27,9 @@ _Patience = Annotated[int | None, typer.Option(min=1, help="early-stop patience 
 _Progress = Annotated[bool, typer.Option(help="show progress bars")]
 
 
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2) from exc
-
-
 @experiments_app.command("run")
 def run_command(
+    ctx: typer.Context,
     suite: Annotated[str, typer.Argument(help="table2, ablation, loss, modality, transfer or loco")],
     profile: _Profile = "cpu-small",
     seeds: _Seeds = 3,
@@ -51,25 +47,24 @@ def run_command(
     force: Annotated[bool, typer.Option(help="redo runs that already have a record")] = False,
     progress: _Progress = True,
 ) -> None:
-    """Train and evaluate every method of SUITE for each seed; one JSON record per run under OUT/SPLIT/SUITE/METHOD/."""
-    from crofuse.errors import CrofuseError
-    from crofuse.experiments.runner import run_suite
-    from infra.stac import StacServer  # serves the sample catalog while patch sets are built
+    """Train and evaluate every method of SUITE for each seed; one JSON record per run under OUT/SPLIT/SUITE/METHOD/.
 
-    try:
-        paths = run_suite(
-            suite, profile=profile, seeds=seeds, out=out, split=split,
-            methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
-            data_dir=data_dir, source_root=source_root, device=device, threads=threads, epochs=epochs,
-            patience=patience, force=force, progress=progress, serve=StacServer,
-        )
-    except CrofuseError as exc:
-        _fail(exc)
+    While patch sets are built, the sample catalog is served as a local STAC API (`rustac serve`)."""
+    from crofuse.cli import services
+    from crofuse.experiments.runner import run_suite
+
+    paths = run_suite(
+        suite, profile=profile, seeds=seeds, out=out, split=split,
+        methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+        data_dir=data_dir, source_root=source_root, device=device, threads=threads, epochs=epochs,
+        patience=patience, force=force, progress=progress, serve=services(ctx).serve_catalog,
+    )
     typer.echo(f"{len(paths)} run records under {out}")
 
 
 @experiments_app.command("program")
 def program_command(
+    ctx: typer.Context,
     profile: _Profile = "cpu-small",
     seeds: _Seeds = 3,
     out: _Out = Path("results"),
@@ -82,16 +77,16 @@ def program_command(
 ) -> None:
     """Run the whole program in its order (Table II on both splits, leave-one-city-out, Table IV, modality, loss,
     transfer); finished records are skipped, so it resumes where an earlier sitting stopped."""
-    from crofuse.errors import CrofuseError
+    from crofuse.cli import services
+    from crofuse.errors import ConfigError
     from crofuse.experiments.runner import run_program
-    from infra.stac import StacServer
 
     try:
         chosen = [int(s) - 1 for s in stages.split(",") if s.strip()] if stages else None
-        paths = run_program(profile=profile, seeds=seeds, out=out, stages=chosen, data_dir=data_dir, device=device,
-                            threads=threads, progress=progress, serve=StacServer)
-    except (CrofuseError, ValueError) as exc:
-        _fail(exc)
+    except ValueError as exc:
+        raise ConfigError(f"--stages {stages!r}: give comma-separated stage numbers, e.g. 1,2") from exc
+    paths = run_program(profile=profile, seeds=seeds, out=out, stages=chosen, data_dir=data_dir, device=device,
+                        threads=threads, progress=progress, serve=services(ctx).serve_catalog)
     typer.echo(f"{len(paths)} run records under {out}")
 
 
@@ -124,24 +119,20 @@ def report_command(
     patches: Annotated[int, typer.Option(min=1, help="test patches in each figure")] = 4,
 ) -> None:
     """Render Tables II, III, IV, the loss/modality/transfer/leave-one-city-out tables (mean ± std over seeds)."""
-    from crofuse.errors import CrofuseError
     from crofuse.experiments.figure import FIGURE_SUITES, figure_name, render_qualitative_figure
     from crofuse.experiments.records import load_records
     from crofuse.experiments.report import write_docs, write_report
 
-    try:
-        figures = existing_figures(results)
-        if figure:
-            pairs = sorted({(r["suite"], r.get("split", "random")) for r in load_records(results)
-                            if r["suite"] in FIGURE_SUITES and r.get("schema_upgraded_from") is None})
-            for suite, split in pairs:
-                figures[f"{split}-{suite}"] = render_qualitative_figure(
-                    results, suite, results / figure_name(suite, split), n_patches=patches, split=split)
-        path = write_report(results, out=out, figures=figures)
-        if docs is not None:
-            write_docs(docs, results, figures=figures, level=docs_level)
-    except CrofuseError as exc:
-        _fail(exc)
+    figures = existing_figures(results)
+    if figure:
+        pairs = sorted({(r["suite"], r.get("split", "random")) for r in load_records(results)
+                        if r["suite"] in FIGURE_SUITES and r.get("schema_upgraded_from") is None})
+        for suite, split in pairs:
+            figures[f"{split}-{suite}"] = render_qualitative_figure(
+                results, suite, results / figure_name(suite, split), n_patches=patches, split=split)
+    path = write_report(results, out=out, figures=figures)
+    if docs is not None:
+        write_docs(docs, results, figures=figures, level=docs_level)
     typer.echo(f"report: {path}")
     if docs is not None:
         typer.echo(f"docs: {docs}")

@@ -23,11 +23,6 @@ City = Annotated[str, typer.Argument(help="City folder name (slug), e.g. wuhan."
 Year = Annotated[int, typer.Argument(help="Mapped year.")]
 
 
-def _fail(e: Exception) -> None:
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(1)
-
-
 @statistics_app.command("consolidate")
 def consolidate(
     city: City,
@@ -41,17 +36,11 @@ def consolidate(
                                                 help="--no-rule: no temporal rule, just the thresholded maps.")] = True,
 ) -> None:
     """Write impervious_consistent.tif for every mapped year of CITY (impervious does not revert, after GAIA)."""
-    from pydantic import ValidationError
-
-    from crofuse.errors import CrofuseError
     from crofuse.statistics.consistency import ConsistencyRule, consolidate_city
 
-    try:
-        rule = ConsistencyRule(non_reverting=non_reverting, threshold=threshold, reversal_below=reversal_below,
-                               reversal_years=reversal_years)
-        report = consolidate_city(output, city, rule=rule)
-    except (CrofuseError, ValidationError) as e:
-        _fail(e)
+    rule = ConsistencyRule(non_reverting=non_reverting, threshold=threshold, reversal_below=reversal_below,
+                           reversal_years=reversal_years)
+    report = consolidate_city(output, city, rule=rule)
     typer.echo(report.summary())
 
 
@@ -62,13 +51,9 @@ def update(
     lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another writer of the tables.")] = 600.0,
 ) -> None:
     """Refresh the city-year records and rewrite statistics.zarr and statistics.csv; print the table."""
-    from crofuse.errors import CrofuseError
     from crofuse.statistics import format_table, update_statistics
 
-    try:
-        ds = update_statistics(output, cities=city or None, lock_timeout=lock_timeout)
-    except CrofuseError as e:
-        _fail(e)
+    ds = update_statistics(output, cities=city or None, lock_timeout=lock_timeout)
     typer.echo(format_table(ds))
 
 
@@ -86,16 +71,13 @@ def design(
              "lies (Olofsson et al. 2020); 0: no buffer.")] = 1,
 ) -> None:
     """Draw a stratified random sample of CITY YEAR's map and write sample.csv/.geojson for labelling."""
-    from crofuse.errors import CrofuseError
+    from crofuse.errors import ConfigError
     from crofuse.statistics.sample import draw_city_year_design
 
     if buffer_px < 0:
-        _fail(ValueError(f"--buffer-px {buffer_px}: give 0 (no buffer) or a width in pixels"))
-    try:
-        d, path = draw_city_year_design(output, city, year, seed=seed, n_total=n, target_se=target_se,
-                                        min_rare=min_rare, buffer_px=buffer_px)
-    except CrofuseError as e:
-        _fail(e)
+        raise ConfigError(f"--buffer-px {buffer_px}: give 0 (no buffer) or a width in pixels")
+    d, path = draw_city_year_design(output, city, year, seed=seed, n_total=n, target_se=target_se,
+                                    min_rare=min_rare, buffer_px=buffer_px)
     typer.echo(f"{d.n} points in {path.parent}: " + ", ".join(
         f"{c} {a} (of {p} px, {km:.3f} km2)" for c, a, p, km in
         zip(d.strata, d.allocation, d.stratum_pixels, d.stratum_area_km2)))
@@ -113,19 +95,15 @@ def label(
     output: Output = Path("outputs"),
 ) -> None:
     """Label CITY YEAR's design from reference rasters; writes sample/labelled.csv."""
-    from crofuse.errors import CrofuseError
     from crofuse.statistics.maps import city_year_folder
     from crofuse.statistics.sample import SAMPLE_DIR, SampleError, label_from_rasters, read_design, write_labels_csv
 
     folder = city_year_folder(output, city, year) / SAMPLE_DIR
-    try:
-        d = read_design(folder)
-        if d is None:
-            raise SampleError(f"no design in {folder}: draw one with `crofuse statistics sample design {city} {year}`")
-        labelled = label_from_rasters(d, reference, previous_reference, source=reference.name)
-        path = write_labels_csv(labelled, folder / "labelled.csv")
-    except CrofuseError as e:
-        _fail(e)
+    d = read_design(folder)
+    if d is None:
+        raise SampleError(f"no design in {folder}: draw one with `crofuse statistics sample design {city} {year}`")
+    labelled = label_from_rasters(d, reference, previous_reference, source=reference.name)
+    path = write_labels_csv(labelled, folder / "labelled.csv")
     typer.echo(f"{labelled.n} of {d.n} points labelled: {path}")
 
 
@@ -138,7 +116,6 @@ def estimate(
     = None,
 ) -> None:
     """Estimate areas (with 95 % CIs) and accuracies of CITY YEAR from its labelled sample."""
-    from crofuse.errors import CrofuseError
     from crofuse.statistics.maps import city_year_folder
     from crofuse.statistics.sample import (
         SAMPLE_DIR,
@@ -151,19 +128,16 @@ def estimate(
     )
 
     folder = city_year_folder(output, city, year) / SAMPLE_DIR
-    try:
-        d = read_design(folder)
-        path = labels or find_labelled(folder)
-        if d is None:
-            raise SampleError(f"{folder} has no design.json: draw a design first (`crofuse statistics sample "
-                              f"design {city} {year}`)")
-        if path is None:
-            raise SampleError(f"{folder} has no labelled sample: fill the reference column of {folder / 'sample.csv'}"
-                              " and save it as labelled.csv there (docs/labelling.md)")
-        s = city_year_strata(output, city, year)
-        cols = estimate_columns(read_labelled_sample(path, d, inside=s.inside))
-    except CrofuseError as e:
-        _fail(e)
+    d = read_design(folder)
+    path = labels or find_labelled(folder)
+    if d is None:
+        raise SampleError(f"{folder} has no design.json: draw a design first (`crofuse statistics sample "
+                          f"design {city} {year}`)")
+    if path is None:
+        raise SampleError(f"{folder} has no labelled sample: fill the reference column of {folder / 'sample.csv'}"
+                          " and save it as labelled.csv there (docs/labelling.md)")
+    s = city_year_strata(output, city, year)
+    cols = estimate_columns(read_labelled_sample(path, d, inside=s.inside))
     typer.echo(f"{city} {year}: {int(cols['sample_points'])} labelled points ({path.name})")
     for name in ("impervious", "gain", "loss", "net"):
         if f"estimated_{name}_km2" in cols:

@@ -1,4 +1,7 @@
-"""``crofuse sample-catalog build|serve``: the synthetic sample data (training sets: ``crofuse training-set build``)."""
+"""``crofuse sample-catalog build``: the synthetic sample data (training sets: ``crofuse training-set build``).
+
+``crofuse sample-catalog serve`` starts ``rustac serve`` (``infra``), so the composition root adds it to
+:data:`sample_app` (:mod:`crofuse_cli.serve`)."""
 
 from __future__ import annotations
 
@@ -27,7 +30,14 @@ def _config(
     s1_gap_months: list[str] | None = None,
     generator: int | None = None,
 ):
+    from crofuse.errors import ConfigError
     from crofuse.synthetic import SampleConfig, city_by_name
+
+    def ints(values: list[str] | None, option: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in _split(values))
+        except ValueError:
+            raise ConfigError(f"{option} {','.join(_split(values))}: give integers, e.g. {option} 2021,2022") from None
 
     kw: dict = {"size_km": size_km, "seed": seed}
     if generator is not None:
@@ -37,9 +47,9 @@ def _config(
     if cities:
         kw["cities"] = tuple(city_by_name(c) for c in _split(cities))
     if years:
-        kw["years"] = tuple(int(y) for y in _split(years))
+        kw["years"] = ints(years, "--years")
     if months:
-        kw["months"] = tuple(int(m) for m in _split(months))
+        kw["months"] = ints(months, "--months")
     return SampleConfig(**kw)
 
 
@@ -73,47 +83,16 @@ def build(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Simulate the cities and write a STAC catalog (COGs + JSON). Finished items are reused on a rebuild."""
-    from crofuse.errors import CrofuseError
     from crofuse.synthetic import build_catalog
 
-    try:
-        summary = build_catalog(
-            out, _config(cities, years, months, size_km, seed, s1_gap_months, generator), progress=progress,
-            workers=workers,
-        )
-    except CrofuseError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
+    summary = build_catalog(
+        out, _config(cities, years, months, size_km, seed, s1_gap_months, generator), progress=progress,
+        workers=workers,
+    )
     for line in summary.lines():
         typer.echo(line)
 
 
-@sample_app.command("serve")
-def serve(
-    out: Annotated[Path, typer.Argument(help="A folder written by `crofuse sample-catalog build`.")],
-    port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default: a free one).")] = None,
-) -> None:
-    """Serve the catalog as a STAC API on 127.0.0.1 with `rustac serve` until Ctrl-C or SIGTERM (exit code 0)."""
-    import time
-
-    from crofuse.errors import CrofuseError
-    from infra.process import stop_on_signals
-    from infra.stac import StacServer
-
-    try:
-        with stop_on_signals(), StacServer(out, port=port) as server:
-            typer.echo(f"STAC API at {server.url} (collections: {', '.join(server.collections)}); Ctrl-C stops it")
-            while server.running:
-                time.sleep(0.5)
-            typer.echo("error: the STAC server stopped unexpectedly", err=True)
-            raise typer.Exit(1)
-    except CrofuseError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (infra.process.Interrupted): rustac is stopped by now, exit 0
-        typer.echo("stopped")
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``crofuse sample-catalog`` to the ``crofuse`` app."""
+    """Add ``crofuse sample-catalog`` (``build``; the root adds ``serve``) to the ``crofuse`` app."""
     app.add_typer(sample_app, name="sample-catalog")

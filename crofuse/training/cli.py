@@ -4,8 +4,6 @@ the commands."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,18 +11,6 @@ import typer
 
 _METRIC_ORDER = ("miou", "oa", "mean_f1")
 _CALIBRATION_KEYS = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after")
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print crofuse's own errors (bad data, bad options, unreadable checkpoints) as one line and exit 1."""
-    from crofuse.errors import CrofuseError
-
-    try:
-        yield
-    except CrofuseError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=1) from exc
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -81,16 +67,15 @@ def train_command(
             options[key] = raw
     if base_channels is not None:
         options["base_channels"] = base_channels
-    with _user_errors():
-        config = TrainConfig(
-                data_root=data_root, out_dir=out, model=model, model_options=options, alpha=alpha, beta=beta, lr=lr,
-            batch_size=batch_size, max_epochs=epochs, patience=patience, seed=seed, num_workers=num_workers,
-            device=device, max_patches=max_patches, limit_batches=limit_batches,
-            augmentation=Augmentation() if augment else None,
-            units=PatchUnits(optical_scale=optical_scale, sar_in_db=not sar_linear), resume=resume,
-            progress=progress,
-        )
-        result = train(config)
+    config = TrainConfig(
+        data_root=data_root, out_dir=out, model=model, model_options=options, alpha=alpha, beta=beta, lr=lr,
+        batch_size=batch_size, max_epochs=epochs, patience=patience, seed=seed, num_workers=num_workers,
+        device=device, max_patches=max_patches, limit_batches=limit_batches,
+        augmentation=Augmentation() if augment else None,
+        units=PatchUnits(optical_scale=optical_scale, sar_in_db=not sar_linear), resume=resume,
+        progress=progress,
+    )
+    result = train(config)
     typer.echo(f"best checkpoint: {result.best_checkpoint} (epoch {result.metrics['best_epoch']}"
                f"{', stopped early' if result.stopped_early else ''})")
     for split in ("val", "test"):
@@ -141,9 +126,8 @@ def evaluate_command(
     plot_path = None
     if plot:
         plot_path = reliability_plot or checkpoint.with_name(f"{checkpoint.stem}.{split}.reliability.png")
-    with _user_errors():
-        metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
-                                      max_patches=max_patches, bins=bins, reliability_plot=plot_path)
+    metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
+                                  max_patches=max_patches, bins=bins, reliability_plot=plot_path)
     if as_json:
         typer.echo(json.dumps({**metrics, "reliability_plot": str(plot_path) if plot_path else None}, indent=1))
         return
@@ -183,14 +167,13 @@ def calibrate_command(
     if in_place and out is not None:
         raise typer.BadParameter("give either --out or --in-place, not both")
     target = checkpoint if in_place else out
-    with _user_errors():
-        written, calibration = calibrate_checkpoint(checkpoint, data_root, split, out=target, batch_size=batch_size,
-                                                    device=device, max_patches=max_patches, max_pixels=max_pixels,
-                                                    bins=bins)
-        plot_path = written.with_name(f"{written.stem}.reliability.png") if plot else None
-        if plot_path is not None:
-            evaluate_checkpoint(written, data_root, split, batch_size=batch_size, device=device,
-                                max_patches=max_patches, bins=bins, reliability_plot=plot_path)
+    written, calibration = calibrate_checkpoint(checkpoint, data_root, split, out=target, batch_size=batch_size,
+                                                device=device, max_patches=max_patches, max_pixels=max_pixels,
+                                                bins=bins)
+    plot_path = written.with_name(f"{written.stem}.reliability.png") if plot else None
+    if plot_path is not None:
+        evaluate_checkpoint(written, data_root, split, batch_size=batch_size, device=device,
+                            max_patches=max_patches, bins=bins, reliability_plot=plot_path)
     typer.echo(f"{_format_calibration(calibration)}\nwrote {written}")
     if plot_path is not None:
         typer.echo(f"reliability diagram: {plot_path}")
@@ -202,8 +185,7 @@ def info_command(
     """Print a checkpoint's model card (architecture, bands, normalisation, training data, metrics, version)."""
     from crofuse.checkpoint import read_card
 
-    with _user_errors():
-        card = read_card(checkpoint)
+    card = read_card(checkpoint)
     typer.echo(json.dumps(card.to_dict(), indent=2, default=str))
 
 

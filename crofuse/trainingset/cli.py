@@ -64,42 +64,37 @@ def build_command(
 ) -> None:
     """Build a training set: the map-city cube of every city-year, labels from LABELS, patches, a spatial split."""
     from crofuse.cities import CitySpec, read_cities_file
-    from crofuse.errors import CrofuseError
+    from crofuse.errors import ConfigError
     from crofuse.trainingset import build_training_set, training_set_config
 
     if (cities is None) == (not city):
-        typer.echo("error: give a cities file (--cities FILE) or city names (--city NAME), not both", err=True)
-        raise typer.Exit(2)
-    try:
-        specs = read_cities_file(cities) if cities is not None else [CitySpec(name=c) for c in _split_list(city)]
-        cube = {k: v for k, v in (("season", season), ("profile", profile), ("optical_reducer", optical_reducer))
-                if v is not None}
-        options = {"impervious": tuple(_ints(impervious_values)), "ignore": tuple(_ints(ignore_values)),
-                   "fraction_threshold": fraction_threshold, "layer": label_layer, "year": label_year}
-        config = training_set_config(
-            out=out, cities=specs, years=_ints(years), catalog=catalog, labels=labels,
-            label_options={k: v for k, v in options.items() if v not in (None, ())}, nearest_year=nearest_year,
-            min_label_coverage=min_label_coverage, split=split, block_km=block_km, buffer_px=buffer_px,
-            holdout_val=_split_list(holdout_val), holdout_test=_split_list(holdout_test), patch_size=patch_size,
-            stride=stride, seed=seed, cube=cube,
-        )
-        summary = build_training_set(config, overwrite=overwrite, progress=progress)
-    except CrofuseError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from exc
+        raise ConfigError("give a cities file (--cities FILE) or city names (--city NAME), not both")
+    specs = read_cities_file(cities) if cities is not None else [CitySpec(name=c) for c in _split_list(city)]
+    cube = {k: v for k, v in (("season", season), ("profile", profile), ("optical_reducer", optical_reducer))
+            if v is not None}
+    options = {"impervious": tuple(_ints(impervious_values)), "ignore": tuple(_ints(ignore_values)),
+               "fraction_threshold": fraction_threshold, "layer": label_layer, "year": label_year}
+    config = training_set_config(
+        out=out, cities=specs, years=_ints(years), catalog=catalog, labels=labels,
+        label_options={k: v for k, v in options.items() if v not in (None, ())}, nearest_year=nearest_year,
+        min_label_coverage=min_label_coverage, split=split, block_km=block_km, buffer_px=buffer_px,
+        holdout_val=_split_list(holdout_val), holdout_test=_split_list(holdout_test), patch_size=patch_size,
+        stride=stride, seed=seed, cube=cube,
+    )
+    summary = build_training_set(config, overwrite=overwrite, progress=progress)
     typer.echo("\n".join(summary.lines()))
 
 
 @training_set_app.command("info")
 def info_command(root: Annotated[Path, typer.Argument(help="A training set folder.")]) -> None:
     """Print a training set's split, label source, recipe and counts (its patches.json, without the name lists)."""
+    from crofuse.errors import TrainingSetError
     from crofuse.trainingset import read_manifest
 
     manifest = read_manifest(root)
     if manifest is None:
-        typer.secho(f"error: {root} has no patches.json (not a crofuse training set, or still being built)",
-                    err=True, fg=typer.colors.RED)
-        raise typer.Exit(1)
+        raise TrainingSetError(f"{root} has no patches.json (not a crofuse training set, or still being built): "
+                               "build one with `crofuse training-set build`")
     shown = {k: v for k, v in manifest.items() if k not in ("splits",)}
     shown["counts"] = {s: len(v) for s, v in manifest["splits"].items()}
     shown["split"] = {k: v for k, v in manifest["split"].items() if k != "blocks"} | {

@@ -198,9 +198,8 @@ def test_serve_stops_rustac_on_sigterm_and_sigint(tiny_catalog: Path, sig: int) 
     """`crofuse sample-catalog serve` exits 0 on SIGTERM (CI, systemd, Kubernetes) as on Ctrl-C, and rustac with
     it: before the fix SIGTERM killed the command and left rustac running with its port bound."""
     port = free_port()
-    code = "from crofuse.synthetic.cli import sample_app; sample_app()"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", str(tiny_catalog), "--port", str(port)],
+        [sys.executable, "-m", "crofuse_cli", "sample-catalog", "serve", str(tiny_catalog), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )
     tree: list[int] = []

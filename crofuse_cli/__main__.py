@@ -1,0 +1,5 @@
+"""``python -m crofuse_cli ...`` runs the ``crofuse`` command line."""
+
+from crofuse_cli.app import main
+
+main()
