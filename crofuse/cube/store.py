@@ -187,15 +187,17 @@ def open_cube(path: str | Path) -> xr.Dataset:
         raise CubeError(f"no input cube at {path}{hint}; build it with `crofuse cube` or crofuse.cube.build_cube")
     store = path.zarr_store(read_only=True)
     try:
-        attrs = dict(zarr.open_group(store, mode="r").attrs)
+        group = zarr.open_group(store, mode="r")
+        attrs = dict(group.attrs)
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as e:
         raise CubeError(f"{path} is not a zarr store ({e}); rebuild it with `crofuse cube`") from e
+    consolidated = getattr(group.metadata, "consolidated_metadata", None) is not None
     if attrs.get(COMPLETE_ATTR) is not True:
         raise CubeError(
             f"{path} is incomplete (no '{COMPLETE_ATTR}' marker: the build was interrupted or is still running); "
             "rebuild it with `crofuse cube` (or build_cube) before using it"
         )
-    ds = xr.open_zarr(store, consolidated=None, zarr_format=3, decode_coords="all")
+    ds = xr.open_zarr(store, consolidated=consolidated, zarr_format=3, decode_coords="all")
     if "spatial_ref" in ds.data_vars:  # written without grid_mapping attributes: still the cube's CRS variable
         ds = ds.set_coords("spatial_ref")
     check_contract(ds, path)

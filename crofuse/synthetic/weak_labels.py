@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 
 
 # The products' legends are owned by crofuse.labels (the label sources read them); the sample catalog writes them.
-from crofuse.labels.legends import (  # noqa: E402
+from crofuse.labels.legends import (  # noqa: E402, F401  (re-exported: the catalog writes them)
     IO_BUILT_AREA,
     IO_LULC_CLASSES,
+    IO_NODATA,
     WORLDCOVER_BUILT_UP,
     WORLDCOVER_CLASSES,
     WORLDCOVER_NODATA,
