@@ -137,11 +137,13 @@ class Lease:
         reentrant: a second ``Lease`` on the same object in this process shares the first one's hold instead of
             waiting for it (a flow that holds a city-year and calls ``build_cube``, which takes it too).
         logger: where waiting and takeovers are logged.
+        what: what the log lines call it (``"the statistics lock"``).
     """
 
     def __init__(self, loc: Location | str, *, purpose: str = "", timeout: float | None = None,
                  heartbeat: float | None = None, wait: float | None = 0.0, poll: float = 0.5,
-                 log_every: float = 30.0, reentrant: bool = False, logger: logging.Logger | None = None) -> None:
+                 log_every: float = 30.0, reentrant: bool = False, logger: logging.Logger | None = None,
+                 what: str = "the lease") -> None:
         self.loc = location(loc)
         self.purpose = purpose
         self.timeout = default_timeout() if timeout is None else float(timeout)
@@ -151,6 +153,7 @@ class Lease:
         self.log_every = log_every
         self.reentrant = reentrant
         self.log = logger or log
+        self.what = what
         self.owner = uuid.uuid4().hex
         self.version: str | None = None
         self.info: LeaseInfo | None = None
@@ -201,14 +204,14 @@ class Lease:
                 )
             if holder is not None and waited - last_log >= self.log_every:
                 limit = "for ever" if self.wait is None else f"up to {self.wait:.0f} s"
-                self.log.warning("waiting for the lease %s (%.0f s so far, %s): held by %s", self.loc, waited, limit,
-                                 holder.describe())
+                self.log.warning("waiting for %s %s (%.0f s so far, %s): held by %s", self.what, self.loc, waited,
+                                 limit, holder.describe())
                 last_log = waited
             pause = self.poll if self.wait is None else max(0.0, min(self.poll, self.wait - waited))
             time.sleep(min(pause, 0.05 * attempts))
         self.waited = time.monotonic() - started
         if last_log > -math.inf:
-            self.log.warning("got the lease %s after %.1f s", self.loc, self.waited)
+            self.log.warning("got %s %s after %.1f s", self.what, self.loc, self.waited)
         _ALIVE.add(self)
         if self.reentrant:
             with _HELD_LOCK:

@@ -132,6 +132,24 @@ class Stat:
     mtime_ns: int
     version: str
 
+    @property
+    def st_mtime_ns(self) -> int:  # what os.stat_result callers read
+        return self.mtime_ns
+
+    @property
+    def st_size(self) -> int:
+        return self.size
+
+    @property
+    def token(self) -> int:
+        """An integer that changes whenever the content is rewritten: the modification time on disk, a hash of the
+        etag on S3 (whose modification times have one-second resolution)."""
+        if "-" in self.version and self.version.split("-")[0].isdigit():
+            return self.mtime_ns
+        import hashlib
+
+        return int(hashlib.sha1(self.version.encode()).hexdigest()[:15], 16)
+
 
 def _local_version(st: os.stat_result) -> str:
     """A file's identity: a new version for every file written (inode), and for an in-place change (mtime)."""

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from crofuse.io.store import Location, location
 from crofuse import IMPERVIOUS, NODATA_LABEL, PERVIOUS
 from crofuse.errors import DataError
 from crofuse.statistics.area import M2_PER_KM2
@@ -243,19 +244,21 @@ def design_sample(
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_text_atomic(path: Any, text: str) -> None:
+    location(path).write_text(text)  # atomic on disk and on S3 (crofuse.io.store)
 
 
-def write_design(design: SampleDesign, folder: Path) -> Path:
+def _out(loc: Location) -> Any:
+    return loc.path if loc.is_local else loc
+
+
+def write_design(design: SampleDesign, folder: Any) -> Any:
     """Write ``design.json``, ``sample.csv`` and ``sample.geojson`` into ``folder``; returns ``design.json``.
 
     ``design.json`` is written last, so a folder with one always has its point files.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = location(folder)
+    folder.mkdir()
     ids, (x, y), (lon, lat) = design.point_ids, design.xy(), design.lonlat()
     strata = [design.classes[s] for s in design.stratum]
     rows = [
@@ -294,7 +297,7 @@ def write_design(design: SampleDesign, folder: Path) -> Path:
         ],
     }
     _write_text_atomic(folder / DESIGN_NAME, json.dumps(meta, indent=1))
-    return folder / DESIGN_NAME
+    return _out(folder / DESIGN_NAME)
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -307,13 +310,15 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def read_design(folder: Path) -> SampleDesign | None:
+def read_design(folder: Any) -> SampleDesign | None:
     """The design in ``folder/design.json``, or None when there is none."""
-    path = Path(folder) / DESIGN_NAME
-    if not path.exists():
+    path = location(folder) / DESIGN_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return None
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(text)
         points = d["points"]
         return SampleDesign(
             city=d["city"], year=int(d["year"]), previous_year=int(d["previous_year"]), classes=tuple(d["classes"]),
@@ -389,7 +394,7 @@ def read_labelled_sample(
         classes, has points outside the AOI or not in the design, or leaves a stratum with fewer than
         ``min_labelled`` labels (or fewer than all its points, for a smaller stratum).
     """
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         raise SampleError(f"{path} does not exist")
     records = _read_geojson(path, design) if path.suffix.lower() in (".geojson", ".json") else _read_csv(path, design)
@@ -465,7 +470,7 @@ def _same_crs(a: Any, b: Any) -> bool:
         return False
 
 
-def _read_geojson(path: Path, design: SampleDesign) -> list[dict[str, Any]]:
+def _read_geojson(path: Location, design: SampleDesign) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except ValueError as e:
@@ -503,8 +508,10 @@ def _read_geojson(path: Path, design: SampleDesign) -> list[dict[str, Any]]:
     return out
 
 
-def _read_csv(path: Path, design: SampleDesign) -> list[dict[str, Any]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+def _read_csv(path: Location, design: SampleDesign) -> list[dict[str, Any]]:
+    import io
+
+    with io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
         rows = [{k.strip().lower(): v for k, v in row.items() if k is not None} for row in reader]
@@ -580,8 +587,8 @@ def _raster_values(raster: Any, design: SampleDesign, which: str) -> np.ndarray:
 
     from crofuse.statistics.maps import geobox_of, read_map
 
-    if isinstance(raster, (str, Path)):
-        raster = read_map(Path(raster))
+    if isinstance(raster, (str, Path, Location)):
+        raster = read_map(raster)
     if isinstance(raster, xr.DataArray):
         gbox = geobox_of(raster)
         same = gbox.shape == tuple(design.shape) and np.allclose(tuple(gbox.affine)[:6], design.transform) and \
@@ -600,7 +607,7 @@ def _raster_values(raster: Any, design: SampleDesign, which: str) -> np.ndarray:
     return values
 
 
-def write_labels_csv(labelled: LabelledSample, path: Path) -> Path:
+def write_labels_csv(labelled: LabelledSample, path: Any) -> Any:
     """Write the design's points with the labels of ``labelled`` (empty where unlabelled) as CSV."""
     design = labelled.design
     labels = [""] * design.n
@@ -612,17 +619,17 @@ def write_labels_csv(labelled: LabelledSample, path: Path) -> Path:
          labels[i]]
         for i, pid in enumerate(design.point_ids)
     ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = location(path)
+    path.parent.mkdir()
     _write_text_atomic(path, _csv_text(CSV_COLUMNS, rows))
-    return path
+    return _out(path)
 
 
-def find_labelled(folder: Path) -> Path | None:
+def find_labelled(folder: Any) -> Any:
     """A person's labelled sample in ``folder`` (``labelled.csv`` first, then ``labelled.geojson``), or None."""
     for name in LABELLED_NAMES:
-        if (Path(folder) / name).exists():
-            return Path(folder) / name
+        if (location(folder) / name).exists():
+            return _out(location(folder) / name)
     return None
 
 
