@@ -31,10 +31,11 @@ and temporary stores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,9 +171,26 @@ def marker_state(folder: Location | str) -> str | None:
     return str(data.get("state", COMPLETE))
 
 
+_PUBLISHING_HERE: set[Location] = set()
+
+
+@contextlib.contextmanager
+def publishing_here(folder: Location | str) -> Iterator[None]:
+    """While the publisher of a city-year computes what comes before its marker (statistics, quicklook), its own
+    readers in this process trust the new products (:func:`trusted`)."""
+    loc = location(folder)
+    _PUBLISHING_HERE.add(loc)
+    try:
+        yield
+    finally:
+        _PUBLISHING_HERE.discard(loc)
+
+
 def trusted(folder: Location | str) -> bool:
-    """May readers use this city-year's products? Not while a new map is being published into it."""
-    return marker_state(folder) != PUBLISHING
+    """May readers use this city-year's products? Not while a new map is being published into it (except the
+    publisher itself, :func:`publishing_here`)."""
+    loc = location(folder)
+    return loc in _PUBLISHING_HERE or marker_state(loc) != PUBLISHING
 
 
 def invalidate_marker(folder: Location | str, *, run: str = "", reason: str = "") -> None:
@@ -288,6 +306,6 @@ __all__ = [
     "DERIVED", "DISAGREEMENT", "IMPERVIOUS", "LEASE", "MAPS", "MAPS_PROGRESS", "MAP_PRODUCTS", "MARKER",
     "PROBABILITY", "PUBLISHED", "PUBLISHING", "QUICKLOOK", "RECORD", "REFERENCE", "REMAP_REPORT", "SAMPLE_DIR",
     "STAGING", "STATISTICS_CSV", "STATISTICS_LEASE", "STATISTICS_ZARR", "UNCERTAINTY", "CityYear", "city_year",
-    "folder_of", "invalidate_marker", "marker_state", "publish", "published_run", "read_marker", "replace_file",
+    "folder_of", "invalidate_marker", "marker_state", "publish", "published_run", "publishing_here", "read_marker", "replace_file",
     "replace_store", "trusted", "write_marker",
 ]

@@ -15,18 +15,17 @@ empty search, unreadable scene...) does not stop the others; at the end the flow
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
+from crofuse.layout import REMAP_REPORT
 from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, IN_PROCESS, read_cities_file
 from flows.tasks import dask_for_run, local_task, update_city_statistics
 
-REPORT_NAME = "remap-report.json"
+REPORT_NAME = REMAP_REPORT
 
 Years = Annotated[list[Annotated[int, Field(ge=2015, le=2100)]], Field(min_length=1)]
 
@@ -95,7 +94,9 @@ def remap_cities(
 
     from crofuse.cube import city_slug
 
-    touched = [slug for slug in sorted({city_slug(s.name) for s in cities}) if (Path(output) / slug).is_dir()]
+    from crofuse.io.store import location
+
+    touched = [slug for slug in sorted({city_slug(s.name) for s in cities}) if (location(output) / slug).is_dir()]
     consistency = {}
     for slug in touched:
         consistency[slug] = consolidate_series(output, slug)
@@ -103,7 +104,7 @@ def remap_cities(
         update_city_statistics(output, slug)
     report = {"mapped": done, "already_done": skipped, "failed": failed, "years": sorted(set(years)),
               "consistency": consistency}
-    _write_report(Path(output), report)
+    _write_report(output, report)
     summary = f"{len(done)} city-years mapped, {len(skipped)} already done, {len(failed)} failed"
     log.info(summary)
     if failed:
@@ -120,10 +121,10 @@ def consolidate_series(output: str, city: str) -> dict[str, Any]:
     from crofuse.statistics import mapped_years
     from crofuse.statistics.consistency import consolidate_city
 
-    if not mapped_years(Path(output), city):
+    if not mapped_years(output, city):
         return {"years": [], "note": "no mapped year"}
     try:
-        report = consolidate_city(Path(output), city)
+        report = consolidate_city(output, city)
     except CrofuseError as e:
         get_run_logger().error("%s: no consistent series: %s", city, e)
         return {"error": f"{type(e).__name__}: {e}"}
@@ -145,11 +146,10 @@ def _cause(state: State) -> str:
     return state.message or state.name
 
 
-def _write_report(output: Path, report: dict[str, Any]) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = output / f".{REPORT_NAME}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, output / REPORT_NAME)
+def _write_report(output: str, report: dict[str, Any]) -> None:
+    from crofuse.io.store import location
+
+    (location(output) / REPORT_NAME).write_text(json.dumps(report, indent=2, default=str))
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,9 @@ from crofuse.errors import (
     InsufficientDataError,
     MissingModalityError,
 )
+from crofuse.layout import MARKER
 from flows.params import IN_PROCESS, LOCAL_CLUSTER
 
-MARKER = "mapped.json"
-"""Written last into ``<output>/<city>/<year>/``: the city-year is finished (maps, statistics, quicklook)."""
 
 RETRY_DELAYS = [2, 10, 30]
 
@@ -168,11 +165,12 @@ def search_scenes(config: Any) -> dict[str, int]:
 
 
 @network_task(name="build-cube")
-def build_input_cube(config: Any) -> str:
-    """``crofuse.cube.build_cube``: seasonal composites into ``inputs.zarr`` (reused when already built)."""
+def build_input_cube(config: Any, path: str | None = None) -> str:
+    """``crofuse.cube.build_cube``: seasonal composites into ``inputs.zarr`` (reused when already built); ``path``
+    builds it elsewhere (a remap's staging area, beside the cube the finished maps were made from)."""
     from crofuse.cube import build_cube
 
-    return str(build_cube(config, progress=False))
+    return str(build_cube(config, progress=False, path=path))
 
 
 @local_task(name="predict")
@@ -205,11 +203,12 @@ def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: dict[str, Any
 @network_task(name="reference-labels")
 def fetch_reference(catalog: str, city: str, year: int, out_dir: str) -> bool:
     """Ground-truth labels of the city-year from the catalog, on the map grid (``reference.tif``), if it has them."""
-    from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
+    from crofuse.io.store import location
     from crofuse.labels.reference import write_reference
+    from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
 
-    like = read_map(Path(out_dir) / MAP_NAME)
-    written = write_reference(catalog, city, year, like, Path(out_dir) / REFERENCE_NAME)
+    like = read_map(location(out_dir) / MAP_NAME)
+    written = write_reference(catalog, city, year, like, location(out_dir) / REFERENCE_NAME)
     return written is not None
 
 
@@ -220,10 +219,10 @@ def update_city_statistics(output: str, city: str, year: int | None = None) -> d
 
     from crofuse.statistics import load_record, update_statistics
 
-    update_statistics(Path(output), cities=[city])
+    update_statistics(output, cities=[city])
     if year is None:
         return None
-    record = load_record(Path(output), city, year)
+    record = load_record(output, city, year)
     return None if record is None else asdict(record)
 
 
@@ -232,16 +231,18 @@ def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> lis
     """PNG quicklook of the city-year and the change plot of all cities."""
     from crofuse.quicklooks import change_plot, city_year_quicklook, refresh_stale_quicklooks
 
-    paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
-    paths += refresh_stale_quicklooks(Path(output), city)  # later years whose change map this year just rewrote
-    paths.append(change_plot(Path(output)))
+    paths = [city_year_quicklook(output, city, year, cube=cube)]
+    paths += refresh_stale_quicklooks(output, city)  # later years whose change map this year just rewrote
+    paths.append(change_plot(output))
     return [str(p) for p in paths]
 
 
 def checkpoint_sha256(checkpoint: str) -> str:
+    """The SHA-256 of the checkpoint (a path, or an ``s3://`` URL fetched once into the local cache)."""
+    from crofuse.io.store import cached_copy
     from tiling.model import file_sha256
 
-    path = Path(checkpoint)
+    path = Path(cached_copy(checkpoint)) if "://" in str(checkpoint) else Path(checkpoint)
     if not path.is_file():
         from crofuse.errors import CheckpointError
 
@@ -285,15 +286,17 @@ def mapping_parameters_sha256(
     return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str) -> dict[str, Any] | None:
-    """The completeness marker of a city-year mapped with this checkpoint and these mapping parameters (see
-    :func:`mapping_parameters_sha256`), or None if it must be (re)done."""
-    from crofuse.statistics import MAP_NAME
+def finished_marker(out_dir: Any, sha256: str, parameters_sha256: str) -> dict[str, Any] | None:
+    """The complete marker of a city-year mapped with this checkpoint and these mapping parameters (see
+    :func:`mapping_parameters_sha256`), or None if it must be (re)done (no marker, a marker that says a new map is
+    being published, another checkpoint or other parameters, or no map under it)."""
+    from crofuse.io.store import location
+    from crofuse.layout import COMPLETE, IMPERVIOUS, read_marker
 
-    marker = out_dir / MARKER
-    if not marker.exists() or not (out_dir / MAP_NAME).exists():
+    out_dir = location(out_dir)
+    data = read_marker(out_dir)
+    if data is None or data.get("state", COMPLETE) != COMPLETE or not (out_dir / IMPERVIOUS).exists():
         return None
-    data = json.loads(marker.read_text())
     if data.get("checkpoint_sha256") != sha256:
         return None
     if data.get("parameters_sha256") != parameters_sha256:
@@ -301,12 +304,11 @@ def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str) -> dict[
     return data
 
 
-def write_marker(out_dir: Path, data: dict[str, Any]) -> None:
-    """Write the completeness marker atomically."""
-    tmp = out_dir / f".{MARKER}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({**data, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                              indent=2, sort_keys=True, default=str))
-    os.replace(tmp, out_dir / MARKER)
+def write_marker(out_dir: Any, data: dict[str, Any]) -> None:
+    """Write the complete marker atomically (the last thing a city-year run writes; :mod:`crofuse.layout`)."""
+    from crofuse.layout import write_marker as _write
+
+    _write(out_dir, data)
 
 
 __all__ = [

@@ -463,8 +463,9 @@ class Location:
     def put_if_match(self, data: bytes, version: str) -> str | None:
         """Replace only if the current version is ``version``; the new version, or None if it was not.
 
-        On disk: the file is renamed to a private claim name (only one renamer can win), its identity compared
-        with ``version``, and the new file linked into place (which fails if someone created one meanwhile).
+        On disk: compare-and-rename under a guard file created with ``O_EXCL`` (held for the comparison and the
+        rename only, microseconds; a guard left by a killed process is broken after 10 s); the file's identity
+        (inode, modification time, size) is its version.
         """
         if self.is_local:
             return self._local_put_if_match(data, version)
@@ -479,30 +480,25 @@ class Location:
 
     def _local_put_if_match(self, data: bytes, version: str) -> str | None:
         path = self.path
-        if self.version() != version:  # cheap check first: a stale version never moves the file
+        if self.version() != version:  # cheap check first: a stale version never touches the file
             return None
-        claim = path.with_name(f".{path.name}.claim-{uuid.uuid4().hex[:12]}")
         tmp = temp_sibling(path)
+        guard = path.with_name(f".{path.name}{CAS_GUARD}")
         try:
             tmp.write_bytes(data)
-            try:
-                os.rename(path, claim)
-            except FileNotFoundError:
-                return None
-            if _local_version(claim.stat()) != version:  # changed between the check and the rename: put it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(claim, path)
+            if not _take_guard(guard):
                 return None
             try:
-                os.link(tmp, path)
-            except FileExistsError:  # created by someone else while the name was free: theirs
-                return None
-            return _local_version(path.stat())
+                if self.version() != version:
+                    return None
+                os.replace(tmp, path)  # the name always points at a complete file: readers never see a gap
+                return _local_version(path.stat())
+            finally:
+                guard.unlink(missing_ok=True)
         except OSError as e:
             raise output_error(e, self) or e
         finally:
             tmp.unlink(missing_ok=True)
-            claim.unlink(missing_ok=True)
 
     def unlink(self, missing_ok: bool = True) -> None:
         if self.is_local:
@@ -588,6 +584,28 @@ class Location:
 
 class _Conflict(Exception):
     """A conditional write lost (internal)."""
+
+
+CAS_GUARD = ".crofuse-cas"
+
+
+def _take_guard(guard: Path, *, timeout: float = 2.0, stale: float = 10.0) -> bool:
+    """Create ``guard`` exclusively (retrying up to ``timeout`` s); a guard older than ``stale`` s is broken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - guard.stat().st_mtime > stale:
+                    guard.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
 
 
 def location(value: str | os.PathLike[str] | Location) -> Location:
@@ -744,9 +762,9 @@ def clean_temp_siblings(folder: Location | Path) -> list[Path]:
         return []
     removed = []
     for p in loc.path.iterdir():
-        if TEMP_MARK in p.name or ".claim-" in p.name:
+        if TEMP_MARK in p.name or p.name.endswith(CAS_GUARD):
             with contextlib.suppress(OSError):
-                if _owner_gone(p.name, p.lstat().st_mtime) or ".claim-" in p.name and (
+                if _owner_gone(p.name, p.lstat().st_mtime) if TEMP_MARK in p.name else (
                         time.time() - p.lstat().st_mtime > 60):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
                     removed.append(p)
@@ -789,6 +807,7 @@ def scratch_dir(label: str = "") -> Iterator[Path]:
 
 __all__ = [
     "ENDPOINT_ENVS",
+    "cached_copy",
     "TEMP_MARK",
     "TMPDIR_ENV",
     "Location",
@@ -806,3 +825,33 @@ __all__ = [
     "scratch_root",
     "temp_sibling",
 ]
+
+
+# ------------------------------------------------------------------------------------------------------ local copies
+def cached_copy(url: str | os.PathLike[str] | Location) -> Path:
+    """A local copy of a file at ``url`` (a checkpoint on S3), fetched once per version into worker-local temporary
+    space (``<tmp>/crofuse-cache/``) and reused while the object is unchanged; a local path is returned as is.
+
+    Raises :class:`FileNotFoundError` when there is no such object."""
+    import hashlib
+
+    loc = location(url)
+    if loc.is_local:
+        return loc.path
+    version = loc.version()
+    if version is None:
+        raise FileNotFoundError(errno.ENOENT, "no such object", loc.url)
+    key = hashlib.sha256(f"{loc.url}\n{version}".encode()).hexdigest()[:24]
+    folder = scratch_root() / "crofuse-cache" / key
+    target = folder / loc.name
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    data, _ = loc.read_versioned()
+    tmp = temp_sibling(target)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
