@@ -125,15 +125,35 @@ class CityYear:
                      **kwargs)
 
     def clean(self, *, keep_run: str | None = None) -> list[str]:
-        """Remove what interrupted runs left (call only while holding the lease): staging areas of other runs and
-        temporary siblings of atomic writes whose process is gone. Returns what was removed."""
+        """Remove what interrupted runs left (call only while holding the lease): staging areas of other runs,
+        temporary and set-aside stores (``.inputs.zarr.tmp-*``, ``.maps.zarr.old-*``) and temporary siblings of
+        atomic writes whose process is gone. Returns what was removed."""
         removed = [str(p) for p in clean_temp_siblings(self.folder)]
+        removed += [str(p) for p in clean_temp_stores(self.folder)]
         staging = self.folder / STAGING
         for area in staging.iterdir() if staging.is_dir() else []:
             if keep_run is None or area.name != keep_run[:16]:
                 area.rmtree()
                 removed.append(str(area))
         return removed
+
+
+TEMP_STORE_MARKS = (".tmp-", ".old-")
+"""Parts of the names of a store being written (``.NAME.tmp-*``) or set aside while replaced (``.NAME.old-*``)."""
+
+
+def is_temp_store(name: str) -> bool:
+    return name.startswith(".") and any(mark in name for mark in TEMP_STORE_MARKS)
+
+
+def clean_temp_stores(folder: Location) -> list[Location]:
+    """Remove the temporary and set-aside stores in ``folder`` (only the holder of its lease may call this)."""
+    removed = []
+    for p in folder.iterdir() if folder.is_dir() else []:
+        if is_temp_store(p.name):
+            p.rmtree()
+            removed.append(p)
+    return removed
 
 
 def city_year(output: str | Location, city: str, year: int) -> CityYear:
@@ -305,7 +325,7 @@ __all__ = [
     "AOI", "CHANGE", "CHANGE_PLOT", "COMPLETE", "CONSISTENT", "CUBE", "CUBE_OLD_PREFIX", "CUBE_TEMP_PREFIX",
     "DERIVED", "DISAGREEMENT", "IMPERVIOUS", "LEASE", "MAPS", "MAPS_PROGRESS", "MAP_PRODUCTS", "MARKER",
     "PROBABILITY", "PUBLISHED", "PUBLISHING", "QUICKLOOK", "RECORD", "REFERENCE", "REMAP_REPORT", "SAMPLE_DIR",
-    "STAGING", "STATISTICS_CSV", "STATISTICS_LEASE", "STATISTICS_ZARR", "UNCERTAINTY", "CityYear", "city_year",
+    "STAGING", "STATISTICS_CSV", "TEMP_STORE_MARKS", "clean_temp_stores", "is_temp_store", "STATISTICS_LEASE", "STATISTICS_ZARR", "UNCERTAINTY", "CityYear", "city_year",
     "folder_of", "invalidate_marker", "marker_state", "publish", "published_run", "publishing_here", "read_marker", "replace_file",
     "replace_store", "trusted", "write_marker",
 ]

@@ -90,11 +90,12 @@ def _scratch(dst: Location, needed: int) -> Iterator[Path]:
     """A private temporary folder for one write; a write error for lack of space or on a read-only file system
     there becomes one :class:`OutputWriteError` line (no traceback of GDAL internals)."""
     import rasterio.errors
+    from rasterio._err import CPLE_BaseError
 
     with scratch_dir(f"cog-{dst.stem}") as folder:
         try:
             yield folder
-        except (OSError, rasterio.errors.RasterioError) as e:
+        except (OSError, rasterio.errors.RasterioError, CPLE_BaseError) as e:
             if isinstance(e, OutputWriteError):
                 raise
             err = output_error(e, dst, needed=needed, scratch=folder)

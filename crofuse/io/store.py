@@ -686,6 +686,8 @@ def output_error(exc: BaseException, target: Location | Path | str, *, needed: i
 
     ``target`` is what was being written; ``scratch`` the local temporary file system when the failure happened
     there; ``needed`` the bytes the write needs (an estimate)."""
+    if isinstance(exc, OutputWriteError):
+        return exc
     code = getattr(exc, "errno", None)
     text = str(exc)
     full = code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text

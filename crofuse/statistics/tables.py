@@ -73,10 +73,13 @@ def write_statistics(ds: xr.Dataset, output: Path | str | Location) -> tuple[Any
     (:func:`crofuse.layout.replace_store`), the CSV in one write."""
     import uuid
 
-    from crofuse.layout import replace_store
+    from crofuse.layout import is_temp_store, replace_store
 
     output = location(output)
     output.mkdir()
+    for stale in output.iterdir():  # left by a killed writer (the caller holds the statistics lock)
+        if stale.name.startswith(f".{STATISTICS_ZARR}") and is_temp_store(stale.name):
+            stale.rmtree()
     zarr_path = output / STATISTICS_ZARR
     tmp_zarr = output / f".{STATISTICS_ZARR}.tmp-{uuid.uuid4().hex[:8]}"
     try:
