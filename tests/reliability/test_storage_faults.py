@@ -304,3 +304,31 @@ def test_a_failed_quicklook_leaves_no_temporary_png(tmp_path, monkeypatch) -> No
     with pytest.raises(OutputWriteError, match=f"no space left on .* writing {folder / 'quicklook.png'}"):
         city_year_quicklook(tmp_path, "wuhan", 2021)
     assert sorted(p.name for p in folder.iterdir()) == ["impervious.tif"], "no temporary PNG next to the outputs"
+
+
+_HOLD_UNTIL_SIGTERM = """
+import sys, time
+from crofuse.io.lease import Lease
+from infra.process import Interrupted, stop_on_signals
+try:
+    with stop_on_signals(), Lease(sys.argv[1], purpose="a run stopped by SIGTERM"):
+        print("holding", flush=True)
+        time.sleep(120)
+except Interrupted:
+    sys.exit(143)
+"""
+
+
+def test_a_run_stopped_by_sigterm_releases_its_lease(tmp_path) -> None:
+    lease = tmp_path / "wuhan" / "2021" / ".lease"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_UNTIL_SIGTERM, str(lease)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+        assert lease.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not lease.exists(), "released on SIGTERM: the next run need not wait for the timeout"
