@@ -248,3 +248,107 @@ def _grid(h: int, w: int):
     da = xr.DataArray(np.zeros((h, w), "uint8"), dims=("y", "x"),
                       coords={"y": 3400000 - 5 - 10 * np.arange(h), "x": 500005 + 10 * np.arange(w)})
     return da.rio.write_crs(UTM50N).rio.write_transform()
+
+
+# ------------------------------------------------------------------------------------------------------ map-city
+PRODUCT_NAMES = {"inputs.zarr", "impervious.tif", "probability.tif", "maps.zarr", "reference.tif", "mapped.json",
+                 "statistics.json", "quicklook.png", "aoi.geojson", "change.tif", "statistics.zarr", "statistics.csv",
+                 "change.png", "zarr.json"}
+
+
+@pytest.mark.slow
+def test_map_city_on_object_storage_with_workers_that_share_no_disk(prefect_harness, stac_api, tiny_checkpoint,
+                                                                     s3_root, tmp_path, monkeypatch) -> None:
+    """``map-city`` with ``output=s3://…`` and ``checkpoint=s3://…`` on a ``dask scheduler`` and two ``dask worker``
+    processes, each in its own mount namespace with an empty tmpfs over the client's folder (its output, temporary
+    and cache space): nothing reaches the workers but through S3. One worker is SIGKILLed mid-run (the scheduler
+    allows no retry, so the run fails); the rerun on the other worker resumes the chunks already on S3. The
+    outputs come back complete through the S3 API, and no output file appears on the local disk."""
+    import os
+    import signal
+
+    import distributed
+    import rasterio
+    import xarray as xr
+    from rio_cogeo.cogeo import cog_validate
+
+    from crofuse.io.store import gdal_env
+    from flows import map_city
+    from infra.cluster import ProcessCluster, check_isolation
+    from tests.fixtures.tiling import slow_down_chunks
+
+    try:
+        check_isolation()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(str(e))
+    client_dir = tmp_path / "client"
+    (client_dir / "tmp").mkdir(parents=True)
+    monkeypatch.setenv("CROFUSE_TMPDIR", str(client_dir / "tmp"))
+    monkeypatch.chdir(client_dir)
+    checkpoint = f"{s3_root}/models/{tiny_checkpoint.name}"
+    location(checkpoint).upload_copy(tiny_checkpoint)
+    output = f"{s3_root}/maps"
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": repo}
+    kw = {"city": "wuhan", "year": 2021, "catalog": stac_api, "checkpoint": checkpoint, "output": output,
+          "tiling": {"chunk_size": 128, "torch_threads": 1}}
+    with ProcessCluster(n_workers=2, hide=[client_dir], env=env, base_dir=tmp_path / "dask",
+                        scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}) as cluster:
+        with distributed.Client(cluster.scheduler_address) as probe:
+            seen = probe.run(lambda d: sorted(os.listdir(d)) if os.path.isdir(d) else None, str(client_dir))
+            assert all(v == [] for v in seen.values()), f"the workers see the client's folder: {seen}"
+            probe.run(slow_down_chunks, 1.0)  # so the kill lands mid-run
+        outcome: dict[str, object] = {}
+
+        def first_run() -> None:
+            try:
+                outcome["result"] = map_city(dask_address=cluster.scheduler_address, **kw)
+            except Exception as e:  # noqa: BLE001
+                outcome["error"] = e
+
+        import threading
+
+        thread = threading.Thread(target=first_run)
+        thread.start()
+        staging = location(f"{output}/wuhan/2021/.staging")
+        deadline = time.monotonic() + 300
+        done = 0
+        while time.monotonic() < deadline and thread.is_alive():
+            markers = [p for p in staging.walk_files() if p.name.endswith(".done")] if staging.is_dir() else []
+            done = len(markers)
+            if done >= 1:
+                break
+            time.sleep(0.2)
+        assert thread.is_alive() and done >= 1, f"no chunk finished before the deadline ({outcome})"
+        victim = cluster.workers[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        thread.join(300)
+        assert "error" in outcome, "the run should fail: its chunk died with the worker and no retry is allowed"
+        done = len([p for p in staging.walk_files() if p.name.endswith(".done")])
+        assert done >= 1
+        again = map_city(dask_address=cluster.scheduler_address, **kw)
+    total = 4  # 250 x 250 px in 128 px chunks
+    assert again["skipped"] is False and again["chunks_computed"] == total - done, (done, again["chunks_computed"])
+
+    folder = location(f"{output}/wuhan/2021")
+    marker = json.loads((folder / "mapped.json").read_text())
+    assert marker["state"] == "complete" and marker["checkpoint_sha256"] == again["checkpoint_sha256"]
+    with gdal_env():
+        for name in ("impervious.tif", "probability.tif", "reference.tif"):
+            valid, errors, _ = cog_validate((folder / name).gdal_path, quiet=True)
+            assert valid, (name, errors)
+        with rasterio.open((folder / "impervious.tif").gdal_path) as src:
+            impervious = src.read(1)
+            assert src.crs.to_epsg() == 32650 and set(np.unique(impervious)) <= {0, 1, 255}
+    maps = xr.open_zarr((folder / "maps.zarr").zarr_store(read_only=True))
+    assert maps.attrs["complete"] is True and (maps["impervious"].values == impervious).all()
+    cube = xr.open_zarr((folder / "inputs.zarr").zarr_store(read_only=True))
+    assert cube.attrs["crofuse_complete"] is True
+    for name in ("quicklook.png", "statistics.json", "aoi.geojson"):
+        assert (folder / name).is_file(), name
+    table = xr.open_zarr(location(f"{output}/statistics.zarr").zarr_store(read_only=True))
+    assert bool(table["mapped"].sel(city="wuhan", year=2021))
+    assert not (folder / ".lease").exists() and not staging.is_dir()
+    local = [p for p in tmp_path.rglob("*") if p.name in PRODUCT_NAMES or p.suffix in (".tif", ".png", ".zarr")]
+    assert not local, f"output files on the local disk: {local[:5]}"
+    assert not list(client_dir.rglob("*.tif"))
