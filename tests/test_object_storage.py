@@ -352,3 +352,40 @@ def test_map_city_on_object_storage_with_workers_that_share_no_disk(prefect_harn
     local = [p for p in tmp_path.rglob("*") if p.name in PRODUCT_NAMES or p.suffix in (".tif", ".png", ".zarr")]
     assert not local, f"output files on the local disk: {local[:5]}"
     assert not list(client_dir.rglob("*.tif"))
+
+
+# ------------------------------------------------------------------------------------------------------ publication
+def test_publication_invalidates_the_marker_first_and_replaces_stores_whole(root: Location, monkeypatch) -> None:
+    import xarray as xr
+
+    from crofuse import layout
+
+    cy = layout.city_year(root, "wuhan", 2021)
+    old = xr.Dataset({"impervious": (("y", "x"), np.zeros((4, 6), "uint8"))}, attrs={"run": "old"})
+    old.to_zarr(cy.maps.zarr_store(), mode="w", zarr_format=3, consolidated=True)
+    (cy.maps / "stale-object").write_bytes(b"only in the old store")
+    cy.impervious.write_bytes(b"old map")
+    cy.record.write_text("{}")
+    layout.write_marker(cy.folder, {"checkpoint_sha256": "old"})
+    staging = cy.staging("r" * 64)
+    new = xr.Dataset({"impervious": (("y", "x"), np.ones((4, 6), "uint8"))}, attrs={"run": "new"})
+    new.to_zarr((staging / layout.MAPS).zarr_store(), mode="w", zarr_format=3, consolidated=True)
+    (staging / layout.IMPERVIOUS).write_bytes(b"new map")
+    assert layout.trusted(cy.folder)
+
+    order: list[tuple[str, str | None]] = []
+    for name in ("replace_file", "replace_store"):
+        original = getattr(layout, name)
+        monkeypatch.setattr(layout, name, lambda src, dst, _o=original: (
+            order.append((dst.name, layout.marker_state(cy.folder))), _o(src, dst))[1])
+    moved = layout.publish(cy, staging, run="r" * 64)
+    assert sorted(moved) == [layout.IMPERVIOUS, layout.MAPS]
+    assert order and all(state == layout.PUBLISHING for _, state in order), order
+    assert not layout.trusted(cy.folder), "until the caller writes the marker, readers keep away"
+    assert cy.impervious.read_bytes() == b"new map" and not cy.record.exists(), "the old map's record is removed"
+    published = xr.open_zarr(cy.maps.zarr_store(read_only=True))
+    assert published.attrs["run"] == "new" and int(published["impervious"].sum()) == 24
+    assert not (cy.maps / "stale-object").exists(), "the store is replaced whole, not merged"
+    assert not staging.exists() and layout.published_run(cy) == "r" * 64
+    layout.write_marker(cy.folder, {"checkpoint_sha256": "new"})
+    assert layout.trusted(cy.folder) and layout.read_marker(cy.folder)["state"] == layout.COMPLETE
