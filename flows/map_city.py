@@ -137,7 +137,9 @@ def map_city(
                 maps = predict_maps(cube, checkpoint, str(staging), tiling, strict)
             has_reference = fetch_reference(catalog, slug, year, str(staging))
             _write_aoi(staging, geometry)
-            layout.publish(cy, staging, run=run, remove=(*layout.DERIVED, layout.REFERENCE), lease=lease)
+            # what the old map had and the new one has not (reference labels, a head-disagreement layer) goes too
+            layout.publish(cy, staging, run=run, remove=(*layout.DERIVED, layout.REFERENCE, *layout.MAP_PRODUCTS),
+                           lease=lease)
         with layout.publishing_here(out_dir):
             record = update_city_statistics(output, slug, year)
             looks = write_quicklooks(output, slug, year, None) if quicklooks else []

@@ -389,3 +389,21 @@ def test_publication_invalidates_the_marker_first_and_replaces_stores_whole(root
     assert not staging.exists() and layout.published_run(cy) == "r" * 64
     layout.write_marker(cy.folder, {"checkpoint_sha256": "new"})
     assert layout.trusted(cy.folder) and layout.read_marker(cy.folder)["state"] == layout.COMPLETE
+
+
+def test_a_city_year_lease_is_shared_within_a_process_whatever_the_path_spelling(tmp_path, monkeypatch) -> None:
+    """map-city holds the lease and calls build_cube, which takes it again: a relative and an absolute spelling of
+    the output are one lease (the nested hold shares it), and only the outer release deletes it."""
+    from crofuse import layout
+
+    monkeypatch.chdir(tmp_path)
+    outer = layout.city_year("maps", "wuhan", 2021).lease().acquire()
+    try:
+        inner = layout.city_year(str(tmp_path / "maps"), "wuhan", 2021).lease(wait=0).acquire()
+        inner.release()
+        assert (tmp_path / "maps/wuhan/2021/.lease").exists(), "the nested release leaves the outer hold"
+        with pytest.raises(LeaseHeldError):
+            Lease(tmp_path / "maps/wuhan/2021/.lease", wait=0).acquire()  # not re-entrant: another run's view
+    finally:
+        outer.release()
+    assert not (tmp_path / "maps/wuhan/2021/.lease").exists()

@@ -210,12 +210,12 @@ class Location:
                 return False
         if not isinstance(other, Location):
             return NotImplemented
-        if self.is_local and other.is_local:
-            return os.path.normpath(self.key) == os.path.normpath(other.key)
+        if self.is_local and other.is_local:  # relative and absolute spellings of one path are one location
+            return os.path.abspath(self.key) == os.path.abspath(other.key)
         return (self.scheme, self.bucket, self.key) == (other.scheme, other.bucket, other.key)
 
     def __hash__(self) -> int:
-        return hash((self.scheme, self.bucket, os.path.normpath(self.key) if self.is_local else self.key))
+        return hash((self.scheme, self.bucket, os.path.abspath(self.key) if self.is_local else self.key))
 
     # -- path algebra --------------------------------------------------------------------------------------------
     def __truediv__(self, name: str | os.PathLike[str]) -> Location:
