@@ -328,6 +328,11 @@ def test_map_city_on_object_storage_with_workers_that_share_no_disk(prefect_harn
         assert done >= 1
         again = map_city(dask_address=cluster.scheduler_address, **kw)
     total = 4  # 250 x 250 px in 128 px chunks
+    print(f"\nkilled worker {victim.pid} after {done} of {total} chunks; first run: "
+          f"{type(outcome['error']).__name__}: {str(outcome['error'])[:160]}; rerun computed "
+          f"{again['chunks_computed']} chunks")
+    fetched = sorted(p.relative_to(tmp_path) for p in (tmp_path / "dask").rglob("*.safetensors"))
+    assert fetched and all(str(p).startswith("dask/worker-") for p in fetched), "each worker fetched the checkpoint"
     assert again["skipped"] is False and again["chunks_computed"] == total - done, (done, again["chunks_computed"])
 
     folder = location(f"{output}/wuhan/2021")
