@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "tiling.cli",  # predict
     "crofuse.experiments.cli",  # experiments run/report
     "crofuse.statistics.cli",  # statistics consolidate/update/sample
+    "infra.products_cli",  # products build/serve (serve starts rustac: infra)
 )
 
 for _name in _COMMAND_MODULES:

@@ -1,6 +1,7 @@
 """Flow ``map-city``: one city-year from STAC scenes to impervious maps, change map, statistics and quicklooks.
 
     search scenes -> input cube -> tiled prediction -> reference labels -> statistics -> quicklooks -> marker
+        -> product item + collection (STAC) -> Prefect artifacts
 
 Outputs go to ``<output>/<city-slug>/<year>/`` (a path or an ``s3://`` URL; the layout is :mod:`crofuse.layout`).
 The last thing written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint and the same
@@ -13,6 +14,9 @@ and since when. A (re)map builds its new products (a changed cube, the maps, the
 ``.staging/<run>/`` beside the finished ones, which stay readable and consistent; only when they are all complete is
 the marker invalidated, the products moved into place, the statistics and quicklook recomputed, and the marker
 written last (:func:`crofuse.layout.publish`). A failed remap leaves the old city-year exactly as it was.
+After the marker, the city-year is published as an item of the products collection
+(``<output>/<city>/<year>/item.json``, ``<output>/collection.json``; docs/products.md), and the run leaves two Prefect
+artifacts: a table of its statistics record and a markdown summary (figures, the item's link, the quicklook).
 
 Run it directly (``python -m flows.map_city wuhan 2021``, ``--help`` for the options), from Python
 (``map_city("wuhan", 2021)``) or through the ``map-city/map-city`` deployment in ``prefect.yaml``.
@@ -26,15 +30,25 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, AOIParam
+from flows.params import (
+    DEFAULT_CATALOG,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_OUTPUT,
+    AOIParam,
+    CubeOptions,
+    TilingOptions,
+    as_cube_options,
+)
 from flows.tasks import (
     build_input_cube,
     checkpoint_sha256,
+    city_year_artifacts,
     dask_for_run,
     fetch_reference,
     finished_marker,
     mapping_parameters_sha256,
     predict_maps,
+    publish_products,
     resolve_aoi,
     search_scenes,
     update_city_statistics,
@@ -56,8 +70,8 @@ def map_city(
     output: str = DEFAULT_OUTPUT,
     dask_address: str | None = None,
     season: str | None = None,
-    tiling: dict[str, Any] | None = None,
-    cube_options: dict[str, Any] | None = None,
+    tiling: TilingOptions | None = None,
+    cube_options: CubeOptions | None = None,
     quicklooks: bool = True,
     strict: bool = False,
     lease_wait: Annotated[float, Field(ge=0, le=86400)] = 0.0,
@@ -76,16 +90,18 @@ def map_city(
         dask_address: None/``"local"`` starts a local dask cluster for the run, ``"in-process"`` uses none,
             anything else is a scheduler address (``tcp://...``).
         season: compositing window ``"MM-DD/MM-DD"`` (default June, as the paper).
-        tiling: ``tiling.TilingConfig`` fields (``window``, ``batch_size``, ``chunk_size``, ``device``...).
-        cube_options: more ``crofuse.cube.CubeConfig`` fields (``profile``, ``loader``, ``max_cloud_cover``...).
+        tiling: :class:`~flows.params.TilingOptions` (``window``, ``batch_size``, ``chunk_size``, ``device``...;
+            a dict of its fields works too). Unknown keys are refused when the run is submitted.
+        cube_options: :class:`~flows.params.CubeOptions`, more ``crofuse.cube.CubeConfig`` fields (``profile``,
+            ``loader``, ``max_cloud_cover``...).
         quicklooks: write the PNG quicklook and the change plot.
         strict: refuse to map a cube composited with another recipe (reducer, season, SCL mask) than the one the
             checkpoint was trained on (default: a warning in the run's log).
         lease_wait: seconds to wait when another run holds this city-year's lease (0: fail at once, naming it).
 
     Returns:
-        ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", ...}``; ``skipped`` is True and
-        ``chunks_computed`` 0 when the city-year was already finished.
+        ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", "item", "collection", ...}``;
+        ``skipped`` is True and ``chunks_computed`` 0 when the city-year was already finished.
     """
     from crofuse import layout
     from crofuse.cube import CubeConfig
@@ -104,15 +120,13 @@ def map_city(
     if done is not None:
         log.info("%s %s is already mapped with this checkpoint and these parameters (%s): no model work",
                  slug, year, cy.marker)
-        record = update_city_statistics(output, slug, year)
-        return {**done, "skipped": True, "chunks_computed": 0, "statistics": record}
+        return _finished(log, done, output, slug, year, sha)
     check_writable(out_dir)  # a read-only output fails here, in one line, before any network or model work
 
     with cy.lease(purpose=f"map-city {slug} {year}", wait=lease_wait) as lease:
         done = finished_marker(out_dir, sha, params_sha)  # another run may have finished it while we waited
         if done is not None:
-            record = update_city_statistics(output, slug, year)
-            return {**done, "skipped": True, "chunks_computed": 0, "statistics": record}
+            return _finished(log, done, output, slug, year, sha)
         for leftover in cy.clean(keep_run=run):
             log.info("removed %s (left by an interrupted run)", leftover)
         staging = cy.staging(run)
@@ -124,16 +138,16 @@ def map_city(
         else:
             config = CubeConfig(
                 city=slug, year=year, aoi=geometry, catalog=catalog, output=output, season=season,
-                **(cube_options or {}),
+                **as_cube_options(cube_options).config_fields(),
             )
             existing = read_attrs(cy.cube)
             cube_target = None if existing and existing.get("fingerprint") == config.fingerprint() else str(
                 staging / layout.CUBE)  # a changed cube is built beside the one the finished maps were made from
-            search_scenes(config)
+            scenes = search_scenes(config)  # the run's one search; build-cube builds from it
             with dask_for_run(dask_address) as client:
                 if client is not None:
                     log.info("dask cluster: %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
-                cube = build_input_cube(config, cube_target)
+                cube = build_input_cube(config, scenes, cube_target)
                 maps = predict_maps(cube, checkpoint, str(staging), tiling, strict)
             has_reference = fetch_reference(catalog, slug, year, str(staging))
             _write_aoi(staging, geometry)
@@ -161,8 +175,28 @@ def map_city(
         }
         lease.check()
         write_marker(out_dir, result)
+    published = publish_products(output, slug, year)
     _log_summary(log, record)
-    return {**result, "skipped": False, "chunks_computed": maps["chunks_computed"], "statistics": record}
+    city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
+                        collection=published["collection"], quicklook=looks[0] if looks else None,
+                        skipped=False, checkpoint_sha=sha)
+    return {**result, "skipped": False, "chunks_computed": maps["chunks_computed"], "statistics": record,
+            **{k: published.get(k) for k in ("item", "collection")}}
+
+
+def _finished(log: Any, done: dict[str, Any], output: str, slug: str, year: int, sha: str) -> dict[str, Any]:
+    """The result of a run that found the city-year finished: only the tables, the products and the artifacts."""
+    from crofuse.io.store import location
+
+    record = update_city_statistics(output, slug, year)
+    published = publish_products(output, slug, year)
+    folder = str(location(done.get("out_dir", "")))
+    looks = [p for p in done.get("quicklooks", []) if str(location(p).parent) == folder]
+    city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
+                        collection=published["collection"], quicklook=looks[0] if looks else None,
+                        skipped=True, checkpoint_sha=sha)
+    return {**done, "skipped": True, "chunks_computed": 0, "statistics": record,
+            **{k: published.get(k) for k in ("item", "collection")}}
 
 
 def _write_aoi(folder: Any, geometry: dict[str, Any]) -> None:

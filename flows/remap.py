@@ -1,11 +1,19 @@
 """Flow ``remap-cities``: map every city-year of a cities file that is not done yet, then update the statistics.
 
-Every city-year runs as a ``map-city`` subflow on one dask cluster for the whole run. A city that fails (bad AOI,
-empty search, unreadable scene...) does not stop the others; at the end the flow writes
+Every city-year runs as a ``map-city`` subflow on one dask cluster for the whole run, up to ``max_concurrent`` of
+them at once (default: the cluster's worker threads, :func:`flows.tasks.cluster_slots`; 1 in-process). The
+subflows run in threads of this flow's process, each with its own client of the shared cluster: their model work
+is chunk tasks on the cluster, and their searches, cube writes and statistics overlap. We chose concurrent subflows
+over fanning out ``map-city`` deployment runs: they work the same in a deployment and in a direct run (no worker
+or deployment needed), share the one cluster the run started (the heavy work spreads over its workers, which can
+span machines: dask-jobqueue, Kubernetes), and the run still sees every outcome to write its report. A city that
+fails (bad AOI, empty search, unreadable scene...) does not stop the others; at the end the flow writes
 ``<output>/remap-report.json`` and
 
 * builds the temporally consistent series (``impervious_consistent.tif``, :mod:`crofuse.statistics.consistency`) of
   every city it touched, over all of that city's mapped years, before the statistics are updated;
+* publishes the products collection (the items of every city it touched: their consistent maps, change maps and
+  figures may have changed) and leaves a table artifact (key ``remap-cities``) with every city-year's outcome;
 * ends **Completed** when every city-year is mapped, returning the report;
 * ends **Failed** when any city-year failed, *after* mapping all the others and updating the statistics. The state
   message names each failed city-year and its cause, so a scheduled run that went wrong is visible (and can alert)
@@ -14,7 +22,9 @@ empty search, unreadable scene...) does not stop the others; at the end the flow
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -22,8 +32,23 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from crofuse.layout import REMAP_REPORT
-from flows.params import DEFAULT_CATALOG, DEFAULT_CHECKPOINT, DEFAULT_OUTPUT, IN_PROCESS, read_cities_file
-from flows.tasks import dask_for_run, local_task, update_city_statistics
+from flows.params import (
+    DEFAULT_CATALOG,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_OUTPUT,
+    IN_PROCESS,
+    CubeOptions,
+    TilingOptions,
+    read_cities_file,
+)
+from flows.tasks import (
+    cluster_slots,
+    dask_for_run,
+    local_task,
+    publish_products,
+    remap_artifact,
+    update_city_statistics,
+)
 
 REPORT_NAME = REMAP_REPORT
 
@@ -39,9 +64,10 @@ def remap_cities(
     output: str = DEFAULT_OUTPUT,
     dask_address: str | None = None,
     season: str | None = None,
-    tiling: dict[str, Any] | None = None,
-    cube_options: dict[str, Any] | None = None,
+    tiling: TilingOptions | None = None,
+    cube_options: CubeOptions | None = None,
     quicklooks: bool = True,
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] | None = None,
 ) -> State:
     """Map every ``(city, year)`` of ``cities_file`` × ``years`` not already mapped, then update the statistics.
 
@@ -53,6 +79,8 @@ def remap_cities(
         checkpoint, output, season, tiling, cube_options, quicklooks: as in ``map-city``.
         dask_address: None/``"local"`` starts one local cluster for the whole run; ``"in-process"`` uses none;
             otherwise a scheduler address. Every city-year runs on it.
+        max_concurrent: city-years mapped at once; None: what the cluster can use (its worker threads), 1
+            in-process.
     """
     from flows.map_city import map_city
 
@@ -60,37 +88,40 @@ def remap_cities(
     if years is None:
         import datetime as dt
 
-        years = [dt.datetime.now(dt.timezone.utc).year - 1]
+        years = [dt.datetime.now(dt.UTC).year - 1]
     cities = read_cities_file(cities_file)
+    jobs = [(spec, year) for spec in cities for year in sorted(set(years))]
     done: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    records: dict[tuple[str, int], dict[str, Any]] = {}
     with dask_for_run(dask_address) as client:
         address = IN_PROCESS if client is None else client.scheduler.address
-        for spec in cities:
-            for year in sorted(set(years)):
-                state = map_city(
-                    city=spec.name,
-                    year=year,
-                    aoi=spec.aoi,
-                    catalog=spec.catalog or catalog,
-                    checkpoint=checkpoint,
-                    output=output,
-                    dask_address=address,
-                    season=season,
-                    tiling=tiling,
-                    cube_options=cube_options,
-                    quicklooks=quicklooks,
-                    return_state=True,
-                )
-                if state.is_completed():
-                    result = state.result()
-                    entry = {"city": result["city"], "year": year, "out_dir": result["out_dir"]}
-                    (skipped if result["skipped"] else done).append(entry)
-                else:
-                    cause = _cause(state)
-                    log.error("%s %s failed: %s", spec.name, year, cause)
-                    failed.append({"city": spec.name, "year": year, "error": cause})
+        bound = max_concurrent or cluster_slots(client)
+        log.info("%d city-years, up to %d at once", len(jobs), bound)
+
+        def map_one(spec: Any, year: int) -> State:
+            return map_city(
+                city=spec.name, year=year, aoi=spec.aoi, catalog=spec.catalog or catalog, checkpoint=checkpoint,
+                output=output, dask_address=address, season=season, tiling=tiling, cube_options=cube_options,
+                quicklooks=quicklooks, return_state=True,
+            )
+
+        outcomes = run_bounded(map_one, jobs, bound)
+        for (spec, year), outcome in zip(jobs, outcomes, strict=True):
+            state = outcome
+            if isinstance(outcome, BaseException):  # a subflow that could not even start: reported, not raised
+                state = Failed(message=f"{type(outcome).__name__}: {outcome}", data=outcome)
+            if state.is_completed():
+                result = state.result()
+                entry = {"city": result["city"], "year": year, "out_dir": result["out_dir"], "item": result.get("item")}
+                (skipped if result["skipped"] else done).append(entry)
+                if result.get("statistics"):
+                    records[(result["city"], year)] = result["statistics"]
+            else:
+                cause = _cause(state)
+                log.error("%s %s failed: %s", spec.name, year, cause)
+                failed.append({"city": spec.name, "year": year, "error": cause})
 
     from crofuse.cube import city_slug
 
@@ -102,15 +133,48 @@ def remap_cities(
         consistency[slug] = consolidate_series(output, slug)
     for slug in touched:
         update_city_statistics(output, slug)
+    published = publish_products(output, touched) if touched else {}
     report = {"mapped": done, "already_done": skipped, "failed": failed, "years": sorted(set(years)),
-              "consistency": consistency}
+              "consistency": consistency, "collection": published.get("collection")}
     _write_report(output, report)
+    remap_artifact(report, records)
     summary = f"{len(done)} city-years mapped, {len(skipped)} already done, {len(failed)} failed"
     log.info(summary)
     if failed:
         lines = "; ".join(f"{f['city']} {f['year']}: {f['error']}" for f in failed)
         return Failed(message=f"{summary}. Failed: {lines}", data=report)
     return Completed(message=summary, data=report)
+
+
+def run_bounded(fn: Any, jobs: list[tuple[Any, ...]], bound: int) -> list[Any]:
+    """``fn(*job)`` for every job, at most ``bound`` at once, each in a thread running a copy of the caller's
+    context (a Prefect flow called there is a subflow of the caller's run); returns the results (or the exception
+    a call raised) in the order of ``jobs``.
+
+    The threads are daemons, and every wait here can be interrupted: on Ctrl-C or SIGTERM the run stops waiting
+    and exits without waiting for the city-years still running (their marker is not written, so a rerun resumes
+    them; Prefect marks them Crashed), where a thread pool would hold the process until they finished."""
+    results: list[Any] = [None] * len(jobs)
+    slots = threading.BoundedSemaphore(max(1, bound))
+
+    def work(i: int, job: tuple[Any, ...], context: contextvars.Context) -> None:
+        try:
+            results[i] = context.run(fn, *job)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller, which reports it)
+            results[i] = exc
+        finally:
+            slots.release()
+
+    threads = []
+    for i, job in enumerate(jobs):
+        slots.acquire()
+        thread = threading.Thread(target=work, args=(i, job, contextvars.copy_context()), daemon=True,
+                                  name=f"remap-{i}")
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    return results
 
 
 @local_task(name="consistency")

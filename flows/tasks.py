@@ -5,12 +5,18 @@ retry can cure (connection refused/reset, timeouts, HTTP 429/5xx, decided on the
 AOI, an empty search, a missing checkpoint or a catalog that ran out of its deadline fails at once with the
 library's own message. Tasks never cache (``NO_CACHE``): the files on disk and their
 completeness markers decide what is done.
+
+The season's scenes are searched once per run (``search-scenes``); ``build-cube`` builds from what it found.
+After the marker, ``publish-products`` writes the city-year's STAC item and the collection (:mod:`crofuse.products`)
+and ``artifacts`` leaves the run's Prefect artifacts (a table of the statistics record, a markdown summary).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,16 @@ from crofuse.errors import (
     MissingModalityError,
 )
 from crofuse.layout import MARKER
-from flows.params import IN_PROCESS, LOCAL_CLUSTER
+from flows.params import (
+    IN_PROCESS,
+    LOCAL_CLUSTER,
+    PERFORMANCE_ONLY_CUBE,
+    PERFORMANCE_ONLY_TILING,
+    CubeOptions,
+    TilingOptions,
+    as_cube_options,
+    as_tiling_options,
+)
 
 
 RETRY_DELAYS = [2, 10, 30]
@@ -121,7 +136,9 @@ def dask_for_run(dask_address: str | None):
     from infra.cluster import ClusterConfig, dask_client
 
     config = ClusterConfig() if dask_address in (None, LOCAL_CLUSTER) else ClusterConfig(address=dask_address)
-    with dask_client(config) as client:
+    with dask_client(config) as client, client.as_current():
+        # as_current: this thread's (and its tasks') default client, also when remap-cities runs several map-city
+        # subflows in threads of one process, each with its own client of the shared cluster
         yield client
 
 
@@ -133,6 +150,14 @@ def current_client() -> Any:
         return default_client()
     except (ImportError, ValueError):
         return None
+
+
+def cluster_slots(client: Any) -> int:
+    """How many city-years a cluster can work on at once: its worker threads (one chunk task each), at least 1;
+    1 without a cluster (in-process runs use the flow process's cores for one city-year)."""
+    if client is None:
+        return 1
+    return max(1, sum(client.nthreads().values()))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -149,39 +174,38 @@ def resolve_aoi(city: str, aoi: list[float] | dict[str, Any] | None, catalog: st
 
 
 @network_task(name="search-scenes")
-def search_scenes(config: Any) -> dict[str, int]:
-    """Search the season's Sentinel-2 and Sentinel-1 scenes (fails loudly when there are none)."""
+def search_scenes(config: Any) -> Any:
+    """Search the season's Sentinel-2 and Sentinel-1 scenes: the run's one search (``build-cube`` builds from it).
+
+    Returns the :class:`crofuse.cube.search.SeasonItems`; an empty search fails in ``build-cube`` with the
+    library's message (which also tells a swapped bbox)."""
     from crofuse.cube import search_season
 
     items = search_season(config)
     found = {"optical": len(items.optical), "sar": len(items.sar), "cloudy": len(items.cloudy)}
     get_run_logger().info("%s %s: %s", config.slug, config.year, found)
-    if not items.optical and not items.sar:
-        raise EmptySearchError(
-            f"no Sentinel-2 or Sentinel-1 scenes for {config.slug} in {config.season_window.label(config.year)} at "
-            f"{config.catalog}: check the AOI, the year and the catalog URL"
-        )
-    return found
+    return items
 
 
 @network_task(name="build-cube")
-def build_input_cube(config: Any, path: str | None = None) -> str:
-    """``crofuse.cube.build_cube``: seasonal composites into ``inputs.zarr`` (reused when already built); ``path``
-    builds it elsewhere (a remap's staging area, beside the cube the finished maps were made from)."""
+def build_input_cube(config: Any, items: Any, path: str | None = None) -> str:
+    """``crofuse.cube.build_cube`` from the scenes ``search-scenes`` found: seasonal composites into
+    ``inputs.zarr`` (reused when already built); ``path`` builds it elsewhere (a remap's staging area, beside the
+    cube the finished maps were made from)."""
     from crofuse.cube import build_cube
 
-    return str(build_cube(config, progress=False, path=path))
+    return str(build_cube(config, progress=False, items=items, path=path))
 
 
 @local_task(name="predict")
-def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: dict[str, Any] | None,
+def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: TilingOptions | dict[str, Any] | None,
                  strict: bool = False) -> dict[str, Any]:
     """``tiling.predict_cube`` on the run's dask client: ``impervious.tif``, ``probability.tif``, ``maps.zarr``.
 
     A cube composited with another recipe than the checkpoint's is logged as a warning (``strict``: refused)."""
-    from tiling import TilingConfig, predict_cube
+    from tiling import predict_cube
 
-    config = TilingConfig(**(tiling or {}))
+    config = as_tiling_options(tiling).to_config()
     out = predict_cube(cube, checkpoint, out_dir, config=config, client=current_client(), progress=False,
                        strict=strict)
     for message in out.warnings:
@@ -226,14 +250,24 @@ def update_city_statistics(output: str, city: str, year: int | None = None) -> d
     return None if record is None else asdict(record)
 
 
+_PYPLOT = threading.Lock()
+"""One quicklook at a time per process: pyplot's state is global, and the change plot of the output root is written
+under a per-process temporary name (``remap-cities`` runs map-city subflows in threads of one process)."""
+
+
 @local_task(name="quicklooks")
 def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> list[str]:
     """PNG quicklook of the city-year and the change plot of all cities."""
-    from crofuse.quicklooks import change_plot, city_year_quicklook, refresh_stale_quicklooks
+    from crofuse.quicklooks import (
+        change_plot,
+        city_year_quicklook,
+        refresh_stale_quicklooks,
+    )
 
-    paths = [city_year_quicklook(output, city, year, cube=cube)]
-    paths += refresh_stale_quicklooks(output, city)  # later years whose change map this year just rewrote
-    paths.append(change_plot(output))
+    with _PYPLOT:
+        paths = [city_year_quicklook(output, city, year, cube=cube)]
+        paths += refresh_stale_quicklooks(output, city)  # later years whose change map this year rewrote
+        paths.append(change_plot(output))
     return [str(p) for p in paths]
 
 
@@ -253,34 +287,31 @@ def checkpoint_sha256(checkpoint: str) -> str:
     return file_sha256(path)
 
 
-PERFORMANCE_ONLY_TILING = frozenset({"chunk_size", "batch_size", "device", "autocast", "channels_last", "torch_threads"})
-"""``TilingConfig`` fields that change how fast a map is made, not what it says: they do not force a remap."""
-
-
 def mapping_parameters_sha256(
     *,
     aoi: Any,
     catalog: str,
     season: str | None,
-    tiling: dict[str, Any] | None,
-    cube_options: dict[str, Any] | None,
+    tiling: TilingOptions | dict[str, Any] | None,
+    cube_options: CubeOptions | dict[str, Any] | None,
 ) -> str:
     """Hash of the ``map-city`` parameters that change what a finished map says (besides the checkpoint).
 
     A rerun with another AOI, catalog, season, cube option or window/stride/threshold remaps the city-year; one
-    that only changes chunk size, batch size or device reuses it.
+    that only changes speed (:data:`~flows.params.PERFORMANCE_ONLY_TILING`: chunk size, batch size, device,
+    threads...; :data:`~flows.params.PERFORMANCE_ONLY_CUBE`: the cube's chunk size, HTTP timeout and retries,
+    ``catalog_deadline``, the asset checks) reuses it. An option set to its default is the same map as no option.
     """
     import dataclasses
 
-    from tiling import TilingConfig
-
-    resolved = TilingConfig(**(tiling or {}))  # defaults filled in: {"stride": 96} is the same map as no option
+    resolved = as_tiling_options(tiling).to_config()  # defaults filled in: {"stride": 96} is the same map as none
     tiling_meaning = {**dataclasses.asdict(resolved), "halo": resolved.effective_halo}
+    cube_meaning = {k: v for k, v in as_cube_options(cube_options).changed().items() if k not in PERFORMANCE_ONLY_CUBE}
     meaning = {
         "aoi": aoi,
         "catalog": catalog,
         "season": season,
-        "cube_options": cube_options or {},
+        "cube_options": cube_meaning,
         "tiling": {k: v for k, v in tiling_meaning.items() if k not in PERFORMANCE_ONLY_TILING},
     }
     return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
@@ -311,10 +342,153 @@ def write_marker(out_dir: Any, data: dict[str, Any]) -> None:
     _write(out_dir, data)
 
 
+@local_task(name="publish-products")
+def publish_products(output: str, city: str | list[str], year: int | None = None) -> dict[str, Any]:
+    """Write the STAC items of the finished years of ``city`` (one or several) and the products collection
+    (:func:`crofuse.products.publish`, idempotent); returns the collection's path and, with ``year``, that
+    city-year's item path (None if it could not be built: the log says why)."""
+    from crofuse.io.store import location
+    from crofuse.products import ITEM_NAME, publish
+
+    cities = [city] if isinstance(city, str) else list(city)
+    if not location(output).is_local:  # crofuse.products writes local files: never turn a URL into a local path
+        get_run_logger().warning("the products collection is not written for an object-store output (%s) yet",
+                                 output)
+        return {"collection": None, "written": [], **({"item": None} if year is not None else {})}
+    report = publish(Path(output), cities=cities)
+    for folder, reason in report.skipped.items():
+        get_run_logger().warning("no product item for %s: %s", folder, reason)
+    out: dict[str, Any] = {"collection": str(report.collection), "written": [str(p) for p in report.written]}
+    if year is not None:
+        item = Path(output) / cities[0] / str(year) / ITEM_NAME
+        out["item"] = str(item) if item in report.items else None
+    return out
+
+
+def _missing(value: Any) -> bool:
+    """None or NaN (a record's "not applicable")."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _km2(value: Any) -> str:
+    return "n/a" if _missing(value) else f"{value:.3f} km²"
+
+
+def _record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A statistics record as ``field, value, unit`` rows (NaN as None), every column of the table in order."""
+    from crofuse.statistics import NUMERIC_FIELDS
+
+    estimates = record.get("estimates") or {}
+    rows = []
+    for name in ("city", "year", *NUMERIC_FIELDS, "estimate_source", "estimate_notes"):
+        value = record.get(name, estimates.get(name))
+        if _missing(value) or value == "":
+            continue
+        rows.append({"field": name, "value": value, "unit": "km²" if "_km2" in name else ""})
+    return rows
+
+
+def city_year_markdown(record: dict[str, Any] | None, *, city: str, year: int, item: str | None,
+                       collection: str | None, quicklook: str | None, skipped: bool, checkpoint_sha: str) -> str:
+    """The markdown summary of one map-city run: the figures, the product item's link and the quicklook."""
+    lines = [f"# {city} {year}: impervious surface", ""]
+    lines.append("Already mapped with this checkpoint and these parameters: no model work." if skipped else
+                 "Mapped in this run.")
+    lines.append("")
+    if record:
+        lines += ["| quantity | value |", "|---|---|"]
+        lines.append(f"| impervious area | {_km2(record.get('impervious_km2'))} "
+                     f"({100 * record.get('fraction_of_aoi', float('nan')):.1f} % of the {_km2(record.get('aoi_km2'))} AOI) |")
+        if record.get("previous_year", -1) != -1:
+            lines.append(f"| since {record['previous_year']} | gain {_km2(record.get('gain_km2'))}, "
+                         f"loss {_km2(record.get('loss_km2'))}, net {_km2(record.get('net_km2'))} |")
+        ref = record.get("reference_gain_km2")
+        if not _missing(ref) and record.get("previous_year", -1) != -1:
+            lines.append(f"| reference gain (labels) | {_km2(ref)} |")
+        est = (record.get("estimates") or {})
+        for what in ("impervious", "gain"):
+            value, ci = est.get(f"estimated_{what}_km2"), est.get(f"estimated_{what}_ci95_km2")
+            if not _missing(value):
+                lines.append(f"| estimated {what} (accuracy sample) | {value:.3f} ± {ci:.3f} km² (95 % CI) |")
+        lines.append("")
+    else:
+        lines += ["No statistics record.", ""]
+    if item:
+        lines.append(f"Product item: [{Path(item).parent.parent.name}-{year}]({Path(item).resolve().as_uri()}) "
+                     f"in the collection [{Path(collection).name if collection else ''}]"
+                     f"({Path(collection).resolve().as_uri() if collection else ''})")
+    else:
+        lines.append("Product item: none (see the run's log)")
+    lines.append("")
+    lines.append(f"Quicklook: `{quicklook}`" if quicklook else "Quicklook: not written (quicklooks=False)")
+    lines.append("")
+    lines.append(f"Checkpoint SHA-256: `{checkpoint_sha}`")
+    return "\n".join(lines) + "\n"
+
+
+def artifact_key(*parts: Any) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes) from ``parts``."""
+    import re
+
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(str(p) for p in parts).lower())).strip("-")
+
+
+@local_task(name="artifacts")
+def city_year_artifacts(record: dict[str, Any] | None, *, city: str, year: int, item: str | None,
+                        collection: str | None, quicklook: str | None, skipped: bool,
+                        checkpoint_sha: str) -> dict[str, str]:
+    """The run's Prefect artifacts: a table of the statistics record (key ``statistics-<city>-<year>``) and a
+    markdown summary with the figures, the item's link and the quicklook (key ``map-city-<city>-<year>``)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    table_key, summary_key = artifact_key("statistics", city, year), artifact_key("map-city", city, year)
+    create_table_artifact(
+        table=_record_rows(record) if record else [{"field": "city", "value": city, "unit": ""}],
+        key=table_key, description=f"Statistics record of {city} {year} (statistics.json; docs/flows.md)",
+    )
+    create_markdown_artifact(
+        markdown=city_year_markdown(record, city=city, year=year, item=item, collection=collection,
+                                    quicklook=quicklook, skipped=skipped, checkpoint_sha=checkpoint_sha),
+        key=summary_key, description=f"map-city {city} {year}: figures, product item, quicklook",
+    )
+    return {"table": table_key, "markdown": summary_key}
+
+
+@local_task(name="artifacts")
+def remap_artifact(report: dict[str, Any], records: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """The table artifact of a remap-cities run (key ``remap-cities``): one row per city-year with its outcome, the
+    headline figures and the product item (or the error)."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = []
+    for status, entries in (("mapped", report["mapped"]), ("already done", report["already_done"]),
+                            ("failed", report["failed"])):
+        for e in entries:
+            record = records.get((e["city"], int(e["year"]))) or {}
+            row = {"city": e["city"], "year": int(e["year"]), "status": status}
+            for name in ("impervious_km2", "gain_km2", "loss_km2"):
+                value = record.get(name)
+                row[name] = None if _missing(value) else round(float(value), 6)
+            row["item"] = e.get("item")
+            row["error"] = e.get("error")
+            rows.append(row)
+    rows.sort(key=lambda r: (r["city"], r["year"]))
+    key = "remap-cities"
+    create_table_artifact(table=rows, key=key, description=(
+        f"remap-cities: {len(report['mapped'])} mapped, {len(report['already_done'])} already done, "
+        f"{len(report['failed'])} failed"))
+    return key
+
+
 __all__ = [
     "MARKER",
+    "PERFORMANCE_ONLY_TILING",
+    "artifact_key",
     "build_input_cube",
     "checkpoint_sha256",
+    "city_year_artifacts",
+    "city_year_markdown",
+    "cluster_slots",
     "current_client",
     "dask_for_run",
     "fetch_reference",
@@ -322,6 +496,8 @@ __all__ = [
     "is_transient",
     "mapping_parameters_sha256",
     "predict_maps",
+    "publish_products",
+    "remap_artifact",
     "resolve_aoi",
     "retry_on_network_error",
     "search_scenes",

@@ -37,14 +37,19 @@ def find_rustac() -> str:
 
 
 def collection_files(catalog_root: Path | str) -> list[Path]:
-    """The ``collection.json`` files of a catalog folder (or of the folder holding ``catalog.json``)."""
+    """The ``collection.json`` files of a catalog folder (or of the folder holding ``catalog.json``): a
+    ``collection.json`` in the folder itself (the products collection of a map output root, ``crofuse products
+    build``) and one in each subfolder (a static catalog, ``crofuse sample-catalog build``)."""
     root = Path(catalog_root)
     if root.is_file():
         root = root.parent
-    files = sorted(root.glob("*/collection.json"))
+    own = root / "collection.json"
+    files = ([own] if own.is_file() else []) + sorted(root.glob("*/collection.json"))
     if not files:
         raise ServiceError(
-            f"{root} holds no <collection>/collection.json: build one with `crofuse sample-catalog build {root}`"
+            f"{root} holds no collection.json nor <collection>/collection.json: build a sample catalog with "
+            f"`crofuse sample-catalog build {root}`, or the products collection of map outputs with "
+            f"`crofuse products build {root}`"
         )
     return files
 

@@ -1,14 +1,22 @@
-"""``prefect.yaml`` against a real Prefect server and process worker: deploy, ``prefect deployment run``, Completed."""
+"""``prefect.yaml`` against a real Prefect server and process worker: deploy, ``prefect deployment run``, Completed;
+the runs' artifacts read back through the server's API; bad typed options refused at submission."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from infra.prefect_server import REPO_ROOT, prefect_executable, run_deployment, wait_for_flow_run
+from infra.prefect_server import (
+    REPO_ROOT,
+    prefect_executable,
+    run_deployment,
+    wait_for_flow_run,
+)
 from tests.fixtures.prefect import prefect_logs
 
 pytestmark = pytest.mark.slow
@@ -60,8 +68,6 @@ def test_deployment_run_completes(prefect_server, stac_api: str, tiny_checkpoint
     assert "0 3 1 2 *" in shown.stdout
 
     # deploy() also created prefect.yaml's zombie automation (prefect deploy itself ignores `automations:`)
-    import asyncio
-
     from prefect.client.orchestration import PrefectClient
 
     async def zombie_automations():
@@ -71,6 +77,50 @@ def test_deployment_run_completes(prefect_server, stac_api: str, tiny_checkpoint
     (automation,) = asyncio.run(zombie_automations())
     assert automation.enabled and automation.actions[0].state.value == "CRASHED"
 
+    # the run's artifacts, read back through the server's API: the statistics record as a table, and a summary
+    # with the figures, the product item's link and the quicklook
+    artifacts = _artifacts(prefect_server, run_id)
+    assert {"statistics-wuhan-2021", "map-city-wuhan-2021"} <= set(artifacts)
+    table = artifacts["statistics-wuhan-2021"]
+    assert table.type == "table"
+    rows = {r["field"]: r["value"] for r in json.loads(table.data)}
+    record = json.loads((tmp_path / "wuhan" / "2021" / "statistics.json").read_text())
+    assert rows["city"] == "wuhan" and rows["year"] == 2021
+    assert rows["impervious_km2"] == record["impervious_km2"] and rows["aoi_km2"] == record["aoi_km2"]
+    summary = artifacts["map-city-wuhan-2021"]
+    assert summary.type == "markdown"
+    item = tmp_path / "wuhan" / "2021" / "item.json"
+    assert item.is_file() and item.resolve().as_uri() in summary.data
+    assert str(tmp_path / "wuhan" / "2021" / "quicklook.png") in summary.data
+    assert f"{record['impervious_km2']:.3f} km²" in summary.data
+
+    # the yearly deployment over the same output: already done, and its table artifact says so
+    cities = tmp_path / "cities.yaml"
+    cities.write_text("cities:\n  - name: wuhan\n")
+    remap_id = run_deployment(prefect_server, "remap-cities/yearly-remap", parameters={
+        "cities_file": str(cities), "years": "[2021]", "catalog": stac_api, "checkpoint": str(tiny_checkpoint),
+        "output": str(tmp_path), "dask_address": "in-process"})
+    remap = wait_for_flow_run(prefect_server, remap_id, timeout=600)
+    assert remap.state.is_completed(), f"{remap.state.name}: {remap.state.message}\n{prefect_logs(prefect_server.home)}"
+    (row,) = json.loads(_artifacts(prefect_server, remap_id)["remap-cities"].data)
+    assert (row["city"], row["year"], row["status"]) == ("wuhan", 2021, "already done")
+    assert row["impervious_km2"] == round(record["impervious_km2"], 6) and row["item"] == str(item)
+
+
+def _artifacts(server, flow_run_id: str) -> dict:
+    """The latest artifacts of a flow run by key, from the server's API."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with PrefectClient(api=server.api_url) as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+
+    return {a.key: a for a in asyncio.run(read())}
+
 
 def test_bad_parameters_are_rejected_by_the_server(prefect_server) -> None:
     proc = subprocess.run(
@@ -79,6 +129,43 @@ def test_bad_parameters_are_rejected_by_the_server(prefect_server) -> None:
     )
     assert proc.returncode != 0
     assert "1999" in proc.stdout + proc.stderr or "minimum" in (proc.stdout + proc.stderr).lower()
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("tiling", '{"chunk_sise": 256}', ("tiling", "chunk_sise", "not allowed")),
+    ("cube_options", '{"loader": "gdal"}', ("cube_options", "gdal")),
+    ("tiling", '{"batch_size": 0}', ("tiling", "batch_size")),
+])
+def test_bad_typed_options_are_refused_at_submission(prefect_server, option: str, value: str, words) -> None:
+    """The deployment publishes TilingOptions/CubeOptions as JSON schema: the server refuses bad keys and values
+    before a flow run exists (no worker ever sees them), and says which field is wrong."""
+    proc = subprocess.run(
+        [prefect_executable(), "deployment", "run", "map-city/map-city", "-p", "city=wuhan", "-p", "year=2021",
+         "-p", f"{option}={value}"],
+        env=prefect_server.env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Created flow run" not in out
+    for word in words:
+        assert word in out, (word, out)
+
+
+def test_deployments_publish_the_typed_option_schemas(prefect_server) -> None:
+    """The UI's form comes from the deployment's parameter schema: the options are objects with their fields."""
+    from prefect.client.orchestration import PrefectClient
+
+    async def schemas():
+        async with PrefectClient(api=prefect_server.api_url) as client:
+            return {name: (await client.read_deployment_by_name(name)).parameter_openapi_schema
+                    for name in ("map-city/map-city", "remap-cities/yearly-remap")}
+
+    for name, schema in asyncio.run(schemas()).items():
+        tiling = schema["definitions"]["TilingOptions"]
+        assert tiling["additionalProperties"] is False, name
+        assert tiling["properties"]["window"]["multipleOf"] == 16 and tiling["properties"]["window"]["default"] == 128
+        assert "catalog_deadline" in schema["definitions"]["CubeOptions"]["properties"]
+    assert "max_concurrent" in schema["properties"]  # remap-cities' bound
 
 
 def test_offline_settings_are_real_prefect_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

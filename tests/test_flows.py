@@ -6,6 +6,7 @@ plumbing (files, grids, CRS, statistics, reruns, failure handling), not accuracy
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -22,18 +23,9 @@ YEARS = (2021, 2022)
 
 
 @pytest.fixture(scope="module")
-def mapped(prefect_harness, stac_api: str, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Wuhan mapped for both years: 2021 in-process, 2022 on a local dask cluster (one per run)."""
-    from flows import map_city
-
-    output = tmp_path_factory.mktemp("flow-output")
-    results = {}
-    for year, dask in zip(YEARS, ("in-process", "local"), strict=True):
-        results[year] = map_city(
-            city="wuhan", year=year, catalog=stac_api, checkpoint=str(tiny_checkpoint), output=str(output),
-            dask_address=dask, tiling={"chunk_size": 256},
-        )
-    return output, results
+def mapped(flow_outputs):
+    """Wuhan mapped for both years: 2021 in-process, 2022 on a local dask cluster (``tests/fixtures/flows.py``)."""
+    return flow_outputs
 
 
 def test_map_city_writes_valid_maps(mapped) -> None:
@@ -132,7 +124,12 @@ def test_rerun_of_finished_city_year_does_no_model_work(mapped, stac_api: str, t
 
 def test_a_changed_mapping_parameter_makes_the_city_year_unfinished(mapped, tiny_checkpoint: Path) -> None:
     """The marker holds the checkpoint and the parameters that change what the map says; speed settings don't."""
-    from flows.tasks import checkpoint_sha256, finished_marker, mapping_parameters_sha256
+    from flows.params import CubeOptions, TilingOptions
+    from flows.tasks import (
+        checkpoint_sha256,
+        finished_marker,
+        mapping_parameters_sha256,
+    )
 
     output, results = mapped
     folder = output / "wuhan" / "2022"
@@ -141,13 +138,57 @@ def test_a_changed_mapping_parameter_makes_the_city_year_unfinished(mapped, tiny
     same = mapping_parameters_sha256(**kw, tiling={"chunk_size": 256})
     assert same == mapping_parameters_sha256(**kw, tiling={"chunk_size": 1024, "batch_size": 4, "device": "cpu"})
     assert same == mapping_parameters_sha256(**kw, tiling={"window": 128, "stride": 96, "halo": 16}), "the defaults"
+    assert same == mapping_parameters_sha256(**kw, tiling=TilingOptions(torch_threads=2, autocast="off"))
     assert finished_marker(folder, sha, same) is not None
+    # the cube options that only change speed (or how carefully assets are checked) do not remap either
+    for speed in ({"catalog_deadline": 60}, {"http_timeout": 5, "http_retries": 0}, {"chunk_size": 1024},
+                  {"verify_checksums": False, "check_assets": False}, {"loader": "odc-stac"}):
+        assert mapping_parameters_sha256(**{**kw, "cube_options": speed}, tiling=None) == same, speed
+        assert mapping_parameters_sha256(**{**kw, "cube_options": CubeOptions(**speed)}, tiling=None) == same
     for changed in ({"season": "07-01/07-31"}, {"aoi": [114.2, 30.5, 114.3, 30.6]},
-                    {"cube_options": {"loader": "stackstac"}}, {"catalog": "http://127.0.0.1:1"}):
+                    {"cube_options": {"loader": "stackstac"}}, {"cube_options": {"max_cloud_cover": 50}},
+                    {"catalog": "http://127.0.0.1:1"}):
         other = mapping_parameters_sha256(**{**kw, **changed}, tiling=None)
         assert finished_marker(folder, sha, other) is None, changed
     assert finished_marker(folder, sha, mapping_parameters_sha256(**kw, tiling={"stride": 64})) is None
     assert finished_marker(folder, "0" * 64, same) is None, "another checkpoint remaps"
+
+
+def test_typed_options_mirror_the_library_configs() -> None:
+    """TilingOptions/CubeOptions hold the library configs' fields with their defaults, and build valid configs."""
+    import dataclasses
+
+    from crofuse.cube import CubeConfig
+    from flows.params import CubeOptions, TilingOptions
+    from tiling import TilingConfig
+
+    tiling = {f.name: f.default for f in dataclasses.fields(TilingConfig)}
+    assert set(TilingOptions.model_fields) == set(tiling) - {"model_multiple"}
+    assert TilingOptions().to_config() == TilingConfig()
+    cube = {f.name: f.default for f in dataclasses.fields(CubeConfig) if f.init}
+    flow_params = {"city", "year", "aoi", "catalog", "season", "output"}  # parameters of map-city itself
+    assert set(CubeOptions.model_fields) == set(cube) - flow_params
+    for name, value in CubeOptions().model_dump().items():
+        assert value == cube[name], name
+    config = CubeConfig(city="wuhan", year=2022, aoi=[114.2, 30.5, 114.3, 30.6], catalog="http://x",
+                        **CubeOptions(max_cloud_cover=40, loader="stackstac").config_fields())
+    assert (config.max_cloud_cover, config.loader) == (40, "stackstac")
+
+
+def test_bad_options_are_refused_before_any_work(prefect_harness, stac_api: str, tiny_checkpoint: Path,
+                                                 tmp_path: Path) -> None:
+    from flows import map_city
+
+    for bad, words in (({"tiling": {"chunk_sise": 256}}, ("tiling", "chunk_sise", "Extra inputs")),
+                       ({"tiling": {"window": 100}}, ("window", "multiple of 16")),
+                       ({"cube_options": {"loader": "gdal"}}, ("cube_options", "loader", "odc-stac"))):
+        state = map_city(city="wuhan", year=2021, catalog=stac_api, checkpoint=str(tiny_checkpoint),
+                         output=str(tmp_path), dask_address="in-process", return_state=True, **bad)
+        assert state.is_failed(), bad
+        for word in words:
+            assert word in state.message, (word, state.message)
+    assert not any(tmp_path.iterdir()), "nothing was searched, built or written"
+
 
 def test_map_city_fails_loudly_with_the_real_cause(prefect_harness, stac_api: str, tiny_checkpoint: Path, tmp_path) -> None:
     from crofuse.errors import AOIError, CheckpointError
@@ -230,3 +271,108 @@ def test_only_network_failures_are_retried() -> None:
     assert not is_transient(EmptySearchError("no items"))
     assert not is_transient(AOIError("west must be less than east"))
     assert not is_transient(ValueError("bug"))
+
+
+def _flow_runs(flow_name: str, parent_ids: list | None = None) -> list:
+    """Flow runs of ``flow_name`` on the test Prefect API (the harness's real server), oldest first."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+
+    runs = asyncio.run(read())
+    return sorted(runs, key=lambda r: r.start_time or r.expected_start_time)
+
+
+def _artifacts(flow_run_id) -> dict:
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    return {a.key: a for a in asyncio.run(read())}
+
+
+def test_remap_maps_city_years_concurrently_and_searches_once(prefect_harness, stac_api: str, tiny_checkpoint: Path,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """remap-cities runs its city-years at once (bounded by max_concurrent), one failing city does not stop the
+    other, and each map-city run searches the catalog once per collection (search-scenes; build-cube reuses it)."""
+    import threading
+    from collections import Counter
+
+    from crofuse.cube import search
+    from crofuse.products import ITEM_NAME
+    from flows import remap_cities
+
+    searches: Counter = Counter()
+    lock = threading.Lock()
+    real = search.search_collection
+    together = threading.Barrier(2, timeout=120)
+
+    waited: set = set()
+
+    def counting(client, query, **kw):
+        key = (query.collection, query.datetime[:4])
+        with lock:
+            first = key not in waited and query.collection == "sentinel-2-l2a"
+            waited.add(key)
+        if first:
+            together.wait()  # both Wuhan city-years are searching at the same time, or this breaks after 120 s
+        found = real(client, query, **kw)
+        with lock:
+            searches[key] += 1  # searches that answered (a Prefect retry of a failed one would be another)
+        return found
+
+    monkeypatch.setattr(search, "search_collection", counting)
+    cities = tmp_path / "cities.yaml"
+    cities.write_text("cities:\n  - name: Atlantis\n    aoi: [10.0, 5.0, 9.0, 6.0]   # west > east\n  - name: wuhan\n")
+    output = tmp_path / "out"
+    kw = {"cities_file": str(cities), "years": list(YEARS), "catalog": stac_api, "checkpoint": str(tiny_checkpoint),
+          "output": str(output), "dask_address": "in-process", "quicklooks": False, "tiling": {"chunk_size": 256}}
+    state = remap_cities(**kw, max_concurrent=4, return_state=True)
+    assert state.is_failed() and "Atlantis 2021" in state.message and "Atlantis 2022" in state.message
+    report = json.loads((output / "remap-report.json").read_text())
+    # both Wuhan city-years passed the barrier in their search: they ran at the same time
+    assert {(d["city"], d["year"]) for d in report["mapped"]} == {("wuhan", 2021), ("wuhan", 2022)}, report["failed"]
+    assert {(f["city"], f["year"]) for f in report["failed"]} == {("Atlantis", 2021), ("Atlantis", 2022)}
+
+    # one search per collection per city-year: search-scenes searched, build-cube built from its items
+    assert searches == {(c, str(y)): 1 for c in ("sentinel-2-l2a", "sentinel-1-rtc") for y in YEARS}
+
+    # the Wuhan runs are subflows of the remap run, and overlapped in time
+    remap_run = _flow_runs("remap-cities")[-1]
+    wuhan = [r for r in _flow_runs("map-city") if r.parameters.get("city") == "wuhan"
+             and r.start_time and r.start_time >= remap_run.start_time]
+    assert len(wuhan) == 2 and all(r.state.is_completed() and r.parent_task_run_id for r in wuhan)
+    first, second = wuhan
+    assert second.start_time < first.end_time, [(r.start_time, r.end_time) for r in wuhan]
+    for year in YEARS:
+        assert (output / "wuhan" / str(year) / ITEM_NAME).is_file()
+    ds = xr.open_zarr(output / st.STATISTICS_ZARR)
+    assert list(ds.city.values) == ["wuhan"] and list(ds.year.values) == list(YEARS)
+
+    # the remap's table artifact: one row per city-year with its outcome, read back from the Prefect API
+    table = json.loads(_artifacts(remap_run.id)["remap-cities"].data)
+    rows = {(r["city"], r["year"]): r for r in table}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        ("Atlantis", 2021): "failed", ("Atlantis", 2022): "failed", ("wuhan", 2021): "mapped",
+        ("wuhan", 2022): "mapped"}
+    assert "west" in rows[("Atlantis", 2021)]["error"]
+    assert rows[("wuhan", 2022)]["item"] == str(output / "wuhan" / "2022" / ITEM_NAME)
+
+    # max_concurrent=1: the (already mapped) city-years run one after the other
+    remap_cities(**kw, max_concurrent=1, return_state=True)
+    again = _flow_runs("remap-cities")[-1]
+    serial = [r for r in _flow_runs("map-city") if r.start_time and r.start_time >= again.start_time]
+    assert len(serial) == 4
+    for before, after in itertools.pairwise(serial):
+        assert after.start_time >= before.end_time, [(r.start_time, r.end_time) for r in serial]

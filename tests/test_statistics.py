@@ -491,7 +491,7 @@ def test_estimates_from_the_reference_rasters_fill_the_tables(two_cities: Path) 
         labels = {r["point_id"]: r["reference"] for r in csv.DictReader(fh)}
     ref = [smp.CHANGE_CLASSES.index(labels[p]) for p in design.point_ids if labels[p]]
     strata = [int(s) for p, s in zip(design.point_ids, design.stratum) if labels[p]]
-    counts = np.zeros((4, 4), int)
+    counts = np.zeros((len(design.strata), 4), int)  # strata: the four classes and the buffer
     np.add.at(counts, (strata, ref), 1)
     gain, se = stratified_combination(counts, design.stratum_area_km2, [0, 0, 1, 0])
     assert float(row.estimated_gain_km2) == pytest.approx(gain, rel=1e-12)
@@ -520,7 +520,7 @@ def test_a_persons_labelled_sample_comes_first(two_cities: Path) -> None:
     with open(folder / smp.SAMPLE_CSV) as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:
-        r["reference"] = r["stratum"].replace("_", " ").upper()  # case and spaces do not matter
+        r["reference"] = r["map_class"].replace("_", " ").upper()  # case and spaces do not matter
     with open(folder / "labelled.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

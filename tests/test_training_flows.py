@@ -47,7 +47,7 @@ def test_training_set_and_training_through_deployments(prefect_server, stac_api:
     ts = tmp_path / "ts"
     run_id = run_deployment(prefect_server, "build-training-set/build-training-set", parameters={
         "cities_file": str(cities), "years": "[2021, 2022]", "catalog": stac_api, "out": str(ts),
-        "split": "blocked", "block_km": "0.96", "patch_size": "64", "stride": "40",
+        "split": "blocked", "block_km": "0.96", "patch_size": "32", "stride": "32",
     })
     run = wait_for_flow_run(prefect_server, run_id, timeout=600)
     assert run.state.is_completed(), f"{run.state.name}: {run.state.message}\n{prefect_logs(prefect_server.home)}"

@@ -367,9 +367,12 @@ def _impossible_report(tmp: Location, refs: list[asset_checks.AssetRef], config:
     }
 
 
-def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False, path: Any = None,
-               lease_wait: float | None = 0.0) -> Any:
+def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False, items: SeasonItems | None = None,
+               path: Any = None, lease_wait: float | None = 0.0) -> Any:
     """Build ``<output>/<city-slug>/<year>/inputs.zarr`` for ``config`` and return its path.
+
+    ``items``: what :func:`~crofuse.cube.search.search_season` already found for ``config`` (a flow that searched
+    once to report the scenes passes them on, so the catalog is not searched twice); None searches here.
 
     Reruns are idempotent: a complete cube built from the same settings (``fingerprint`` attribute) is returned as
     is unless ``force``; otherwise the new cube is written to a temporary name and moved over the old one only
@@ -398,13 +401,14 @@ def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False
     check_writable(folder)  # a read-only output fails here, in one line, before any search or read
     cy = city_year(folder.parent.parent, config.city, config.year)
     with cy.lease(purpose=f"cube {config.slug} {config.year}", wait=lease_wait):
-        return _build_cube(config, target, progress=progress)
+        return _build_cube(config, target, progress=progress, items=items)
 
 
-def _build_cube(config: CubeConfig, path: Any, *, progress: bool) -> Any:
+def _build_cube(config: CubeConfig, path: Any, *, progress: bool, items: SeasonItems | None) -> Any:
     import rasterio.errors
 
-    items = search_season(config)
+    if items is None:
+        items = search_season(config)
     missing = _check_modalities(config, items)
     geobox = target_geobox(config.area, resolution=config.resolution, epsg=config.epsg)
     if len(config.area.utm_zones) > 1:

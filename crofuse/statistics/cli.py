@@ -81,19 +81,24 @@ def design(
     n: Annotated[int | None, typer.Option("--n", help="Total points (default: eq. 13 for --target-se).")] = None,
     target_se: Annotated[float, typer.Option(help="Target standard error of overall accuracy (eq. 13).")] = 0.01,
     min_rare: Annotated[int, typer.Option(help="Fewest points in a rare (< 10 % of the area) stratum.")] = 75,
+    buffer_px: Annotated[int, typer.Option(
+        help="Width (pixels) of the buffer stratum: stable pixels next to mapped gain/loss, where most missed change "
+             "lies (Olofsson et al. 2020); 0: no buffer.")] = 1,
 ) -> None:
     """Draw a stratified random sample of CITY YEAR's map and write sample.csv/.geojson for labelling."""
     from crofuse.errors import CrofuseError
     from crofuse.statistics.sample import draw_city_year_design
 
+    if buffer_px < 0:
+        _fail(ValueError(f"--buffer-px {buffer_px}: give 0 (no buffer) or a width in pixels"))
     try:
         d, path = draw_city_year_design(output, city, year, seed=seed, n_total=n, target_se=target_se,
-                                        min_rare=min_rare)
+                                        min_rare=min_rare, buffer_px=buffer_px)
     except CrofuseError as e:
         _fail(e)
     typer.echo(f"{d.n} points in {path.parent}: " + ", ".join(
         f"{c} {a} (of {p} px, {km:.3f} km2)" for c, a, p, km in
-        zip(d.classes, d.allocation, d.stratum_pixels, d.stratum_area_km2)))
+        zip(d.strata, d.allocation, d.stratum_pixels, d.stratum_area_km2)))
     typer.echo(f"label the `reference` column of {path.parent / 'sample.csv'} (or sample.geojson) with one of "
                f"{list(d.classes)} and save it as {path.parent / 'labelled.csv'} (docs/labelling.md)")
 

@@ -4,11 +4,21 @@ Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder,
 estimating area and assessing accuracy of land change.* Remote Sensing of Environment 148: 42–57
 (doi:10.1016/j.rse.2014.02.015). Equation numbers below are the paper's.
 
-Notation: the map classes are the strata (stratum ``i`` is map class ``i``); ``n_ij`` is the number of sample units of
-stratum ``i`` whose reference class is ``j``; ``n_i· = Σ_j n_ij``; ``W_i = A_i / A`` is the share of the total area
-``A`` mapped as class ``i``. Counts are a ``(K, K)`` matrix, rows = map class (stratum), columns = reference class.
-A class may have no stratum (its row is all zeros and its mapped area 0): it can still be found by the reference
-labels, e.g. loss after a map series was made non-reverting.
+Notation: ``n_ij`` is the number of sample units of stratum ``i`` whose reference class is ``j``;
+``n_i· = Σ_j n_ij``; ``W_i = A_i / A`` is the share of the total area ``A`` in stratum ``i``. In the paper the strata
+are the map classes (stratum ``i`` is map class ``i``) and counts are a ``(K, K)`` matrix, rows = map class
+(stratum), columns = reference class. A class may have no stratum (its row is all zeros and its mapped area 0): it
+can still be found by the reference labels, e.g. loss after a map series was made non-reverting.
+
+Strata may also differ from the map classes, e.g. a *buffer* stratum of stable pixels next to mapped change, where
+most of the change a map misses lies (Olofsson, P., Arévalo, P., Espejo, A. B., Green, C., Lindquist, E.,
+McRoberts, R. E., Sanz, M. J. 2020, *Mitigating the effects of omission errors on area and area change estimates*,
+Remote Sensing of Environment 236: 111492). Areas are then the same stratified estimator with more strata; the
+accuracies are ratios of two stratified estimates (Stehman, S. V. 2014, *Estimating area and map accuracy for
+stratified random sampling when the strata are different from the map classes*, International Journal of Remote
+Sensing 35: 4923–4939, eqs. 2–3 and 24–28). The counts are then ``(H, K, K)``: stratum × map class × reference
+class. When the strata are the map classes, Stehman's estimators are the paper's eqs. (1)–(11) exactly (Stehman 2014,
+section 4), so one implementation serves both.
 
 Like the paper (and R's ``sits_accuracy``, ``mapaccuracy``), the variances carry no finite-population correction:
 with a stratum of ``N_i`` pixels and ``n_i`` sample units they over-state the variance by ``N_i / (N_i − n_i)``,
@@ -78,14 +88,17 @@ def allocate(
     *,
     rare_share: float = 0.1,
     min_rare: int = 75,
+    rare: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """Units per stratum: at least ``min_rare`` in each rare stratum, the rest in proportion to area.
 
     Section 5.1.2 of the paper: proportional allocation leaves rare (change) strata with too few units to estimate
     their user's accuracy, so allocate 50–100 units to each rare stratum and the remainder proportionally to the
     others. A stratum is rare when its area share is below ``rare_share`` (the ``rare_class_prop`` of sits'
-    ``sits_sampling_design``). A stratum never gets more units than it has (``stratum_units``, e.g. pixels); when the
-    rare minimums exceed ``n_total``, they win and the total grows.
+    ``sits_sampling_design``), or when ``rare`` marks it so whatever its share (a buffer stratum: Olofsson et al.
+    2020 and the Open MRV sampling tutorial give it the rare strata's minimum). A rare stratum gets the larger of
+    ``min_rare`` and its proportional share. A stratum never gets more units than it has (``stratum_units``, e.g.
+    pixels); when the rare minimums exceed ``n_total``, they win and the total grows.
     """
     area = np.asarray(stratum_area, dtype="float64")
     units = np.asarray(stratum_units, dtype="int64")
@@ -95,7 +108,10 @@ def allocate(
         raise ValueError("the strata have no area: nothing to sample")
     w = area / area.sum()
     present = units > 0
-    rare = present & (w < rare_share)
+    forced = np.zeros(len(w), bool) if rare is None else np.asarray(rare, dtype=bool)
+    if forced.shape != w.shape:
+        raise ValueError(f"rare needs one flag per stratum ({len(w)}), got {forced.shape}")
+    rare = present & ((w < rare_share) | forced)
     out = np.zeros(len(w), dtype="int64")
     proportional = proportional_allocation(w, n_total)
     out[rare] = np.minimum(units[rare], np.maximum(min_rare, proportional[rare]))
@@ -129,16 +145,40 @@ def draw_stratified(strata: np.ndarray, allocation: Sequence[int], *, seed: int 
     return np.concatenate(picked) if picked else np.zeros(0, dtype="int64")
 
 
-def error_matrix(stratum: np.ndarray, reference: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts ``n_ij`` of the sample units: rows = stratum (map class), columns = reference class."""
+def error_matrix(
+    stratum: np.ndarray, reference: np.ndarray, n_classes: int, *, n_strata: int | None = None
+) -> np.ndarray:
+    """Counts ``n_ij`` of the sample units: rows = stratum (the map class, when strata are the classes), columns =
+    reference class; ``(n_strata, n_classes)``, square unless ``n_strata`` says otherwise."""
+    h = n_classes if n_strata is None else int(n_strata)
     stratum = np.asarray(stratum, dtype="int64")
     reference = np.asarray(reference, dtype="int64")
     if stratum.shape != reference.shape:
         raise ValueError("stratum and reference must have one value per sample unit")
-    if np.any((stratum < 0) | (stratum >= n_classes) | (reference < 0) | (reference >= n_classes)):
-        raise ValueError(f"stratum and reference codes must lie in 0 … {n_classes - 1}")
-    counts = np.zeros((n_classes, n_classes), dtype="int64")
+    if np.any((stratum < 0) | (stratum >= h)):
+        raise ValueError(f"stratum codes must lie in 0 … {h - 1}")
+    if np.any((reference < 0) | (reference >= n_classes)):
+        raise ValueError(f"reference codes must lie in 0 … {n_classes - 1}")
+    counts = np.zeros((h, n_classes), dtype="int64")
     np.add.at(counts, (stratum, reference), 1)
+    return counts
+
+
+def unit_counts(
+    stratum: np.ndarray, map_class: np.ndarray, reference: np.ndarray, *, n_strata: int, n_classes: int
+) -> np.ndarray:
+    """Counts ``n_hmr`` of the sample units by stratum ``h``, map class ``m`` and reference class ``r``:
+    ``(n_strata, n_classes, n_classes)``, the input of :func:`stratified_estimate` when strata are not the map
+    classes (Stehman 2014)."""
+    stratum, map_class, reference = (np.asarray(a, dtype="int64") for a in (stratum, map_class, reference))
+    if not (stratum.shape == map_class.shape == reference.shape):
+        raise ValueError("stratum, map class and reference must have one value per sample unit")
+    if np.any((stratum < 0) | (stratum >= n_strata)):
+        raise ValueError(f"stratum codes must lie in 0 … {n_strata - 1}")
+    if np.any((map_class < 0) | (map_class >= n_classes) | (reference < 0) | (reference >= n_classes)):
+        raise ValueError(f"map and reference class codes must lie in 0 … {n_classes - 1}")
+    counts = np.zeros((n_strata, n_classes, n_classes), dtype="int64")
+    np.add.at(counts, (stratum, map_class, reference), 1)
     return counts
 
 
@@ -147,16 +187,17 @@ def error_matrix(stratum: np.ndarray, reference: np.ndarray, n_classes: int) -> 
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StratifiedEstimate:
-    """Area and accuracy estimated from a stratified random sample (all arrays indexed by class).
+    """Area and accuracy estimated from a stratified random sample (all ``(K,)`` arrays indexed by class).
 
     Areas are in the unit of the ``stratum_area`` the estimate was made with. NaN marks a figure that the sample
-    cannot give (the user's accuracy of a class that is not a stratum, the producer's accuracy of a class nobody
-    found).
+    cannot give (the user's accuracy of a class no sample unit is mapped as, the producer's accuracy of a class
+    nobody found).
     """
 
-    counts: np.ndarray  # n_ij
-    mapped_area: np.ndarray  # A_i
-    proportions: np.ndarray  # p̂_ij, eq. (4)
+    counts: np.ndarray  # n_ij: (H, K), stratum × reference class
+    stratum_area: np.ndarray  # A_h: (H,)
+    mapped_area: np.ndarray  # area mapped as each class: A_i when strata are the classes, else A Σ_j p̂_ij
+    proportions: np.ndarray  # p̂_ij, eq. (4): (K, K), map class × reference class
     area: np.ndarray  # Â_k, eq. (9)
     area_se: np.ndarray  # S(Â_k), eqs. (10)-(11)
     user: np.ndarray  # Û_i, eq. (2)
@@ -174,81 +215,108 @@ class StratifiedEstimate:
 
     @property
     def total_area(self) -> float:
-        return float(self.mapped_area.sum())
+        return float(self.stratum_area.sum())
 
 
-def _check_counts(counts: np.ndarray, mapped_area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.asarray(counts, dtype="float64")
-    mapped_area = np.asarray(mapped_area, dtype="float64")
-    k = len(mapped_area)
-    if counts.shape != (k, k):
-        raise EstimationError(f"the error matrix must be {k}×{k} (strata × reference classes), got {counts.shape}")
-    if np.any(counts < 0) or np.any(mapped_area < 0) or mapped_area.sum() <= 0:
-        raise EstimationError("counts and mapped areas must be non-negative, with some area mapped")
-    n_i = counts.sum(axis=1)
-    short = np.flatnonzero((mapped_area > 0) & (n_i < 2))
+def _check_strata(n_h: np.ndarray, stratum_area: np.ndarray) -> None:
+    if np.any(stratum_area < 0) or stratum_area.sum() <= 0:
+        raise EstimationError("counts and stratum areas must be non-negative, with some area in the strata")
+    short = np.flatnonzero((stratum_area > 0) & (n_h < 2))
     if short.size:
         raise EstimationError(
-            f"strata {short.tolist()} have mapped area but {n_i[short].astype(int).tolist()} sample units: each "
+            f"strata {short.tolist()} have mapped area but {n_h[short].astype(int).tolist()} sample units: each "
             "stratum needs at least 2 labelled units for a variance (and far more for a useful one)"
         )
-    return counts, mapped_area
 
 
-def stratified_estimate(counts: np.ndarray, mapped_area: Sequence[float], *, z: float = Z95) -> StratifiedEstimate:
-    """Olofsson et al. (2014) stratified estimator of class areas and accuracies, with standard errors.
+def _unit_counts(counts: np.ndarray, stratum_area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_hmr as float (H, K, K), A_h)`` from either form of counts (see :func:`stratified_estimate`)."""
+    counts = np.asarray(counts, dtype="float64")
+    area = np.asarray(stratum_area, dtype="float64")
+    h = len(area)
+    if counts.ndim == 2:
+        if counts.shape != (h, h):
+            raise EstimationError(f"the error matrix must be {h}×{h} (strata = map classes × reference classes), "
+                                  f"got {counts.shape}; with strata other than the map classes pass counts by "
+                                  "stratum × map class × reference class")
+        units = np.zeros((h, h, h))
+        units[np.arange(h), np.arange(h), :] = counts  # stratum i holds only units mapped as class i
+    elif counts.ndim == 3 and counts.shape[0] == h and counts.shape[1] == counts.shape[2]:
+        units = counts
+    else:
+        raise EstimationError(f"counts must be (strata × reference) = ({h}, {h}) or (strata × map class × "
+                              f"reference) = ({h}, K, K), got {counts.shape}")
+    if np.any(units < 0):
+        raise EstimationError("counts and stratum areas must be non-negative, with some area in the strata")
+    _check_strata(units.sum(axis=(1, 2)), area)
+    return units, area
+
+
+def _ratio(w: np.ndarray, y: np.ndarray, x: np.ndarray, denom: np.ndarray) -> tuple[float, float]:
+    """Ratio ``R̂ = Σ_h W_h ȳ_h / Σ_h W_h x̄_h`` of two stratified means of 0/1 unit values with ``y ≤ x`` (so
+    ``mean(xy) = ȳ``), and its standard error (Stehman 2014, eqs. 27–28, without the finite-population correction):
+    ``V(R̂) = Σ_h W_h² (s²_yh + R̂² s²_xh − 2 R̂ s_xyh) / n_h / X̂²``, with the sample (co)variances of 0/1 values
+    written as ``s²_yh / n_h = ȳ(1 − ȳ) / (n_h − 1)`` and ``s_xyh / n_h = ȳ(1 − x̄) / (n_h − 1)``."""
+    x_hat = float(np.sum(w * x))
+    if x_hat <= 0:
+        return math.nan, math.nan
+    r = float(np.sum(w * y)) / x_hat
+    v = np.sum(w**2 * (y * (1 - y) + r**2 * x * (1 - x) - 2 * r * y * (1 - x)) / denom) / x_hat**2
+    return r, math.sqrt(max(0.0, float(v)))
+
+
+def stratified_estimate(counts: np.ndarray, stratum_area: Sequence[float], *, z: float = Z95) -> StratifiedEstimate:
+    """Olofsson et al. (2014) stratified estimator of class areas and accuracies, with standard errors; Stehman
+    (2014) when the strata are not the map classes.
 
     Args:
-        counts: ``(K, K)`` sample counts ``n_ij`` (rows: stratum = map class, columns: reference class).
-        mapped_area: ``(K,)`` area mapped as each class (the stratum sizes ``A_i``), any unit (pixels, ha, km²).
+        counts: ``(K, K)`` sample counts ``n_ij`` when the strata are the map classes (rows: stratum = map class,
+            columns: reference class), or ``(H, K, K)`` counts ``n_hmr`` by stratum, map class and reference class
+            (:func:`unit_counts`) for any other strata, e.g. with a buffer stratum.
+        stratum_area: ``(K,)`` or ``(H,)`` area of each stratum (the mapped areas ``A_i`` when strata are the map
+            classes), any unit (pixels, ha, km²).
         z: the normal quantile of the intervals (1.96: 95 %).
 
     Returns:
-        ``p̂_ij = W_i n_ij / n_i·`` (eq. 4); overall accuracy ``Ô = Σ_j p̂_jj`` (eq. 1) with
-        ``V(Ô) = Σ_i W_i² Û_i (1 − Û_i) / (n_i· − 1)`` (eq. 5); user's accuracy ``Û_i = p̂_ii / p̂_i·`` (eq. 2) with
-        ``V(Û_i) = Û_i (1 − Û_i) / (n_i· − 1)`` (eq. 6); producer's accuracy ``P̂_j = p̂_jj / p̂_·j`` (eq. 3) with its
-        variance (eq. 7); area ``Â_k = A Σ_i p̂_ik`` (eq. 9) with
-        ``S(Â_k) = A sqrt(Σ_i W_i² (n_ik/n_i·)(1 − n_ik/n_i·) / (n_i· − 1))`` (eqs. 10–11).
+        ``p̂_ij = Σ_h W_h n_hij / n_h·`` (eq. 4, a sum over one stratum when strata are classes); overall accuracy
+        ``Ô = Σ_j p̂_jj`` (eq. 1) with ``V(Ô) = Σ_h W_h² Ô_h (1 − Ô_h) / (n_h· − 1)`` (eq. 5, ``Ô_h`` the share of
+        stratum h's units that are correct: ``Û_i`` when strata are classes); user's accuracy
+        ``Û_i = p̂_ii / p̂_i·`` (eq. 2) and producer's ``P̂_j = p̂_jj / p̂_·j`` (eq. 3) with the variances of ratio
+        estimators (Stehman 2014, eq. 28), which are eqs. (6) and (7) when strata are classes; area
+        ``Â_k = A Σ_h W_h n_h·k / n_h·`` (eq. 9) with ``S(Â_k) = A sqrt(Σ_h W_h² f_hk (1 − f_hk) / (n_h· − 1))``,
+        ``f_hk = n_h·k / n_h·`` (eqs. 10–11).
     """
-    counts, area = _check_counts(counts, np.asarray(mapped_area))
+    units, area = _unit_counts(counts, np.asarray(stratum_area))
+    k = units.shape[1]
     total = area.sum()
     w = area / total
-    n_i = counts.sum(axis=1)
-    sampled = n_i > 0
-    frac = np.zeros_like(counts)
-    frac[sampled] = counts[sampled] / n_i[sampled, None]  # n_ij / n_i·
-    p = w[:, None] * frac  # eq. (4)
-    p_col = p.sum(axis=0)  # p̂_·k, eq. (9)
+    n_h = units.sum(axis=(1, 2))
+    sampled = n_h > 0
+    frac = np.zeros_like(units)
+    frac[sampled] = units[sampled] / n_h[sampled, None, None]  # n_hmr / n_h·
+    p = np.einsum("h,hmr->mr", w, frac)  # eq. (4)
+    by_ref = frac.sum(axis=1)  # f_hk = n_h·k / n_h·
+    denom = np.where(n_h > 1, n_h - 1, np.inf)  # strata without area and units contribute nothing
 
-    denom = np.where(n_i > 1, n_i - 1, np.inf)  # strata without area and units contribute nothing
-    var_p_col = np.sum((w**2)[:, None] * frac * (1 - frac) / denom[:, None], axis=0)  # eq. (10)
+    var_p_col = np.sum((w**2)[:, None] * by_ref * (1 - by_ref) / denom[:, None], axis=0)  # eq. (10)
+    correct = np.einsum("hkk->h", frac)  # share of each stratum's units whose map class is right
+    overall = float(p.trace())  # eq. (1)
+    overall_se = float(np.sqrt(np.sum(w**2 * correct * (1 - correct) / denom)))  # eq. (5)
 
-    diag = np.diag(p)
-    user = np.full(len(w), np.nan)
-    user[sampled] = np.diag(frac)[sampled]  # eq. (2): p̂_ii / p̂_i· = n_ii / n_i·
-    user_se = np.full(len(w), np.nan)
-    user_se[sampled] = np.sqrt(user[sampled] * (1 - user[sampled]) / denom[sampled])  # eq. (6)
-    overall = float(diag.sum())  # eq. (1)
-    u0 = np.nan_to_num(user)
-    overall_se = float(np.sqrt(np.sum(w**2 * u0 * (1 - u0) / denom)))  # eq. (5)
+    user, user_se = np.full(k, np.nan), np.full(k, np.nan)
+    producer, producer_se = np.full(k, np.nan), np.full(k, np.nan)
+    for j in range(k):
+        hit = frac[:, j, j]  # y = 1 where map and reference are both j
+        user[j], user_se[j] = _ratio(w, hit, frac[:, j, :].sum(axis=1), denom)  # x: mapped as j; eqs. (2), (6)
+        producer[j], producer_se[j] = _ratio(w, hit, by_ref[:, j], denom)  # x: reference j; eqs. (3), (7)
 
-    producer = np.full(len(w), np.nan)
-    producer_se = np.full(len(w), np.nan)
-    found = p_col > 0
-    producer[found] = diag[found] / p_col[found]  # eq. (3)
-    for j in np.flatnonzero(found):  # eq. (7), with the stratum sizes N_i· as areas (the ratio is scale-free)
-        n_dot_j = np.sum(area * frac[:, j])  # N̂_·j
-        own = 0.0 if not sampled[j] else area[j] ** 2 * (1 - producer[j]) ** 2 * user[j] * (1 - user[j]) / denom[j]
-        others = sum(
-            area[i] ** 2 * frac[i, j] * (1 - frac[i, j]) / denom[i] for i in range(len(w)) if i != j and sampled[i]
-        )
-        producer_se[j] = math.sqrt((own + producer[j] ** 2 * others) / n_dot_j**2)
-
+    strata_are_classes = np.asarray(counts).ndim == 2
     return StratifiedEstimate(
-        counts=counts.astype("int64"),
-        mapped_area=area,
+        counts=units.sum(axis=1).astype("int64"),
+        stratum_area=area,
+        mapped_area=area if strata_are_classes else total * p.sum(axis=1),
         proportions=p,
-        area=total * p_col,
+        area=total * p.sum(axis=0),
         area_se=total * np.sqrt(var_p_col),  # eq. (11)
         user=user,
         user_se=user_se,
@@ -261,22 +329,31 @@ def stratified_estimate(counts: np.ndarray, mapped_area: Sequence[float], *, z: 
 
 
 def stratified_combination(
-    counts: np.ndarray, mapped_area: Sequence[float], coefficients: Sequence[float]
+    counts: np.ndarray, stratum_area: Sequence[float], coefficients: Sequence[float]
 ) -> tuple[float, float]:
     """Estimate and standard error of the area of ``Σ_k c_k · (reference class k)``, e.g. net change (gain − loss).
 
-    The area of a single class (``c = e_k``) is eq. (9) with eqs. (10)–(11); for any other combination the same
-    stratified estimator of a total applies to the unit value ``y = c_{ref(u)}``: ``Â = A Σ_i W_i ȳ_i`` and
-    ``V(Â) = A² Σ_i W_i² s_i² / n_i·`` with ``s_i²`` the sample variance of ``y`` in stratum ``i`` (for ``c = e_k``,
-    ``s_i² / n_i· = p(1 − p) / (n_i· − 1)``: eq. 10 again).
+    ``counts``: ``(H, K)`` units by stratum and reference class (square when strata are the map classes), or
+    ``(H, K, K)`` by stratum, map class and reference class. The area of a single class (``c = e_k``) is eq. (9)
+    with eqs. (10)–(11); for any other combination the same stratified estimator of a total applies to the unit
+    value ``y = c_{ref(u)}``: ``Â = A Σ_h W_h ȳ_h`` and ``V(Â) = A² Σ_h W_h² s_h² / n_h·`` with ``s_h²`` the sample
+    variance of ``y`` in stratum ``h`` (for ``c = e_k``, ``s_h² / n_h· = p(1 − p) / (n_h· − 1)``: eq. 10 again).
     """
-    counts, area = _check_counts(counts, np.asarray(mapped_area))
+    counts = np.asarray(counts, dtype="float64")
+    area = np.asarray(stratum_area, dtype="float64")
+    if counts.ndim == 3:
+        counts = counts.sum(axis=1)
+    if counts.ndim != 2 or counts.shape[0] != len(area):
+        raise EstimationError(f"counts must have one row per stratum ({len(area)}), got {counts.shape}")
+    if np.any(counts < 0):
+        raise EstimationError("counts and stratum areas must be non-negative, with some area in the strata")
+    n_i = counts.sum(axis=1)
+    _check_strata(n_i, area)
     c = np.asarray(coefficients, dtype="float64")
-    if c.shape != (len(area),):
-        raise EstimationError(f"need one coefficient per class ({len(area)}), got {c.shape}")
+    if c.shape != (counts.shape[1],):
+        raise EstimationError(f"need one coefficient per class ({counts.shape[1]}), got {c.shape}")
     total = area.sum()
     w = area / total
-    n_i = counts.sum(axis=1)
     sampled = n_i > 0
     mean = np.zeros(len(w))
     mean_sq = np.zeros(len(w))
@@ -299,4 +376,5 @@ __all__ = [
     "sample_size",
     "stratified_combination",
     "stratified_estimate",
+    "unit_counts",
 ]

@@ -1,14 +1,18 @@
 """The accuracy sample of a city-year: strata from the maps, the design on disk, labels read back or read off rasters.
 
 A city-year with a previous mapped year is stratified by its change map: ``stable_pervious``, ``stable_impervious``,
-``gain``, ``loss`` (where present); the first mapped year of a city by its map: ``pervious``, ``impervious``. Only
-pixels inside the AOI and mapped in both years (the pixels the mapped figures count) form the population, so the
-estimated areas refer to ``common_valid_km2`` (``valid_km2`` for a first year).
+``gain``, ``loss`` (where present), and a ``buffer`` stratum: the stable pixels within :data:`BUFFER_PIXELS` of
+mapped gain or loss, where most of the change the map missed lies (Olofsson et al. 2020, :func:`buffer_strata`). The
+first mapped year of a city is stratified by its map: ``pervious``, ``impervious``. Only pixels inside the AOI and
+mapped in both years (the pixels the mapped figures count) form the population, so the estimated areas refer to
+``common_valid_km2`` (``valid_km2`` for a first year). The reference labels are always the map classes; a point's
+stratum and its map class differ only in the buffer.
 
 Files, in ``<output>/<city>/<year>/sample/``::
 
     design.json       the design: strata, their areas, allocation, seed, grid, and every point (id, row, col)
-    sample.csv        the points to label: point_id, x, y (map CRS), lon, lat (WGS 84), stratum, reference (empty)
+    sample.csv        the points to label: point_id, x, y (map CRS), lon, lat (WGS 84), stratum, map_class,
+                      reference (empty)
     sample.geojson    the same points as GeoJSON (lon/lat, RFC 7946)
     labelled.csv      a person's labels: sample.csv with the reference column filled (or labelled.geojson)
     reference-labels.csv  labels read automatically from reference rasters (e.g. the catalog's reference.tif)
@@ -46,6 +50,7 @@ from crofuse.statistics.estimation import (
     sample_size,
     stratified_combination,
     stratified_estimate,
+    unit_counts,
 )
 
 SAMPLE_DIR = "sample"
@@ -54,19 +59,50 @@ SAMPLE_CSV = "sample.csv"
 SAMPLE_GEOJSON = "sample.geojson"
 LABELLED_NAMES = ("labelled.csv", "labelled.geojson")
 REFERENCE_LABELS_NAME = "reference-labels.csv"
-CSV_COLUMNS = ["point_id", "x", "y", "lon", "lat", "stratum", "reference"]
+CSV_COLUMNS = ["point_id", "x", "y", "lon", "lat", "stratum", "map_class", "reference"]
 
 CHANGE_CLASSES: tuple[str, ...] = ("stable_pervious", "stable_impervious", "gain", "loss")
 YEAR_CLASSES: tuple[str, ...] = ("pervious", "impervious")
 OUTSIDE = 255
 """Stratum code of pixels outside the population (nodata in either year, or outside the AOI)."""
 
+BUFFER = "buffer"
+"""Name of the buffer stratum: stable pixels next to mapped change (:func:`buffer_strata`)."""
+BUFFER_PIXELS = 1
+"""Default width of the buffer stratum in pixels (Chebyshev distance: the 8 neighbours of mapped change, a 3 × 3
+window). Chosen from the sensors and the map grid, not from the estimates: at 10 m the omitted part of a new block
+lies along its mapped edge, the pixels a block edge crosses are mixed (a pixel is impervious at ≥ 50 % cover), the
+Sentinel-1 IW GRD resolution is about 20 m (a point's backscatter spreads into its neighbours) and Sentinel-2's
+multi-temporal co-registration is specified to 0.3 pixel; all of this moves a mapped edge by about one pixel. A
+wider ring dilutes the stratum: around the flicker of a post-classification change map every pixel of mapped change
+adds up to 8 (1 px) or 24 (2 px) buffer pixels. Olofsson et al. 2020 (and the Open MRV sampling tutorial, section
+4.2, with 2 Landsat pixels = 60 m) build the buffer from stable pixels adjacent to mapped change."""
+BUFFER_AROUND: tuple[str, ...] = ("gain", "loss")
+"""Map classes whose neighbourhood is the buffer (mapped change)."""
+BUFFER_OF: tuple[str, ...] = ("stable_pervious", "stable_impervious")
+"""Map classes the buffer takes its pixels from: a pixel of either stable class can be missed change (gain the map
+missed is pervious-then-pervious in the map, or impervious in both years where the previous map erred)."""
+
 EXPECTED_USER_ACCURACY: Mapping[str, float] = {
     "stable_pervious": 0.95, "stable_impervious": 0.90, "gain": 0.60, "loss": 0.60,
-    "pervious": 0.90, "impervious": 0.90,
+    "pervious": 0.90, "impervious": 0.90, BUFFER: 0.80,
 }
 """Conjectured user's accuracies for eq. (13), after the paper's example (0.95 and 0.90 for the stable classes, 0.6–0.7
-for change). Change strata of a post-classification comparison are mostly flicker, so 0.6 is, if anything, high."""
+for change). Change strata of a post-classification comparison are mostly flicker, so 0.6 is, if anything, high. The
+buffer (stable pixels next to mapped change) is where the stable strata's errors concentrate (Olofsson et al. 2020):
+0.8, between the two."""
+
+MIN_EXPECTED_OMISSION = 5
+"""Fewest units of omitted gain the buffer's sample should be expected to hold: the normal approximation of a
+proportion needs ``n p ≥ 5`` (the textbook rule), and a buffer whose sample holds only one or two units of the gain
+it is there to catch gives a skewed estimate and too narrow an interval (Olofsson et al. 2020)."""
+BUFFER_OMISSION_SHARE = 0.5
+"""Conjectured share of the omitted gain that lies in the buffer, as in the Open MRV sampling tutorial (section 4.2:
+"assume that half of the pixels of disturbance in the forest stratum will be captured by the buffer stratum")."""
+
+STRATIFICATION_VERSION = f"buffer{BUFFER_PIXELS}"
+"""The rules the default design stratifies by, part of :func:`strata_fingerprint`: designs that
+``update_statistics`` drew by older rules are redrawn."""
 
 MIN_LABELLED = 30
 """Fewest labelled points a stratum may have for an estimate (or all of its points, when it has fewer)."""
@@ -107,9 +143,64 @@ def year_strata(current: np.ndarray, inside: np.ndarray | None = None) -> np.nda
     return out
 
 
+def buffer_strata(
+    strata: np.ndarray,
+    classes: Sequence[str],
+    *,
+    width: int = BUFFER_PIXELS,
+    around: Sequence[str] = BUFFER_AROUND,
+    of: Sequence[str] = BUFFER_OF,
+) -> np.ndarray:
+    """The map classes with a buffer stratum: pixels of the ``of`` classes within ``width`` pixels (Chebyshev
+    distance) of a pixel mapped as one of ``around`` get the code ``len(classes)`` (:data:`BUFFER`).
+
+    Olofsson, P., Arévalo, P., Espejo, A. B., Green, C., Lindquist, E., McRoberts, R. E., Sanz, M. J. (2020).
+    *Mitigating the effects of omission errors on area and area change estimates.* Remote Sensing of Environment
+    236: 111492. Change a map misses (omission) lies mostly next to the change it found; left in the large stable
+    strata it is rare there, its few sample units decide the estimate, and the interval is too narrow. A small
+    stratum of stable pixels next to mapped change holds most of it, sampled as its own stratum.
+
+    ``strata`` is a class raster (:func:`change_strata`); the result is ``strata`` itself when ``width`` is 0 or the
+    classes have no ``around`` class (a first year).
+    """
+    strata = np.asarray(strata)
+    src = [classes.index(c) for c in around if c in classes]
+    dst = [classes.index(c) for c in of if c in classes]
+    if width < 0:
+        raise ValueError(f"the buffer width must be 0 or more pixels, got {width}")
+    if width == 0 or not src or not dst:
+        return strata
+    from scipy.ndimage import binary_dilation
+
+    near = binary_dilation(np.isin(strata, src), structure=np.ones((2 * width + 1,) * 2, bool))
+    out = strata.copy()
+    out[near & np.isin(strata, dst)] = len(classes)
+    return out
+
+
+def buffer_minimum(gain_km2: float, buffer_km2: float, expected_gain_user_accuracy: float) -> int:
+    """Fewest points of the buffer stratum so that its sample is expected to hold :data:`MIN_EXPECTED_OMISSION`
+    units of omitted gain, from the design's own conjectures.
+
+    With the conjectured user's accuracy ``U`` of the gain stratum, and the producer's accuracy conjectured equal to
+    it (the map neither over- nor under-states gain), the gain the map misses is ``(1 − U) A_gain``; a share
+    :data:`BUFFER_OMISSION_SHARE` of it lies in the buffer, so the buffer's conjectured share of gain is
+    ``q = 0.5 (1 − U) A_gain / A_buffer`` and it needs ``ceil(5 / q)`` points. Gain, not loss: impervious growth is
+    what the estimates are for, and impervious surface rarely reverts (GAIA, Gong et al. 2020, treats it as
+    irreversible), so a conjecture on loss would only inflate the sample.
+    """
+    if gain_km2 <= 0 or buffer_km2 <= 0:
+        return 0
+    q = min(1.0, BUFFER_OMISSION_SHARE * (1.0 - expected_gain_user_accuracy) * gain_km2 / buffer_km2)
+    return int(math.ceil(MIN_EXPECTED_OMISSION / q - 1e-9)) if q > 0 else 0
+
+
 def strata_fingerprint(strata: np.ndarray) -> str:
-    """A short hash of a strata raster: a design drawn from another map has another fingerprint."""
-    return hashlib.sha256(np.ascontiguousarray(strata, dtype="uint8").tobytes()).hexdigest()[:16]
+    """A short hash of a class raster and of the stratification rules (:data:`STRATIFICATION_VERSION`): a design
+    drawn from another map, or by older rules, has another fingerprint."""
+    h = hashlib.sha256(np.ascontiguousarray(strata, dtype="uint8").tobytes())
+    h.update(STRATIFICATION_VERSION.encode())
+    return h.hexdigest()[:16]
 
 
 def design_seed(city: str, year: int) -> int:
@@ -122,7 +213,12 @@ def design_seed(city: str, year: int) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SampleDesign:
-    """A stratified random sample of pixels of one city-year's map (what ``design.json`` holds)."""
+    """A stratified random sample of pixels of one city-year's map (what ``design.json`` holds).
+
+    ``classes`` are the map classes (and the reference labels), ``strata`` the strata (the classes, plus
+    :data:`BUFFER` for a change design); ``stratum_*`` and ``allocation`` are per stratum, ``stratum`` and
+    ``map_class`` per point (indices into ``strata`` and ``classes``).
+    """
 
     city: str
     year: int
@@ -143,6 +239,19 @@ class SampleDesign:
     expected_user_accuracy: tuple[float, ...] = ()
     drawn_by: str = DRAWN_BY_UPDATE
     created: str = ""
+    strata: tuple[str, ...] = ()  # () : the strata are the classes
+    map_class: np.ndarray | None = field(default=None, repr=False)  # None: each point's stratum
+    buffer_px: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.strata:
+            object.__setattr__(self, "strata", tuple(self.classes))
+        if self.map_class is None:
+            if self.strata != tuple(self.classes):
+                raise ValueError("a design whose strata are not its classes needs the map class of every point")
+            object.__setattr__(self, "map_class", np.asarray(self.stratum, dtype="int64").copy())
+        if not (len(self.stratum_area_km2) == len(self.stratum_pixels) == len(self.allocation) == len(self.strata)):
+            raise ValueError(f"strata {self.strata}: need one area, pixel count and allocation per stratum")
 
     @property
     def n(self) -> int:
@@ -194,53 +303,74 @@ def design_sample(
     rare_share: float = 0.1,
     allocation: Sequence[int] | None = None,
     drawn_by: str = DRAWN_BY_UPDATE,
+    buffer_px: int = BUFFER_PIXELS,
 ) -> SampleDesign:
-    """Draw a stratified random sample of pixels (Olofsson et al. 2014, section 5.1).
+    """Draw a stratified random sample of pixels (Olofsson et al. 2014, section 5.1; Olofsson et al. 2020).
 
-    The total is eq. (13) for a standard error ``target_se`` of overall accuracy under the conjectured user's
-    accuracies (``expected_user_accuracy``, default :data:`EXPECTED_USER_ACCURACY`), unless ``n_total`` is given;
-    the allocation gives each rare stratum (area share below ``rare_share``) at least ``min_rare`` points and the
-    rest proportionally (:func:`~crofuse.statistics.estimation.allocate`). Strata with no pixel get no point.
+    The strata are the map classes plus, for a change design, a buffer stratum (:func:`buffer_strata`: stable pixels
+    within ``buffer_px`` pixels of mapped gain or loss; 0 for none). The total is eq. (13) for a standard error
+    ``target_se`` of overall accuracy under the conjectured user's accuracies of the strata
+    (``expected_user_accuracy``, default :data:`EXPECTED_USER_ACCURACY`), unless ``n_total`` is given; the allocation
+    gives each rare stratum (area share below ``rare_share``, and the buffer whatever its share) the larger of
+    ``min_rare`` points and its proportional share, and the rest proportionally
+    (:func:`~crofuse.statistics.estimation.allocate`); then the buffer gets at least :func:`buffer_minimum` points
+    (expected to hold 5 points of omitted gain), added to the total rather than taken from the stable strata, whose
+    proportional share keeps the omitted gain left in them estimable. Strata with no pixel get no point.
 
     Args:
-        strata: stratum codes on the map grid (:func:`change_strata`, :func:`year_strata`).
+        strata: map class codes on the map grid (:func:`change_strata`, :func:`year_strata`).
         area: per-pixel area in m² (:func:`~crofuse.statistics.area.pixel_area`).
         geobox: the map's :class:`~odc.geo.geobox.GeoBox`.
-        classes: the class name of each stratum code.
+        classes: the class name of each code.
         city, year, previous_year: what the design is of (``previous_year`` -1 for a first year).
         seed: the random seed; the same inputs and seed give the same points.
-        allocation: points per stratum, instead of eq. (13) and the rare-stratum rule (capped at the stratum's
-            pixels).
+        allocation: points per stratum (the classes, then the buffer), instead of eq. (13) and the rare-stratum rule
+            (capped at the stratum's pixels).
+        buffer_px: width of the buffer stratum in pixels (:data:`BUFFER_PIXELS`); ignored without change classes.
     """
-    strata = np.asarray(strata)
-    if strata.shape != tuple(geobox.shape) or area.shape != strata.shape:
-        raise DataError(f"strata {strata.shape}, pixel areas {area.shape} and grid {tuple(geobox.shape)} differ")
-    k = len(classes)
-    pixels = np.array([int(np.count_nonzero(strata == h)) for h in range(k)], dtype="int64")
-    stratum_area = np.array([float(area[strata == h].sum()) / M2_PER_KM2 for h in range(k)])
+    classes_map = np.asarray(strata)
+    if classes_map.shape != tuple(geobox.shape) or area.shape != classes_map.shape:
+        raise DataError(f"strata {classes_map.shape}, pixel areas {area.shape} and grid {tuple(geobox.shape)} "
+                        "differ")
+    classes = tuple(classes)
+    stratified = buffer_strata(classes_map, classes, width=buffer_px)
+    if np.count_nonzero(stratified == len(classes)) < 2:  # a stratum needs 2 points for a variance: no buffer then
+        stratified = classes_map
+    has_buffer = stratified is not classes_map
+    names = (*classes, BUFFER) if has_buffer else classes
+    k = len(names)
+    pixels = np.array([int(np.count_nonzero(stratified == h)) for h in range(k)], dtype="int64")
+    stratum_area = np.array([float(area[stratified == h].sum()) / M2_PER_KM2 for h in range(k)])
     if pixels.sum() == 0:
         raise DataError(f"{city} {year}: no mapped pixel inside the AOI to sample")
     expected = {**EXPECTED_USER_ACCURACY, **(expected_user_accuracy or {})}
-    u = np.array([expected.get(c, 0.75) for c in classes])
+    u = np.array([expected.get(c, 0.75) for c in names])
     weights = stratum_area / stratum_area.sum()
     if allocation is not None:
         if len(allocation) != k:
-            raise ValueError(f"allocation needs one size per stratum ({k}), got {len(allocation)}")
+            raise ValueError(f"allocation needs one size per stratum {list(names)}, got {len(allocation)}")
         allocation = np.minimum(np.asarray(allocation, dtype="int64"), pixels)
     else:
         total = sample_size(weights, u, target_se=target_se) if n_total is None else int(n_total)
-        allocation = allocate(stratum_area, pixels, total, rare_share=rare_share, min_rare=min_rare)
-    picked = draw_stratified(strata, allocation, seed=seed)
-    rows, cols = np.unravel_index(picked, strata.shape)
+        allocation = allocate(stratum_area, pixels, total, rare_share=rare_share, min_rare=min_rare,
+                              rare=[c == BUFFER for c in names])
+        if has_buffer and "gain" in names:  # on top of eq. (13)'s total: the stable strata keep their share
+            g = names.index("gain")
+            need = buffer_minimum(stratum_area[g], stratum_area[-1], float(u[g]))
+            allocation[-1] = min(int(pixels[-1]), max(int(allocation[-1]), need))
+    picked = draw_stratified(stratified, allocation, seed=seed)
+    rows, cols = np.unravel_index(picked, classes_map.shape)
     return SampleDesign(
-        city=city, year=int(year), previous_year=int(previous_year), classes=tuple(classes),
+        city=city, year=int(year), previous_year=int(previous_year), classes=classes,
         stratum_area_km2=tuple(float(a) for a in stratum_area), stratum_pixels=tuple(int(p) for p in pixels),
         allocation=tuple(int(a) for a in allocation), seed=int(seed), crs=geobox.crs.to_wkt(),
         transform=tuple(float(v) for v in tuple(geobox.affine)[:6]), shape=tuple(int(s) for s in geobox.shape),
-        rows=rows.astype("int64"), cols=cols.astype("int64"), stratum=strata.ravel()[picked].astype("int64"),
-        fingerprint=strata_fingerprint(strata), target_se=float(target_se),
+        rows=rows.astype("int64"), cols=cols.astype("int64"), stratum=stratified.ravel()[picked].astype("int64"),
+        fingerprint=strata_fingerprint(classes_map), target_se=float(target_se),
         expected_user_accuracy=tuple(float(v) for v in u), drawn_by=drawn_by,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        strata=names, map_class=classes_map.ravel()[picked].astype("int64"),
+        buffer_px=int(buffer_px) if has_buffer else 0,
     )
 
 
@@ -260,9 +390,10 @@ def write_design(design: SampleDesign, folder: Any) -> Any:
     folder = location(folder)
     folder.mkdir()
     ids, (x, y), (lon, lat) = design.point_ids, design.xy(), design.lonlat()
-    strata = [design.classes[s] for s in design.stratum]
+    strata = [design.strata[s] for s in design.stratum]
+    mapped = [design.classes[m] for m in design.map_class]
     rows = [
-        [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", strata[i], ""]
+        [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", strata[i], mapped[i], ""]
         for i, pid in enumerate(ids)
     ]
     _write_text_atomic(folder / SAMPLE_CSV, _csv_text(CSV_COLUMNS, rows))
@@ -271,8 +402,8 @@ def write_design(design: SampleDesign, folder: Any) -> Any:
             "type": "Feature",
             "id": pid,
             "geometry": {"type": "Point", "coordinates": [round(float(lon[i]), 7), round(float(lat[i]), 7)]},
-            "properties": {"point_id": pid, "stratum": strata[i], "x": round(float(x[i]), 2),
-                           "y": round(float(y[i]), 2), "reference": None},
+            "properties": {"point_id": pid, "stratum": strata[i], "map_class": mapped[i],
+                           "x": round(float(x[i]), 2), "y": round(float(y[i]), 2), "reference": None},
         }
         for i, pid in enumerate(ids)
     ]
@@ -286,14 +417,16 @@ def write_design(design: SampleDesign, folder: Any) -> Any:
     _write_text_atomic(folder / SAMPLE_GEOJSON, json.dumps(collection, indent=1))
     meta = {
         "city": design.city, "year": design.year, "previous_year": design.previous_year,
-        "classes": list(design.classes), "stratum_area_km2": list(design.stratum_area_km2),
+        "classes": list(design.classes), "strata": list(design.strata), "buffer_px": design.buffer_px,
+        "stratum_area_km2": list(design.stratum_area_km2),
         "stratum_pixels": list(design.stratum_pixels), "allocation": list(design.allocation), "seed": design.seed,
         "crs": design.crs, "crs_name": design.crs_name(), "transform": list(design.transform),
         "shape": list(design.shape), "fingerprint": design.fingerprint, "target_se": design.target_se,
         "expected_user_accuracy": list(design.expected_user_accuracy), "drawn_by": design.drawn_by,
         "created": design.created,
         "points": [
-            [pid, int(r), int(c), int(s)] for pid, r, c, s in zip(ids, design.rows, design.cols, design.stratum)
+            [pid, int(r), int(c), int(s), int(m)]
+            for pid, r, c, s, m in zip(ids, design.rows, design.cols, design.stratum, design.map_class)
         ],
     }
     _write_text_atomic(folder / DESIGN_NAME, json.dumps(meta, indent=1))
@@ -327,6 +460,8 @@ def read_design(folder: Any) -> SampleDesign | None:
             shape=tuple(d["shape"]), rows=np.array([p[1] for p in points], dtype="int64"),
             cols=np.array([p[2] for p in points], dtype="int64"),
             stratum=np.array([p[3] for p in points], dtype="int64"), fingerprint=d.get("fingerprint", ""),
+            strata=tuple(d.get("strata", d["classes"])), buffer_px=int(d.get("buffer_px", 0)),
+            map_class=np.array([p[4] if len(p) > 4 else p[3] for p in points], dtype="int64"),
             target_se=float(d.get("target_se", math.nan)),
             expected_user_accuracy=tuple(d.get("expected_user_accuracy", ())),
             drawn_by=d.get("drawn_by", ""), created=d.get("created", ""),
@@ -341,7 +476,8 @@ def read_design(folder: Any) -> SampleDesign | None:
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LabelledSample:
-    """The labelled points of a design: for each, its stratum and its reference class (indices into classes)."""
+    """The labelled points of a design: for each, its stratum (index into the design's strata), its map class and
+    its reference class (indices into its classes)."""
 
     design: SampleDesign
     point_index: np.ndarray  # index into the design's points
@@ -353,12 +489,22 @@ class LabelledSample:
         return self.design.stratum[self.point_index]
 
     @property
+    def map_class(self) -> np.ndarray:
+        return self.design.map_class[self.point_index]
+
+    @property
     def n(self) -> int:
         return int(len(self.point_index))
 
     def counts(self) -> np.ndarray:
-        """The error matrix ``n_ij`` (rows stratum, columns reference class)."""
-        return error_matrix(self.stratum, self.reference, len(self.design.classes))
+        """Counts ``n_ij`` by stratum (rows, the design's strata) and reference class (columns)."""
+        return error_matrix(self.stratum, self.reference, len(self.design.classes),
+                            n_strata=len(self.design.strata))
+
+    def unit_counts(self) -> np.ndarray:
+        """Counts ``n_hmr`` by stratum, map class and reference class (Stehman 2014)."""
+        return unit_counts(self.stratum, self.map_class, self.reference, n_strata=len(self.design.strata),
+                           n_classes=len(self.design.classes))
 
 
 def _normalise(label: str) -> str:
@@ -367,7 +513,7 @@ def _normalise(label: str) -> str:
 
 def _check_enough(design: SampleDesign, stratum: np.ndarray, source: str, min_labelled: int) -> None:
     problems = []
-    for h, name in enumerate(design.classes):
+    for h, name in enumerate(design.strata):
         need = min(min_labelled, design.allocation[h])
         have = int(np.count_nonzero(stratum == h))
         if design.stratum_area_km2[h] > 0 and have < need:
@@ -375,7 +521,7 @@ def _check_enough(design: SampleDesign, stratum: np.ndarray, source: str, min_la
                 f"stratum {name} has {have} labelled points, needs at least {need}: label {need - have} more"
             )
     if problems:
-        allocated = dict(zip(design.classes, design.allocation))
+        allocated = dict(zip(design.strata, design.allocation))
         raise SampleError(f"{source}: " + "; ".join(problems) + f" (the design allocated {allocated})")
 
 
@@ -615,8 +761,8 @@ def write_labels_csv(labelled: LabelledSample, path: Any) -> Any:
         labels[int(i)] = design.classes[int(r)]
     (x, y), (lon, lat) = design.xy(), design.lonlat()
     rows = [
-        [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", design.classes[design.stratum[i]],
-         labels[i]]
+        [pid, f"{x[i]:.2f}", f"{y[i]:.2f}", f"{lon[i]:.7f}", f"{lat[i]:.7f}", design.strata[design.stratum[i]],
+         design.classes[design.map_class[i]], labels[i]]
         for i, pid in enumerate(design.point_ids)
     ]
     path = location(path)
@@ -677,7 +823,7 @@ def draw_city_year_design(
     """Draw a design for a city-year from its maps and write it to its ``sample/`` folder.
 
     Refuses to replace a design that already has a person's labels (delete ``labelled.*`` first, or keep it).
-    ``options`` go to :func:`design_sample` (``n_total``, ``target_se``, ``min_rare``, ``rare_share``,
+    ``options`` go to :func:`design_sample` (``n_total``, ``target_se``, ``min_rare``, ``rare_share``, ``buffer_px``,
     ``expected_user_accuracy``).
     """
     from crofuse.statistics.maps import city_year_folder, geobox_of
@@ -699,8 +845,8 @@ def draw_city_year_design(
 # --------------------------------------------------------------------------------------------------------------------
 def estimate(labelled: LabelledSample) -> StratifiedEstimate:
     """The stratified estimate (:func:`~crofuse.statistics.estimation.stratified_estimate`) of a labelled sample, in
-    km², with the stratum areas recorded in its design."""
-    return stratified_estimate(labelled.counts(), labelled.design.stratum_area_km2)
+    km², with the stratum areas recorded in its design (Stehman 2014 for the accuracies when it has a buffer)."""
+    return stratified_estimate(labelled.unit_counts(), labelled.design.stratum_area_km2)
 
 
 RELIABLE_COUNT = 5
@@ -710,16 +856,21 @@ RELIABLE_COUNT = 5
 def interval_notes(labelled: LabelledSample, *, rare_share: float = 0.1) -> list[str]:
     """Warnings about the normal confidence intervals of the change areas of a labelled sample.
 
-    Gain or loss the map missed (omission) lies in the big stable strata. When a large stratum (area share at least
-    ``rare_share``) holds only a few sample units of that change, the estimate's sampling distribution is skewed and
-    the ``± 1.96 SE`` interval covers the true area less often than 95 % (Olofsson, P., Arévalo, P., Espejo, A. B.,
-    et al. 2020, *Mitigating the effects of omission errors on area and area change estimates*, Remote Sensing of
-    Environment 236: 111492). On the sample data a design of about 600 points covered the true gain 87 % of the time
-    (docs/flows.md). More points in those strata cure it; the note says where.
+    Gain or loss the map missed (omission) that lies in the big stable strata is rare there. When a large stratum
+    (area share at least ``rare_share``) holds only a few sample units of that change, the estimate's sampling
+    distribution is skewed and the ``± 1.96 SE`` interval covers the true area less often than 95 % (Olofsson, P.,
+    Arévalo, P., Espejo, A. B., et al. 2020, *Mitigating the effects of omission errors on area and area change
+    estimates*, Remote Sensing of Environment 236: 111492). Without a buffer stratum, a design of about 600 points
+    covered the true gain of the sample data 87 % of the time (docs/flows.md). A buffer stratum
+    (:func:`buffer_strata`) takes most of the omitted change out of the stable strata: with one, a stable stratum
+    without a point of that change is what is expected and only one with 1 … 4 such points is noted (omission lies
+    outside the buffer too); without one, none counts as few. More points in those strata cure it; the note says
+    where.
     """
     design = labelled.design
     counts = labelled.counts()
     total = sum(design.stratum_area_km2)
+    buffered = BUFFER in design.strata
     notes = []
     for name in ("gain", "loss"):
         if name not in design.classes:
@@ -727,12 +878,12 @@ def interval_notes(labelled: LabelledSample, *, rare_share: float = 0.1) -> list
         k = design.classes.index(name)
         if counts[:, k].sum() == 0:
             continue
-        for h, stratum in enumerate(design.classes):
+        for h, stratum in enumerate(design.strata):
             share = design.stratum_area_km2[h] / total if total > 0 else 0.0
-            if h == k or share < rare_share or counts[h].sum() == 0:
+            if stratum in (name, BUFFER) or share < rare_share or counts[h].sum() == 0:
                 continue
             found = int(counts[h, k])
-            if found < RELIABLE_COUNT:
+            if found < RELIABLE_COUNT and (found > 0 or not buffered):
                 notes.append(
                     f"{stratum} ({100 * share:.0f} % of the area) holds {found} of {int(counts[h].sum())} points "
                     f"labelled {name}: the 95 % interval of estimated {name} may be too narrow (omitted {name} is "
@@ -779,6 +930,12 @@ __all__ = [
     "CityYearStrata",
     "city_year_strata",
     "draw_city_year_design",
+    "BUFFER",
+    "BUFFER_AROUND",
+    "BUFFER_OF",
+    "BUFFER_OMISSION_SHARE",
+    "BUFFER_PIXELS",
+    "MIN_EXPECTED_OMISSION",
     "DESIGN_NAME",
     "EXPECTED_USER_ACCURACY",
     "LABELLED_NAMES",
@@ -787,10 +944,13 @@ __all__ = [
     "SAMPLE_CSV",
     "SAMPLE_DIR",
     "SAMPLE_GEOJSON",
+    "STRATIFICATION_VERSION",
     "YEAR_CLASSES",
     "LabelledSample",
     "SampleDesign",
     "SampleError",
+    "buffer_minimum",
+    "buffer_strata",
     "change_strata",
     "design_sample",
     "design_seed",
