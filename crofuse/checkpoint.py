@@ -7,7 +7,11 @@
   Problems raise :class:`~crofuse.errors.CheckpointError` (missing, corrupt, not a crofuse file) or
   :class:`~crofuse.errors.CheckpointMismatchError` (other architecture, bands or tensor shapes).
 - :class:`Predictor` turns a checkpoint into ``(optical reflectance, SAR dB) -> impervious probability``, hiding the
-  model family and the normalisation.
+  model family and the normalisation, and applying the card's calibration temperature (``card.calibration``,
+  :mod:`crofuse.calibration`) to the logits before the softmax.
+
+Cards without a ``calibration`` (all cards written before it existed) load unchanged and predict with ``T = 1``;
+a card without one is written without the key, so older crofuse versions still read it.
 """
 
 from __future__ import annotations
@@ -28,8 +32,14 @@ from torch import Tensor, nn
 
 import crofuse
 from crofuse import IMPERVIOUS, OPTICAL_BANDS, SAR_BANDS
+from crofuse.calibration import (
+    HEADS,
+    Calibration,
+    calibrated_probabilities,
+    head_logits,
+)
 from crofuse.errors import CheckpointError, CheckpointMismatchError, ConfigError
-from crofuse.model.crofusenet import main_logits
+from crofuse.model.crofusenet import CroFuseNet
 from crofuse.model.registry import ModelSpec
 from crofuse.model.unet import SIZE_MULTIPLE
 from crofuse.normalization import Normalization
@@ -38,7 +48,8 @@ CARD_KEY = "crofuse.card"
 """safetensors metadata key holding the JSON model card."""
 
 FORMAT_VERSION = 1
-"""Version of the card layout; bumped on incompatible changes."""
+"""Version of the card layout; bumped on incompatible changes. The optional ``calibration`` (added later) is not
+one: version-1 cards without it read as uncalibrated, and an uncalibrated card is written without the key."""
 
 SUFFIX = ".safetensors"
 
@@ -49,7 +60,8 @@ def _now() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelCard:
-    """What a checkpoint is: architecture, input bands and their normalisation, training data and accuracy."""
+    """What a checkpoint is: architecture, input bands and their normalisation, training data and accuracy, and
+    optionally the calibration temperature fitted after training (:class:`~crofuse.calibration.Calibration`)."""
 
     model: ModelSpec
     normalization: Normalization
@@ -61,6 +73,7 @@ class ModelCard:
     code_version: str = crofuse.__version__
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelSpec):
@@ -79,6 +92,10 @@ class ModelCard:
                 f"{len(self.sar_bands)} SAR bands {self.sar_bands} but the normalisation has "
                 f"{self.normalization.sar_channels}"
             )
+        if isinstance(self.calibration, Mapping):
+            object.__setattr__(self, "calibration", Calibration.from_dict(self.calibration))
+        if self.calibration is not None and not isinstance(self.calibration, Calibration):
+            raise ConfigError(f"card.calibration must be a Calibration, got {type(self.calibration).__name__}")
         if int(self.num_classes) < 2:
             raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
         try:
@@ -96,7 +113,7 @@ class ModelCard:
         return self.model.build(len(self.optical_bands), len(self.sar_bands), self.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format_version": self.format_version,
             "model": self.model.to_dict(),
             "optical_bands": list(self.optical_bands),
@@ -108,6 +125,9 @@ class ModelCard:
             "code_version": self.code_version,
             "created": self.created,
         }
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_dict()
+        return data
 
     def to_json(self, *, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is not None)
@@ -127,6 +147,8 @@ class ModelCard:
             raise ConfigError(f"unknown model card keys {sorted(unknown)}; known: {sorted(known)}")
         data["model"] = ModelSpec.from_dict(data["model"])
         data["normalization"] = Normalization.from_dict(data["normalization"])
+        if data.get("calibration") is not None:
+            data["calibration"] = Calibration.from_dict(data["calibration"])
         return cls(**data)
 
     @classmethod
@@ -324,6 +346,12 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def model_heads(model: nn.Module) -> tuple[str, ...]:
+    """The heads a model predicts with: ``("shared", "optical", "sar")`` for CroFuseNet (paper Sec. III-A), only
+    ``("shared",)`` for single-head models (UNets, baselines)."""
+    return HEADS if isinstance(model, CroFuseNet) else ("shared",)
+
+
 class Predictor:
     """``(optical reflectance, SAR dB) -> impervious probability`` for any crofuse checkpoint.
 
@@ -334,7 +362,13 @@ class Predictor:
     Inside: :meth:`~crofuse.normalization.Normalization.standardise` with the card's statistics (non-finite values
     become 0, the band mean; mask them yourself with the cube's ``valid``), pad H and W by edge
     replication up to multiples of 16, run the model under ``torch.inference_mode`` (optionally autocast and
-    channels-last), take :func:`~crofuse.model.main_logits`, softmax, crop.
+    channels-last), take the shared head's logits (:func:`~crofuse.model.main_logits`), divide them by the card's
+    calibration temperature (``T = 1`` when the card has none, or with ``calibrated=False``), softmax, crop.
+
+    :meth:`predict_heads` returns the calibrated impervious probability of every head of the model from the same
+    forward pass (``shared``, ``optical``, ``sar`` for CroFuseNet; ``shared`` only for single-head models), each
+    head scaled by its own temperature. Temperature scaling never changes a pixel's class: for ``T > 0`` the order
+    of a pixel's logits, hence their argmax, is the same.
     """
 
     def __init__(
@@ -346,6 +380,7 @@ class Predictor:
         autocast: bool = False,
         autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
+        calibrated: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.card = card
@@ -355,6 +390,12 @@ class Predictor:
         self.model = model.to(self.device).eval()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.heads = model_heads(model)
+        calibration = card.calibration if calibrated else None
+        self.calibration: Calibration | None = calibration
+        self.temperatures: dict[str, float] = {
+            head: (calibration.temperature_of(head) if calibration is not None else 1.0) for head in self.heads
+        }
 
     @classmethod
     def from_checkpoint(
@@ -366,11 +407,23 @@ class Predictor:
         autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         expect_bands: Sequence[Any] | None = None,
+        calibrated: bool = True,
     ) -> Predictor:
-        """Load ``path`` (see :func:`load_checkpoint`; ``expect_bands`` refuses other bands) into a predictor."""
+        """Load ``path`` (see :func:`load_checkpoint`; ``expect_bands`` refuses other bands) into a predictor;
+        ``calibrated=False`` ignores the card's temperature (raw softmax)."""
         loaded = load_checkpoint(path, expect_bands=expect_bands, device=device)
         return cls(loaded.model, loaded.card, device=device, autocast=autocast, autocast_dtype=autocast_dtype,
-                   channels_last=channels_last)
+                   channels_last=channels_last, calibrated=calibrated)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a fitted temperature is applied (False: the card has none, or ``calibrated=False``)."""
+        return self.calibration is not None
+
+    @property
+    def temperature(self) -> float:
+        """The temperature applied to the shared head (1.0 when not calibrated)."""
+        return self.temperatures["shared"]
 
     def resolved_autocast_dtype(self) -> torch.dtype:
         """``autocast_dtype`` if given, else bf16 (CPU, and GPUs that support it) or fp16 (older GPUs)."""
@@ -385,6 +438,14 @@ class Predictor:
                               enabled=self.autocast)
 
     def __call__(self, optical: Tensor | np.ndarray, sar: Tensor | np.ndarray) -> Tensor | np.ndarray:
+        return self._predict(optical, sar, ("shared",))["shared"]
+
+    def predict_heads(self, optical: Tensor | np.ndarray, sar: Tensor | np.ndarray) -> dict[str, Tensor | np.ndarray]:
+        """``{head: (N, H, W) calibrated impervious probability}`` for every head in :attr:`heads` (one forward)."""
+        return self._predict(optical, sar, self.heads)
+
+    def _predict(self, optical: Tensor | np.ndarray, sar: Tensor | np.ndarray,
+                 heads: tuple[str, ...]) -> dict[str, Tensor | np.ndarray]:
         as_numpy = isinstance(optical, np.ndarray)
         out_device = None if as_numpy else optical.device
         optical_t = torch.as_tensor(optical)
@@ -397,6 +458,7 @@ class Predictor:
         if optical_t.shape[0] != sar_t.shape[0] or optical_t.shape[-2:] != sar_t.shape[-2:]:
             raise ValueError(f"optical {tuple(optical_t.shape)} and sar {tuple(sar_t.shape)} differ in N, H or W")
         h, w = optical_t.shape[-2:]
+        out: dict[str, Tensor | np.ndarray] = {}
         with torch.inference_mode():
             optical_t = optical_t.to(self.device, torch.float32)
             sar_t = sar_t.to(self.device, torch.float32)
@@ -409,11 +471,12 @@ class Predictor:
                 optical_t = optical_t.contiguous(memory_format=torch.channels_last)
                 sar_t = sar_t.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = main_logits(self.model(optical_t, sar_t))
-            prob = torch.softmax(logits.float(), dim=1)[:, IMPERVIOUS, :h, :w].contiguous()
-        if as_numpy:
-            return prob.cpu().numpy().astype(np.float32, copy=False)
-        return prob.to(out_device)
+                logits = head_logits(self.model(optical_t, sar_t))
+            for head in heads:
+                prob = calibrated_probabilities(logits[head], self.temperatures[head])
+                prob = prob[:, IMPERVIOUS, :h, :w].contiguous()
+                out[head] = prob.cpu().numpy().astype(np.float32, copy=False) if as_numpy else prob.to(out_device)
+        return out
 
 
 __all__ = [
@@ -425,6 +488,7 @@ __all__ = [
     "card_path",
     "checkpoint_sha256",
     "load_checkpoint",
+    "model_heads",
     "read_card",
     "save_checkpoint",
 ]

@@ -124,7 +124,11 @@ def scene():
 
 
 def test_chunking_leaves_no_seams(model, scene):
-    """The window grid is global, so one chunk and many chunks give the same probabilities."""
+    """The window grid is global, so one chunk and many chunks give the same probabilities, the same blended
+    probability of every head, and so the same uncertainty layers (entropy, head disagreement)."""
+    from crofuse.uncertainty import binary_entropy, head_disagreement
+    from tiling.inference import predict_scene_heads
+
     config = TilingConfig(device="cpu")
     calls: list[int] = []
 
@@ -138,6 +142,24 @@ def test_chunking_leaves_no_seams(model, scene):
     assert np.isnan(one).sum() == (~scene["valid"]).sum(), "invalid pixels (and only those) are nodata"
     np.testing.assert_allclose(many, one, atol=2e-5, equal_nan=True)
     assert np.nanstd(one) > 0.05, "the model output is not trivially constant"
+
+    heads_one = predict_scene_heads(scene["optical"], scene["sar"], scene["valid"], model.predict_heads_fn,
+                                    config=config.replace(chunk_size=400))
+    heads_many = predict_scene_heads(scene["optical"], scene["sar"], scene["valid"], model.predict_heads_fn,
+                                     config=config.replace(chunk_size=160))
+    assert set(heads_one) == set(heads_many) == {"shared", "optical", "sar"}
+    assert np.array_equal(heads_one["shared"], one, equal_nan=True), "the shared head is the probability, bit for bit"
+    for name in heads_one:
+        np.testing.assert_allclose(heads_many[name], heads_one[name], atol=2e-5, equal_nan=True)
+        assert (np.isnan(heads_one[name]) == ~scene["valid"]).all(), name
+    layers = {}
+    for name, heads in (("one", heads_one), ("many", heads_many)):
+        layers[name] = (binary_entropy(heads["shared"]),
+                        head_disagreement([heads["shared"], heads["optical"], heads["sar"]]))
+    for a, b in zip(layers["one"], layers["many"], strict=True):
+        # entropy's slope is log2((1-p)/p): at most ~14 bits per unit of p for p >= 1e-4, so 2e-5 -> < 3e-4
+        np.testing.assert_allclose(b, a, atol=5e-4, equal_nan=True)
+        assert np.nanstd(a) > 0.01, "the uncertainty layers are not trivially constant"
 
 
 def _agreement(checkpoint, scene, configs: dict[str, TilingConfig]) -> tuple[dict[str, float], float]:
@@ -185,6 +207,7 @@ def test_cfm_crofusenet_tiled_vs_whole_scene(tiling_checkpoint, scene):
 
 # ------------------------------------------------------------------------------------------------ predict_cube
 SMALL = (192, 256)
+LAYERS = ("impervious", "probability", "uncertainty", "disagreement")
 # torch_threads pinned: a convolution summed over another number of threads differs in the last float bits, which
 # can move a rounded percent by one; with the same settings a resumed run must give the very same bytes.
 SMALL_CONFIG = TilingConfig(chunk_size=64, device="cpu", torch_threads=1)
@@ -206,10 +229,12 @@ def read_maps(outputs) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(outputs.maps, mode="r")
-    maps = {f"zarr/{v}": group[v][:] for v in ("impervious", "probability")}
-    for name, path in (("cog/impervious", outputs.impervious), ("cog/probability", outputs.probability)):
-        with rasterio.open(path) as src:
-            maps[name] = src.read(1)
+    maps = {f"zarr/{v}": group[v][:] for v in LAYERS if v in group}
+    for name, path in (("cog/impervious", outputs.impervious), ("cog/probability", outputs.probability),
+                       ("cog/uncertainty", outputs.uncertainty), ("cog/disagreement", outputs.disagreement)):
+        if path is not None:
+            with rasterio.open(path) as src:
+                maps[name] = src.read(1)
     return maps
 
 
@@ -224,7 +249,8 @@ def test_outputs_are_valid_cogs_and_a_georeferenced_zarr(reference_run, small_cu
     assert out.impervious == out.out_dir / "impervious.tif" and out.maps == out.out_dir / "maps.zarr"
     cube = xr.open_zarr(small_cube, decode_coords="all", consolidated=False)
     valid = cube["valid"].values
-    for path in (out.impervious, out.probability):
+    assert out.uncertainty == out.out_dir / "uncertainty.tif" and out.disagreement == out.out_dir / "disagreement.tif"
+    for path in (out.impervious, out.probability, out.uncertainty, out.disagreement):
         is_valid, errors, _ = cog_validate(path, quiet=True)
         assert is_valid, errors
         with rasterio.open(path) as src:
@@ -245,7 +271,9 @@ def test_outputs_are_valid_cogs_and_a_georeferenced_zarr(reference_run, small_cu
     assert (imp[~valid] == 255).all()
     assert (maps["probability"].values[valid] <= 100).all()
     cogs = read_maps(out)
-    assert (cogs["cog/impervious"] == imp).all() and (cogs["cog/probability"] == cogs["zarr/probability"]).all()
+    assert set(cogs) == {f"{k}/{v}" for k in ("zarr", "cog") for v in LAYERS}
+    for v in LAYERS:
+        assert (cogs[f"cog/{v}"] == cogs[f"zarr/{v}"]).all(), v
     assert not (out.out_dir / PROGRESS_DIR).exists()
 
 
@@ -264,7 +292,8 @@ def test_dask_chunk_size_leaves_no_trace_in_the_outputs(reference_run, small_cub
     other = predict_cube(small_cube, tiling_checkpoint, out, config=SMALL_CONFIG.replace(chunk_size=96), progress=False)
     assert other.chunks_total == 6 and reference_run.chunks_total == 12
     a, b = read_maps(reference_run), read_maps(other)
-    for key in ("zarr/probability", "cog/probability"):
+    for key in ("zarr/probability", "cog/probability", "zarr/uncertainty", "cog/uncertainty", "zarr/disagreement",
+                "cog/disagreement"):
         diff = np.abs(a[key].astype(int) - b[key].astype(int))
         assert diff.max() <= 1, f"{key}: chunking changed a probability by {diff.max()} percent"
         assert (diff == 0).mean() > 0.999, f"{key}: {(diff != 0).sum()} pixels differ"

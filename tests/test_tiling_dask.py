@@ -32,11 +32,10 @@ def _maps(outputs) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(outputs.maps, mode="r")
-    maps = {v: group[v][:] for v in ("impervious", "probability")}
-    with rasterio.open(outputs.impervious) as src:
-        maps["impervious.tif"] = src.read(1)
-    with rasterio.open(outputs.probability) as src:
-        maps["probability.tif"] = src.read(1)
+    maps = {v: group[v][:] for v in ("impervious", "probability", "uncertainty", "disagreement")}
+    for path in (outputs.impervious, outputs.probability, outputs.uncertainty, outputs.disagreement):
+        with rasterio.open(path) as src:
+            maps[path.name] = src.read(1)
     return maps
 
 

@@ -227,6 +227,7 @@ def test_cli_train_evaluate_info(patch_dataset: Path, tmp_path: Path) -> None:
     miou_line = next(line for line in res.output.splitlines() if line.startswith("miou"))
     assert float(miou_line.split()[1]) == pytest.approx(expected["miou"], abs=1e-4)
     assert "iou_impervious" in res.output and "oa" in res.output
+    assert "ECE" in res.output and (out / "best.val.reliability.png").is_file(), "the diagram goes beside the checkpoint"
 
     res = runner.invoke(app, ["info", str(ckpt)])
     assert res.exit_code == 0, res.output

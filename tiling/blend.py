@@ -25,24 +25,33 @@ def blend_weights(window: int, *, kind: str = "hann", floor: float = 1e-3) -> np
 
 
 class BlendAccumulator:
-    """Sums ``weight * probability`` and ``weight`` over windows placed in a region, then divides.
+    """Sums ``weight * value`` and ``weight`` over windows placed in a region, then divides.
 
-    Probabilities are blended before any threshold (class maps come from the blended probability).
+    Probabilities are blended before any threshold (class maps come from the blended probability). With
+    ``layers=k`` it blends ``k`` co-located layers at once (e.g. the impervious probability of each of CroFuseNet's
+    heads) with the same weights and one shared weight sum: ``add`` takes ``(k, window, window)`` values and
+    ``result`` returns ``(k, H, W)``. Each layer's result is bit-identical to blending it alone. Memory: ``k + 1``
+    float32 arrays of the region.
     """
 
-    def __init__(self, shape: tuple[int, int], weights: np.ndarray) -> None:
+    def __init__(self, shape: tuple[int, int], weights: np.ndarray, *, layers: int | None = None) -> None:
+        if layers is not None and layers < 1:
+            raise ConfigError(f"layers={layers} must be >= 1 (or None for a single 2-D layer)")
         self.weights = weights.astype(np.float32)
-        self.total = np.zeros(shape, dtype=np.float32)
+        self.layers = layers
+        self.total = np.zeros(tuple(shape) if layers is None else (layers, *shape), dtype=np.float32)
         self.weight_sum = np.zeros(shape, dtype=np.float32)
 
     def add(self, probability: np.ndarray, row: int, col: int) -> None:
-        """Add one window's ``(window, window)`` probability with its origin at ``(row, col)`` of the region."""
+        """Add one window's ``(window, window)`` values (``(layers, window, window)`` with ``layers``) with its
+        origin at ``(row, col)`` of the region."""
         h, w = self.weights.shape
-        self.total[row : row + h, col : col + w] += probability * self.weights
+        self.total[..., row : row + h, col : col + w] += probability * self.weights
         self.weight_sum[row : row + h, col : col + w] += self.weights
 
     def result(self) -> np.ndarray:
-        """Blended probability; NaN where no window contributed."""
+        """Blended values; NaN where no window contributed."""
         out = np.full(self.total.shape, np.nan, dtype=np.float32)
-        np.divide(self.total, self.weight_sum, out=out, where=self.weight_sum > 0)
+        where = np.broadcast_to(self.weight_sum > 0, self.total.shape)
+        np.divide(self.total, np.broadcast_to(self.weight_sum, self.total.shape), out=out, where=where)
         return out

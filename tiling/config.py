@@ -26,7 +26,10 @@ class TilingConfig:
             and ``batch_size``, never on the size of the city.
         blend: ``"hann"`` weights each window by a cosine (Hann) taper with a small ``floor``; ``"none"`` averages.
         floor: smallest blending weight, so that pixels on a window border still count.
-        threshold: probability at or above which a pixel is impervious (applied after blending).
+        threshold: probability above which a pixel is impervious, applied to the blended, calibrated probability
+            of the shared head (the one ``probability.tif`` stores). At 0.5 a single window's class is the argmax of
+            its logits whatever the calibration temperature; after blending, a temperature can move a pixel's class
+            only where overlapping windows disagree on it (``docs/inference.md``).
         device: ``"auto"`` (CUDA when the worker sees a GPU, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         autocast: mixed precision on GPU: ``"auto"`` (bf16 where supported, else fp16), ``"bf16"``, ``"fp16"``,
             ``"off"``. Ignored on CPU.

@@ -1,6 +1,8 @@
 """The model on a worker: loaded once per process (cached by checkpoint hash), device chosen per worker.
 
 Each dask worker process keeps its own cache, so a checkpoint is read once per worker, not once per task.
+:class:`LoadedModel` offers ``predict_fn`` (the calibrated shared-head probability) and ``predict_heads_fn`` (every
+head's calibrated probability from the same forward pass), both numpy in, numpy out.
 """
 
 from __future__ import annotations
@@ -57,11 +59,17 @@ def resolve_autocast(device: str, autocast: str):
 
 @dataclass
 class LoadedModel:
-    """A ready-to-call model on this worker."""
+    """A ready-to-call model on this worker: ``predict_fn`` returns the shared head's calibrated impervious
+    probability ``(N, H, W)``, ``predict_heads_fn`` a ``{head: (N, H, W)}`` mapping of every head in ``heads``;
+    ``temperatures`` are the ones applied (all 1.0 when the card is not ``calibrated``)."""
 
     predict_fn: PredictFn
     device: str
     sha256: str
+    predict_heads_fn: PredictFn | None = None
+    heads: tuple[str, ...] = ("shared",)
+    calibrated: bool = False
+    temperatures: dict[str, float] | None = None
 
 
 def _build(checkpoint: Path, sha256: str, config: TilingConfig) -> LoadedModel:
@@ -79,16 +87,26 @@ def _build(checkpoint: Path, sha256: str, config: TilingConfig) -> LoadedModel:
         expect_bands=(OPTICAL_BANDS, SAR_BANDS),
     )
 
-    def predict_fn(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        if not on_gpu:
-            return predictor(optical, sar)
+    def to_device(optical: np.ndarray, sar: np.ndarray):
         import torch
 
         o = torch.from_numpy(optical).pin_memory().to(device, non_blocking=True)
         s = torch.from_numpy(sar).pin_memory().to(device, non_blocking=True)
-        return predictor(o, s).cpu().numpy()
+        return o, s
 
-    return LoadedModel(predict_fn=predict_fn, device=device, sha256=sha256)
+    def predict_fn(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        if not on_gpu:
+            return predictor(optical, sar)
+        return predictor(*to_device(optical, sar)).cpu().numpy()
+
+    def predict_heads_fn(optical: np.ndarray, sar: np.ndarray) -> dict[str, np.ndarray]:
+        if not on_gpu:
+            return predictor.predict_heads(optical, sar)
+        return {k: v.cpu().numpy() for k, v in predictor.predict_heads(*to_device(optical, sar)).items()}
+
+    return LoadedModel(predict_fn=predict_fn, device=device, sha256=sha256, predict_heads_fn=predict_heads_fn,
+                       heads=predictor.heads, calibrated=predictor.calibrated,
+                       temperatures=dict(predictor.temperatures))
 
 
 def load_model(checkpoint: str | Path, sha256: str, *, config: TilingConfig) -> LoadedModel:

@@ -4,6 +4,11 @@ Each output chunk is one task: it reads its pixels plus the halo its windows nee
 whole city), runs its windows in batches on the worker's cached model, blends, crops, writes its own region of
 ``maps.zarr`` and then its completeness marker. The client only holds the task list, so memory on both sides is
 set by ``TilingConfig.chunk_size``, not by the size of the city.
+
+Layers: the class, the calibrated probability of the shared head (the card's temperature, ``crofuse.calibration``),
+its entropy (``uncertainty``) and, for CroFuseNet, the disagreement of its three heads. Each head's probability is
+blended with the same Hann weights and the uncertainty layers are computed per pixel from the blended
+probabilities, so they are exactly as independent of the chunking as the probability is.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +31,7 @@ from crofuse import IMPERVIOUS, NODATA_LABEL, OPTICAL_BANDS, PERVIOUS, SAR_BANDS
 from crofuse.cube import open_cube
 from crofuse.cube.reader import cube_identity, cube_reader
 from crofuse.errors import CrofuseError, InferenceError
+from crofuse.uncertainty import binary_entropy, head_disagreement
 from tiling import store as maps_store
 from tiling.config import TilingConfig
 from tiling.inference import predict_chunk_probability
@@ -35,6 +42,15 @@ log = logging.getLogger(__name__)
 
 IMPERVIOUS_COG = "impervious.tif"
 PROBABILITY_COG = "probability.tif"
+UNCERTAINTY_COG = "uncertainty.tif"
+DISAGREEMENT_COG = "disagreement.tif"
+COGS: dict[str, tuple[str, str]] = {
+    "impervious": (IMPERVIOUS_COG, "mode"),
+    "probability": (PROBABILITY_COG, "average"),
+    "uncertainty": (UNCERTAINTY_COG, "average"),
+    "disagreement": (DISAGREEMENT_COG, "average"),
+}
+"""maps.zarr variable -> (COG file name, overview resampling)."""
 _CUBE_ATTRS = ("city", "year", "catalog", "optical_items", "sar_items", "crofuse_version", "season")
 
 
@@ -57,6 +73,10 @@ class PredictionOutputs:
     windows: int
     seconds: float
     warnings: tuple[str, ...] = ()
+    uncertainty: Path | None = None
+    disagreement: Path | None = None
+    calibrated: bool = False
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class ChunkTask:
     sha256: str
     config: TilingConfig
     torch_threads: int | None
+    variables: tuple[str, ...] = ("impervious", "probability", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -92,16 +113,33 @@ class ChunkReport:
 def check_inputs(cube, cube_path: Path, checkpoint: Path, *, strict: bool = False) -> list[str]:
     """Validate the checkpoint against the cube before any output is touched; return the warnings.
 
+    See :func:`inspect_inputs`, which also returns what the run needs of the checkpoint."""
+    return inspect_inputs(cube, cube_path, checkpoint, strict=strict).warnings
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    """What :func:`inspect_inputs` found: the warnings, the checkpoint's card and the heads of its model."""
+
+    warnings: list[str]
+    card: Any  # crofuse.checkpoint.ModelCard
+    heads: tuple[str, ...]
+
+
+def inspect_inputs(cube, cube_path: Path, checkpoint: Path, *, strict: bool = False) -> CheckedInputs:
+    """Validate the checkpoint against the cube before any output is touched (:func:`check_inputs`).
+
     The checkpoint is loaded in full (every tensor checked against its card), its bands must be the cube's, and its
     training recipe (the card's ``training_data.recipe``: reducer, season, SCL mask...) is compared with the cube's
     (:func:`crofuse.cube.recipe.compare_recipes`): a different band set or resolution is refused; a different
     reducer, season, SCL mask or profile is a warning naming both values, refused with ``strict``.
     """
-    from crofuse.checkpoint import load_checkpoint
+    from crofuse.checkpoint import load_checkpoint, model_heads
     from crofuse.cube.recipe import compare_recipes, composite_recipe
     from crofuse.errors import CheckpointMismatchError
 
-    card = load_checkpoint(checkpoint, expect_bands=(OPTICAL_BANDS, SAR_BANDS)).card
+    loaded = load_checkpoint(checkpoint, expect_bands=(OPTICAL_BANDS, SAR_BANDS))
+    card = loaded.card
     trained = (card.training_data or {}).get("recipe")
     diffs = compare_recipes(trained, composite_recipe(cube.attrs))
     refused = [d for d in diffs if d.severity == "refuse" or (strict and d.severity == "warn")]
@@ -119,7 +157,7 @@ def check_inputs(cube, cube_path: Path, checkpoint: Path, *, strict: bool = Fals
     if trained is None:
         log.info("%s records no training recipe (trained on patches from outside crofuse.trainingset): the cube "
                  "cannot be checked against it", checkpoint.name)
-    return warnings
+    return CheckedInputs(warnings=warnings, card=card, heads=model_heads(loaded.model))
 
 
 # ---------------------------------------------------------------------------------------------------------- task
@@ -139,6 +177,38 @@ def encode_maps(probability: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     return impervious, percent
 
 
+def encode_percent(values: np.ndarray) -> np.ndarray:
+    """A 0..1 layer (NaN = nodata) -> uint8 whole percent 0..100, 255 nodata (the ``probability`` encoding)."""
+    nodata = ~np.isfinite(values)
+    percent = np.rint(np.clip(np.where(nodata, 0.0, values), 0.0, 1.0) * 100.0).astype(np.uint8)
+    percent[nodata] = NODATA_LABEL
+    return percent
+
+
+def encode_layers(heads: dict[str, np.ndarray], threshold: float, variables: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Blended head probabilities of one chunk (NaN = nodata) -> the uint8 layers named in ``variables``.
+
+    ``uncertainty`` is the binary entropy of the shared probability and ``disagreement`` the range of all heads'
+    probabilities (:mod:`crofuse.uncertainty`), both from the unrounded blended values; their nodata is the
+    probability's.
+    """
+    shared = heads["shared"]
+    nodata = ~np.isfinite(shared)
+    impervious, percent = encode_maps(shared, threshold)
+    layers = {"impervious": impervious, "probability": percent}
+    if "uncertainty" in variables:
+        layers["uncertainty"] = encode_percent(binary_entropy(shared))
+    if "disagreement" in variables:
+        others = [heads[k] for k in sorted(heads) if k != "shared"]
+        if others:
+            spread = head_disagreement([shared, *others])
+            spread[nodata] = np.nan
+        else:  # no window ran in this chunk: all nodata
+            spread = np.full(shared.shape, np.nan, dtype=np.float32)
+        layers["disagreement"] = encode_percent(spread)
+    return {k: layers[k] for k in variables}
+
+
 def run_chunk(task: ChunkTask) -> ChunkReport:
     """Predict one output chunk and write it (the dask task). Skips a chunk whose marker exists."""
     start = time.perf_counter()
@@ -148,16 +218,18 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
     model = load_model(task.checkpoint, task.sha256, config=task.config)
     if model.device == "cpu":
         set_torch_threads(task.torch_threads)
+    predict_fn = model.predict_heads_fn if "disagreement" in task.variables else model.predict_fn
     result = predict_chunk_probability(
         cube_reader(task.cube_path, task.cube_identity),
         task.shape,
         task.rows,
         task.cols,
-        model.predict_fn,
+        predict_fn,
         config=task.config,
     )
-    impervious, percent = encode_maps(result.probability, task.config.threshold)
-    maps_store.write_chunk(Path(task.store), task.rows, task.cols, impervious=impervious, probability=percent)
+    heads = dict(result.heads) or {"shared": result.probability}
+    layers = encode_layers(heads, task.config.threshold, task.variables)
+    maps_store.write_chunk(Path(task.store), task.rows, task.cols, **layers)
     seconds = time.perf_counter() - start
     maps_store.write_marker(marker, {"windows": result.n_windows, "seconds": seconds})
     return ChunkReport(task.rows, task.cols, False, result.n_windows, seconds, os.getpid())
@@ -173,6 +245,7 @@ def _run_key(cube, sha256: str, config: TilingConfig) -> str:
         "shape": [cube.sizes["y"], cube.sizes["x"]],
         "checkpoint_sha256": sha256,
         "tiling": config.output_fields(),
+        "maps_layout": maps_store.LAYOUT_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -267,7 +340,14 @@ def predict_cube(
     if not checkpoint.is_file():
         raise InferenceError(f"checkpoint {checkpoint} does not exist; train one with `crofuse train`")
     cube = open_cube(cube_path)
-    notes = check_inputs(cube, cube_path, checkpoint, strict=strict)
+    checked = inspect_inputs(cube, cube_path, checkpoint, strict=strict)
+    notes = checked.warnings
+    calibration = checked.card.calibration
+    if calibration is None:  # said once per run, here on the client (workers stay quiet)
+        log.warning("%s has no calibration: probability.tif and maps.zarr hold the uncalibrated softmax (T = 1); "
+                    "fit a temperature with `crofuse calibrate %s DATA_ROOT`", checkpoint.name, checkpoint)
+    multi_head = len(checked.heads) > 1
+    variables = ("impervious", "probability", "uncertainty", *(("disagreement",) if multi_head else ()))
     for message in notes:
         log.warning(message)
         warnings.warn(message, RecipeWarning, stacklevel=2)
@@ -279,13 +359,14 @@ def predict_cube(
     store = out_dir / maps_store.MAPS_STORE
     progress_dir = out_dir / maps_store.PROGRESS_DIR
     impervious_cog, probability_cog = out_dir / IMPERVIOUS_COG, out_dir / PROBABILITY_COG
+    cog_paths = {v: out_dir / COGS[v][0] for v in variables}
     found_key, complete = maps_store.store_state(store)
     tiles = [(r, c) for r in chunk_bounds(shape[0], config.chunk_size) for c in chunk_bounds(shape[1], config.chunk_size)]
 
     if found_key != run_key:  # nothing to resume from: start over (also drops stale COGs of another run)
         shutil.rmtree(progress_dir, ignore_errors=True)
-        impervious_cog.unlink(missing_ok=True)
-        probability_cog.unlink(missing_ok=True)
+        for name, _resampling in COGS.values():
+            (out_dir / name).unlink(missing_ok=True)
         attrs = {k: cube.attrs[k] for k in _CUBE_ATTRS if k in cube.attrs}
         attrs.update(
             {
@@ -294,9 +375,10 @@ def predict_cube(
                 "checkpoint_sha256": sha256,
                 "tiling": json.dumps(asdict(config)),
                 maps_store.RUN_KEY_ATTR: run_key,
+                **_calibration_attrs(calibration, checked.heads),
             }
         )
-        maps_store.create_store(store, cube, chunk_size=config.chunk_size, attrs=attrs)
+        maps_store.create_store(store, cube, chunk_size=config.chunk_size, attrs=attrs, variables=variables)
         complete = False
     progress_dir.mkdir(exist_ok=True)
 
@@ -322,6 +404,7 @@ def predict_cube(
                 sha256=sha256,
                 config=config,
                 torch_threads=threads,
+                variables=variables,
             )
             for rows, cols in todo
         ]
@@ -337,12 +420,10 @@ def predict_cube(
     }
     from tiling.cog import cog_tag, write_cog
 
-    for variable, path, resampling in (
-        ("impervious", impervious_cog, "mode"),
-        ("probability", probability_cog, "average"),
-    ):
+    for variable, path in cog_paths.items():
         if cog_tag(path, "CROFUSE_RUN_KEY") != run_key:
-            write_cog(store, variable, path, crs=cube.rio.crs, transform=cube.rio.transform(), resampling=resampling, tags=tags)
+            write_cog(store, variable, path, crs=cube.rio.crs, transform=cube.rio.transform(),
+                      resampling=COGS[variable][1], tags=tags)
     shutil.rmtree(progress_dir, ignore_errors=True)
     computed = [r for r in reports if not r.skipped]
     return PredictionOutputs(
@@ -357,4 +438,29 @@ def predict_cube(
         windows=sum(r.windows for r in computed),
         seconds=time.perf_counter() - started,
         warnings=tuple(notes),
+        uncertainty=cog_paths["uncertainty"],
+        disagreement=cog_paths.get("disagreement"),
+        calibrated=calibration is not None,
+        temperature=calibration.temperature if calibration is not None else 1.0,
     )
+
+
+def _calibration_attrs(calibration, heads: tuple[str, ...]) -> dict[str, object]:
+    """maps.zarr attributes that say whether the probabilities are calibrated and which layers exist."""
+    attrs: dict[str, object] = {
+        "calibrated": calibration is not None,
+        "temperature": calibration.temperature if calibration is not None else 1.0,
+        "head_temperatures": json.dumps({h: (calibration.temperature_of(h) if calibration else 1.0) for h in heads}),
+        "calibration": json.dumps(calibration.to_dict()) if calibration is not None else "none: the checkpoint "
+                       "has no fitted temperature, probabilities are the uncalibrated softmax (T = 1)",
+        "heads": list(heads),
+        "uncertainty": "binary entropy of the calibrated probability, percent of 1 bit (variable uncertainty, "
+                       "uncertainty.tif)",
+    }
+    if len(heads) > 1:
+        attrs["disagreement"] = (f"max - min of the calibrated impervious probabilities of the heads {list(heads)}, "
+                                 "percentage points (variable disagreement, disagreement.tif)")
+    else:
+        attrs["disagreement"] = ("not available: the model has one head (shared), so there is no head disagreement "
+                                 "layer")
+    return attrs

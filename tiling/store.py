@@ -1,8 +1,17 @@
 """``maps.zarr``: metadata created up front, chunk regions written by the workers, markers for resuming.
 
-Layout (zarr v3): ``impervious(y, x)`` uint8 1/0 and ``probability(y, x)`` uint8 percent 0..100, both with
-``nodata = 255``, the cube's ``x``/``y`` coordinates and a rioxarray ``spatial_ref``. Attributes carry the checkpoint's
-sha256, the tiling settings, the cube's provenance and ``complete`` (set last, after every chunk is written).
+Layout (zarr v3), every variable ``(y, x)`` uint8 with ``nodata = 255`` at the same pixels:
+
+- ``impervious``: 1 impervious / 0 pervious;
+- ``probability``: calibrated impervious probability of the shared head, percent 0..100;
+- ``uncertainty``: binary entropy of that probability in percent of its maximum (1 bit), 0..100;
+- ``disagreement``: range (max - min) of the calibrated impervious probabilities of CroFuseNet's three heads in
+  percentage points, 0..100; only for models with several heads (the attribute ``disagreement`` says why it is
+  missing otherwise).
+
+Plus the cube's ``x``/``y`` coordinates and a rioxarray ``spatial_ref``. Attributes carry the checkpoint's sha256,
+the tiling settings, the cube's provenance, ``calibrated`` / ``temperature`` and ``complete`` (set last, after every
+chunk is written).
 
 Resuming: each chunk writes a marker file under ``<out>/.maps.zarr.progress/`` after its data; a rerun skips chunks
 with a marker. The markers are deleted when the run completes.
@@ -21,7 +30,31 @@ from crofuse import NODATA_LABEL
 
 MAPS_STORE = "maps.zarr"
 PROGRESS_DIR = ".maps.zarr.progress"
-VARIABLES = ("impervious", "probability")
+VARIABLES = ("impervious", "probability", "uncertainty", "disagreement")
+"""Every variable a maps store can hold, in order; a single-head model's store has all but ``disagreement``."""
+LAYOUT_VERSION = 2
+"""Version of the store layout (2: uncertainty layers); part of the run key, so older outputs are remade."""
+
+VARIABLE_ATTRS: dict[str, dict] = {
+    "impervious": {"long_name": "impervious surface", "flag_values": [0, 1], "flag_meanings": "pervious impervious"},
+    "probability": {
+        "long_name": "impervious surface probability", "units": "percent", "valid_range": [0, 100],
+        "description": "calibrated probability that the pixel is impervious (shared head, temperature-scaled "
+                       "softmax, Hann-blended over overlapping windows)",
+    },
+    "uncertainty": {
+        "long_name": "impervious surface uncertainty (entropy)", "units": "percent of 1 bit", "valid_range": [0, 100],
+        "description": "binary entropy of the calibrated impervious probability p in bits, x 100: 0 where p is 0 "
+                       "or 1, 100 at p = 0.5; the expected error rate of the class is min(p, 1 - p)",
+    },
+    "disagreement": {
+        "long_name": "disagreement of the optical, SAR and fused heads", "units": "percentage points",
+        "valid_range": [0, 100],
+        "description": "max - min of the calibrated impervious probabilities of CroFuseNet's shared, optical and SAR "
+                       "heads (each Hann-blended): 0 when all three agree, 100 when one is certain of impervious and "
+                       "another of pervious",
+    },
+}
 RUN_KEY_ATTR = "crofuse_run_key"
 COMPLETE_ATTR = "complete"
 
@@ -46,29 +79,29 @@ def store_state(store: Path) -> tuple[str | None, bool]:
     return attrs.get(RUN_KEY_ATTR), bool(attrs.get(COMPLETE_ATTR, False))
 
 
-def create_store(store: Path, cube, *, chunk_size: int, attrs: dict) -> None:
-    """Write the metadata and coordinates of an empty maps store (no chunk data: ``compute=False``)."""
+def create_store(store: Path, cube, *, chunk_size: int, attrs: dict, variables: tuple[str, ...] = VARIABLES[:2]) -> None:
+    """Write the metadata and coordinates of an empty maps store (no chunk data: ``compute=False``) holding
+    ``variables`` (names from :data:`VARIABLES`)."""
     import dask.array as da
     import rioxarray  # noqa: F401  (registers .rio)
     import xarray as xr
 
     shape = (cube.sizes["y"], cube.sizes["x"])
     chunks = (min(chunk_size, shape[0]), min(chunk_size, shape[1]))
+    unknown = [v for v in variables if v not in VARIABLES]
+    if unknown:
+        raise ValueError(f"unknown maps variables {unknown}; known: {VARIABLES}")
     template = xr.Dataset(
         {
             name: (("y", "x"), da.full(shape, NODATA_LABEL, dtype=np.uint8, chunks=chunks))
-            for name in VARIABLES
+            for name in variables
         },
         coords={"y": cube["y"].values, "x": cube["x"].values},
     )
     template = template.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
-    template["impervious"].attrs.update(
-        nodata=NODATA_LABEL, long_name="impervious surface", flag_values=[0, 1], flag_meanings="pervious impervious"
-    )
-    template["probability"].attrs.update(
-        nodata=NODATA_LABEL, long_name="impervious surface probability", units="percent", valid_range=[0, 100]
-    )
-    for name in VARIABLES:
+    for name in variables:
+        template[name].attrs.update(nodata=NODATA_LABEL, **VARIABLE_ATTRS[name])
+    for name in variables:
         template[name].encoding.update(
             {"chunks": chunks, "fill_value": NODATA_LABEL, "coordinates": "spatial_ref", "grid_mapping": "spatial_ref"}
         )
@@ -79,14 +112,15 @@ def create_store(store: Path, cube, *, chunk_size: int, attrs: dict) -> None:
     template.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False)
 
 
-def write_chunk(store: Path, rows: tuple[int, int], cols: tuple[int, int], *, impervious, probability) -> None:
-    """Write one chunk's region of both variables (regions are chunk-aligned, so tasks never share a zarr chunk)."""
+def write_chunk(store: Path, rows: tuple[int, int], cols: tuple[int, int], **layers: np.ndarray) -> None:
+    """Write one chunk's region of every variable given (regions are chunk-aligned, so tasks never share a zarr
+    chunk), e.g. ``write_chunk(store, rows, cols, impervious=..., probability=..., uncertainty=...)``."""
     import zarr
 
     group = zarr.open_group(store, mode="r+")
     region = (slice(*rows), slice(*cols))
-    group["impervious"][region] = impervious
-    group["probability"][region] = probability
+    for name, values in layers.items():
+        group[name][region] = values
 
 
 def mark_complete(store: Path, extra: dict | None = None) -> None:

@@ -12,6 +12,27 @@ from typing import Any
 from crofuse.labels.sources import SAMPLE, LabelSource
 
 
+def reference_on_grid(source: LabelSource | str, like: Any, year: int, *, catalog: str | None = None,
+                      nearest_year: bool = False, **options: Any) -> Any:
+    """Labels of any label source for ``year`` on the grid of ``like`` (a map DataArray), as a uint8 array.
+
+    What a reference sample is labelled from when no person labels it (``crofuse statistics sample label
+    --labels``): the sample truth here, any product or user file elsewhere. Points where the source has no label
+    stay unlabelled.
+    """
+    import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+
+    from crofuse.cube.aoi import parse_aoi
+    from crofuse.labels.grid import labels_on_grid
+    from crofuse.labels.sources import get_label_source
+
+    source = get_label_source(source, **options)
+    geobox = like.odc.geobox
+    area = parse_aoi(geobox.extent.to_crs("EPSG:4326").geom)
+    return labels_on_grid(source, geobox, year=year, area=area, catalog=catalog, nearest_year=nearest_year,
+                          min_coverage=0.0).data
+
+
 def write_reference(catalog: str, city: str, year: int, like: Any, path: Path, *,
                     source: LabelSource = SAMPLE) -> Path | None:
     """Write ``source``'s labels of ``city``/``year`` on the grid of ``like`` (a map DataArray) to ``path`` (COG).
@@ -39,4 +60,4 @@ def write_reference(catalog: str, city: str, year: int, like: Any, path: Path, *
     return path
 
 
-__all__ = ["write_reference"]
+__all__ = ["reference_on_grid", "write_reference"]

@@ -1,4 +1,5 @@
-"""``crofuse train``, ``crofuse evaluate`` and ``crofuse info``. Heavy imports happen inside the commands."""
+"""``crofuse train``, ``crofuse evaluate``, ``crofuse calibrate`` and ``crofuse info``. Heavy imports happen inside
+the commands."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 _METRIC_ORDER = ("miou", "oa", "mean_f1")
+_CALIBRATION_KEYS = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after")
 
 
 @contextmanager
@@ -94,6 +96,28 @@ def train_command(
     for split in ("val", "test"):
         if result.metrics.get(split):
             typer.echo(f"\n{split}:\n{_format_metrics(result.metrics[split])}")
+    from crofuse.checkpoint import read_card
+
+    calibration = read_card(result.best_checkpoint).calibration
+    typer.echo(f"\n{_format_calibration(calibration)}")
+
+
+def _format_calibration(calibration: Any) -> str:
+    if calibration is None:
+        return "calibration: none (maps use T = 1); run `crofuse calibrate CKPT DATA_ROOT`"
+    lines = [f"calibration: T = {calibration.temperature:.4f} fitted on {calibration.fitted_on} "
+             f"({calibration.pixels} pixels, {calibration.bins} bins)"]
+    if calibration.head_temperatures:
+        lines.append("  head temperatures: " + ", ".join(f"{h} {t:.4f}"
+                                                           for h, t in calibration.head_temperatures.items()))
+    rows = [(calibration.fitted_on, calibration.ece_before, calibration.ece_after, calibration.nll_before,
+             calibration.nll_after)]
+    if calibration.test:
+        t = calibration.test
+        rows.append(("test", t["ece_before"], t["ece_after"], t["nll_before"], t["nll_after"]))
+    lines.append(f"  {'split':<6} {'ECE before':>10} {'ECE after':>10} {'NLL before':>10} {'NLL after':>10}")
+    lines += [f"  {r[0]:<6} {r[1]:>10.4f} {r[2]:>10.4f} {r[3]:>10.4f} {r[4]:>10.4f}" for r in rows]
+    return "\n".join(lines)
 
 
 def evaluate_command(
@@ -103,15 +127,73 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     max_patches: Annotated[int | None, typer.Option(help="Use at most N patches")] = None,
+    bins: Annotated[int | None, typer.Option(help="Equal-width ECE bins (default: the card's, else 15)")] = None,
+    reliability_plot: Annotated[Path | None, typer.Option(
+        "--reliability-plot", help="Reliability diagram PNG (default: <checkpoint stem>.<split>.reliability.png "
+        "beside the checkpoint)")] = None,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write the reliability diagram")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
-    """Evaluate a checkpoint on one split and print IoU/UA/PA/F1/OA (paper eqs. (13)-(17))."""
+    """Evaluate a checkpoint on one split: IoU/UA/PA/F1/OA (paper eqs. (13)-(17)), and the expected calibration
+    error and NLL before (T = 1) and after the card's temperature, with a reliability diagram."""
     from crofuse.training.evaluate import evaluate_checkpoint
 
+    plot_path = None
+    if plot:
+        plot_path = reliability_plot or checkpoint.with_name(f"{checkpoint.stem}.{split}.reliability.png")
     with _user_errors():
         metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
-                                      max_patches=max_patches)
-    typer.echo(json.dumps(metrics, indent=1) if as_json else _format_metrics(metrics))
+                                      max_patches=max_patches, bins=bins, reliability_plot=plot_path)
+    if as_json:
+        typer.echo(json.dumps({**metrics, "reliability_plot": str(plot_path) if plot_path else None}, indent=1))
+        return
+    accuracy = {k: v for k, v in metrics.items() if k not in _CALIBRATION_KEYS}
+    typer.echo(_format_metrics(accuracy))
+    t = metrics["temperature"]
+    state = f"T = {t:.4f}" if t != 1.0 else "T = 1 (the checkpoint is not calibrated: run `crofuse calibrate`)"
+    typer.echo(f"\ncalibration on {split} ({state}):\n"
+               f"  ECE {metrics['ece_before']:.4f} before, {metrics['ece_after']:.4f} after\n"
+               f"  NLL {metrics['nll_before']:.4f} before, {metrics['nll_after']:.4f} after")
+    if plot_path is not None:
+        typer.echo(f"reliability diagram: {plot_path}")
+
+
+def calibrate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint")],
+    data_root: Annotated[Path, typer.Argument(help="Patch dataset root (the training set of the checkpoint)")],
+    split: Annotated[str, typer.Option(help="Split to fit the temperature on (never the test split you report)")] = (
+        "val"
+    ),
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Where to write the calibrated checkpoint (default: <stem>-calibrated.safetensors "
+        "beside it)")] = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Replace CHECKPOINT itself (atomic rename)")] = False,
+    bins: Annotated[int, typer.Option(help="Equal-width ECE bins")] = 15,
+    max_pixels: Annotated[int, typer.Option(help="Labelled pixels used for the fit (seeded subsample)")] = 2_000_000,
+    batch_size: Annotated[int, typer.Option(help="Batch size")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    max_patches: Annotated[int | None, typer.Option(help="Use at most N patches")] = None,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write <out stem>.reliability.png beside it")] = True,
+) -> None:
+    """Fit a temperature (Guo et al. 2017) on a split's logits and write a checkpoint whose card holds it.
+
+    The weights are unchanged; the Predictor and `crofuse predict` then map calibrated probabilities."""
+    from crofuse.training.evaluate import calibrate_checkpoint, evaluate_checkpoint
+
+    if in_place and out is not None:
+        raise typer.BadParameter("give either --out or --in-place, not both")
+    target = checkpoint if in_place else out
+    with _user_errors():
+        written, calibration = calibrate_checkpoint(checkpoint, data_root, split, out=target, batch_size=batch_size,
+                                                    device=device, max_patches=max_patches, max_pixels=max_pixels,
+                                                    bins=bins)
+        plot_path = written.with_name(f"{written.stem}.reliability.png") if plot else None
+        if plot_path is not None:
+            evaluate_checkpoint(written, data_root, split, batch_size=batch_size, device=device,
+                                max_patches=max_patches, bins=bins, reliability_plot=plot_path)
+    typer.echo(f"{_format_calibration(calibration)}\nwrote {written}")
+    if plot_path is not None:
+        typer.echo(f"reliability diagram: {plot_path}")
 
 
 def info_command(
@@ -126,7 +208,8 @@ def info_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``evaluate`` and ``info`` to the ``crofuse`` app."""
+    """Add ``train``, ``evaluate``, ``calibrate`` and ``info`` to the ``crofuse`` app."""
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
+    app.command("calibrate")(calibrate_command)
     app.command("info")(info_command)

@@ -8,6 +8,11 @@ The run's files (``best``/``last`` checkpoints, the resume state, the history) a
 belong to :class:`crofuse.training.checkpoints.CheckpointManager`; the run's progress is a typed
 :class:`crofuse.training.state.TrainState`.
 
+After the last epoch the best checkpoint is calibrated: one temperature per head is fitted on the validation split
+(temperature scaling, Guo et al. 2017, :mod:`crofuse.calibration`) and stored in its card (``card.calibration``,
+with the ECE and NLL before and after on val, and on test when there is a test split), so the maps made from it
+hold calibrated probabilities. A validation split without labelled pixels leaves the card uncalibrated (logged).
+
 Nothing is pickled: tensors go to safetensors, scalars to JSON. Every file is written under a temporary name and
 renamed, and ``last.state.json`` is renamed last, so an interrupted save never looks finished. A rerun with
 ``resume=True`` continues after the last completed epoch; a finished run is not trained again. Randomness (model
@@ -18,6 +23,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import subprocess
 import time
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
     from crofuse.normalization import Normalization
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -290,8 +298,10 @@ class Trainer:
 
     def _finish(self, state: TrainState, normalization: Normalization, patches: dict[str, int],
                 datasets: dict[str, Any]) -> TrainResult:
+        from dataclasses import replace
+
         from crofuse.checkpoint import load_checkpoint
-        from crofuse.training.evaluate import evaluate_model
+        from crofuse.training.evaluate import run_evaluation
 
         cfg = self.config
         best_path = self.checkpoints.best
@@ -304,14 +314,46 @@ class Trainer:
         metrics["best_epoch"] = state.best_epoch
         metrics["epochs"] = state.epoch
         metrics["stopped_early"] = state.stopped_early
-        if "test" in datasets and "test" not in metrics:
-            metrics["test"] = evaluate_model(loaded.model, self._loader(datasets["test"], train=False),
-                                             device=self.device, desc="test", progress=cfg.progress)
-            card = self._card(normalization, metrics, epoch=state.best_epoch, patches=patches)
+        calibration = loaded.card.calibration
+        changed = False
+        if calibration is None:  # a resumed, finished run keeps the calibration it already has
+            calibration = self._calibrate(loaded.model, datasets["val"])
+            changed = calibration is not None
+        needs_test = "test" not in metrics or (calibration is not None and calibration.test is None)
+        if "test" in datasets and needs_test:
+            result = run_evaluation(loaded.model, self._loader(datasets["test"], train=False), device=self.device,
+                                    temperature=calibration.temperature if calibration else 1.0,
+                                    bins=calibration.bins if calibration else None, desc="test",
+                                    progress=cfg.progress)
+            metrics["test"] = result.metrics
+            if calibration is not None:
+                calibration = replace(calibration, test=result.calibration_figures())
+            changed = True
+        if changed:
+            card = replace(self._card(normalization, metrics, epoch=state.best_epoch, patches=patches),
+                           calibration=calibration)
             self.checkpoints.save_best(loaded.model, card)
         self.checkpoints.write_history(state.history)
         return TrainResult(best_checkpoint=best_path, metrics=metrics, history=list(state.history),
                            last_checkpoint=self.out_dir / LAST, stopped_early=bool(state.stopped_early))
+
+    def _calibrate(self, model: Any, val: Any) -> Any:
+        """Temperature scaling of every head on the validation split (None, logged, when it cannot be fitted)."""
+        from crofuse.errors import DataError
+        from crofuse.training.evaluate import calibrate_model
+
+        try:
+            calibration = calibrate_model(model, self._loader(val, train=False), device=self.device, fitted_on="val",
+                                          dataset=str(self.config.data_root.resolve()),
+                                          progress=self.config.progress)
+        except DataError as exc:
+            log.warning("the best checkpoint stays uncalibrated (maps will use T = 1): %s", exc)
+            return None
+        log.info("calibrated on val (%d pixels): T = %.4f, ECE %.4f -> %.4f, NLL %.4f -> %.4f", calibration.pixels,
+                 calibration.temperature, calibration.ece_before, calibration.ece_after, calibration.nll_before,
+                 calibration.nll_after)
+        return calibration
+
 
 def train(config: TrainConfig, *, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train a model as in paper IV-A and return the best checkpoint, its metrics and the per-epoch history.
