@@ -299,7 +299,7 @@ def load_checkpoint(
     """
     from safetensors import safe_open
 
-    path = Path(path)
+    path = _local(path)
     shapes, card = _open(path)
     if expect_model is not None:
         try:
@@ -337,10 +337,23 @@ def load_checkpoint(
     return LoadedCheckpoint(model=model, card=card)
 
 
+def _local(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint as a local file: a path as is, an ``s3://`` URL fetched once into the local cache
+    (:func:`crofuse.io.store.cached_copy`)."""
+    if "://" in str(path):
+        from crofuse.io.store import cached_copy
+
+        try:
+            return cached_copy(str(path))
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {path} does not exist") from None
+    return Path(path)
+
+
 def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the checkpoint file (provenance in map attributes)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(_local(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
