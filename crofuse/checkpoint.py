@@ -175,12 +175,9 @@ def card_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from crofuse.io.store import location
+
+    location(path).write_bytes(data)  # the one atomic write (crofuse.io.store)
 
 
 def _state_shapes(state: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
