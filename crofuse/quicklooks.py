@@ -107,7 +107,14 @@ def city_year_quicklook(
         path: where to write (default as above).
         max_pixels: decimate to at most this many pixels per side.
     """
-    from crofuse.statistics import CHANGE_NAME, GAIN, LOSS, MAP_NAME, NO_CHANGE, read_map
+    from crofuse.statistics import (
+        CHANGE_NAME,
+        GAIN,
+        LOSS,
+        MAP_NAME,
+        NO_CHANGE,
+        read_map,
+    )
 
     folder = layout.folder_of(output, city, year)
     impervious = read_map(folder / MAP_NAME)

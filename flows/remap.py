@@ -124,7 +124,6 @@ def remap_cities(
                 failed.append({"city": spec.name, "year": year, "error": cause})
 
     from crofuse.cube import city_slug
-
     from crofuse.io.store import location
 
     touched = [slug for slug in sorted({city_slug(s.name) for s in cities}) if (location(output) / slug).is_dir()]

@@ -45,7 +45,6 @@ from flows.params import (
     as_tiling_options,
 )
 
-
 RETRY_DELAYS = [2, 10, 30]
 
 _NOT_TRANSIENT = (AOIError, ConfigError, EmptySearchError, MissingModalityError, InsufficientDataError,

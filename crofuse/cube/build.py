@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +28,13 @@ from crofuse.cube.composite import (
 from crofuse.cube.loaders import load_assets
 from crofuse.cube.search import SeasonItems, search_season, swapped_axes_hit
 from crofuse.cube.store import cube_path, discard, publish, read_attrs, write_cube
-from crofuse.errors import AOIError, AssetReadError, EmptySearchError, InsufficientDataError, MissingModalityError
+from crofuse.errors import (
+    AOIError,
+    AssetReadError,
+    EmptySearchError,
+    InsufficientDataError,
+    MissingModalityError,
+)
 from crofuse.io.store import Location, check_writable, location, output_error
 
 if TYPE_CHECKING:

@@ -159,7 +159,7 @@ def _local_version(st: os.stat_result) -> str:
 class Location:
     """A local path or an ``s3://`` URL (see the module docstring). Immutable; compare and hash by URL."""
 
-    __slots__ = ("scheme", "bucket", "key")
+    __slots__ = ("bucket", "key", "scheme")
 
     def __init__(self, scheme: str, bucket: str, key: str) -> None:
         object.__setattr__(self, "scheme", scheme)
@@ -281,7 +281,7 @@ class Location:
             stream = obstore.list(_s3(self.bucket), prefix=self._prefix(), chunk_size=1)
             for batch in stream:
                 return bool(batch)
-        except Exception as e:  # noqa: BLE001 - obstore raises its own hierarchy
+        except Exception as e:
             raise _storage_error(e, self, "listing") from e
         return False
 
@@ -293,7 +293,7 @@ class Location:
 
         try:
             return obstore.head(_s3(self.bucket), self.key)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _not_found(e):
                 return None
             raise _storage_error(e, self, "reading") from e
@@ -318,7 +318,7 @@ class Location:
         try:
             result = obstore.get(_s3(self.bucket), self.key)
             data = bytes(result.bytes())
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _not_found(e):
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.url) from None
             raise _storage_error(e, self, "reading") from e
@@ -352,7 +352,7 @@ class Location:
 
         try:
             listing = obstore.list_with_delimiter(_s3(self.bucket), prefix=self._prefix() or None)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise _storage_error(e, self, "listing") from e
         keys = {p.rstrip("/") for p in listing["common_prefixes"]}
         keys |= {o["path"] for o in listing["objects"]}
@@ -372,7 +372,7 @@ class Location:
 
         try:
             return [o for batch in obstore.list(_s3(self.bucket), prefix=self._prefix()) for o in batch]
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise _storage_error(e, self, "listing") from e
 
     # -- writing -------------------------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ class Location:
             kwargs["mode"] = mode
         try:
             return obstore.put(_s3(self.bucket), self.key, payload, **kwargs)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             name = type(e).__name__
             if mode is not None and name in ("AlreadyExistsError", "PreconditionError"):
                 raise _Conflict from e
@@ -511,7 +511,7 @@ class Location:
 
         try:
             obstore.delete(_s3(self.bucket), self.key)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _not_found(e) and missing_ok:
                 return
             raise _storage_error(e, self, "deleting") from e
@@ -531,7 +531,7 @@ class Location:
         try:
             for start in range(0, len(keys), 500):
                 obstore.delete(store, keys[start:start + 500])
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise _storage_error(e, self, "deleting") from e
         self.unlink(missing_ok=True)
 
@@ -551,7 +551,7 @@ class Location:
 
             try:
                 obstore.copy(_s3(self.bucket), self.key, dst.key)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise _storage_error(e, dst, "copying to") from e
             return
         if self.is_local:
@@ -809,11 +809,11 @@ def scratch_dir(label: str = "") -> Iterator[Path]:
 
 __all__ = [
     "ENDPOINT_ENVS",
-    "cached_copy",
     "TEMP_MARK",
     "TMPDIR_ENV",
     "Location",
     "Stat",
+    "cached_copy",
     "check_writable",
     "clean_scratch",
     "clean_temp_siblings",

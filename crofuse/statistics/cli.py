@@ -115,7 +115,13 @@ def label(
     """Label CITY YEAR's design from reference rasters; writes sample/labelled.csv."""
     from crofuse.errors import CrofuseError
     from crofuse.statistics.maps import city_year_folder
-    from crofuse.statistics.sample import SAMPLE_DIR, SampleError, label_from_rasters, read_design, write_labels_csv
+    from crofuse.statistics.sample import (
+        SAMPLE_DIR,
+        SampleError,
+        label_from_rasters,
+        read_design,
+        write_labels_csv,
+    )
 
     folder = city_year_folder(output, city, year) / SAMPLE_DIR
     try:

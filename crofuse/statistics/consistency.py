@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crofuse.io.store import gdal_env, location
 from crofuse import NODATA_LABEL
 from crofuse.errors import DataError
+from crofuse.io.store import gdal_env, location
 from crofuse.statistics.maps import (
     CONSISTENT_NAME,
     MAP_NAME,

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from crofuse import NODATA_LABEL
-from crofuse import layout
+from crofuse import NODATA_LABEL, layout
 from crofuse.errors import CubeError, DataError
 from crofuse.io.store import Location, gdal_env, location
 

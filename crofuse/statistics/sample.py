@@ -28,7 +28,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from crofuse.io.store import Location, location
 from crofuse import IMPERVIOUS, NODATA_LABEL, PERVIOUS
 from crofuse.errors import DataError
+from crofuse.io.store import Location, location
 from crofuse.statistics.area import M2_PER_KM2
 from crofuse.statistics.estimation import (
     Z95,
@@ -799,7 +798,14 @@ class CityYearStrata:
 def city_year_strata(output: Path, city: str, year: int) -> CityYearStrata:
     """The strata of ``<output>/<city>/<year>``: by change since the previous mapped year, else by the map."""
     from crofuse.statistics.area import pixel_area_of
-    from crofuse.statistics.maps import MAP_NAME, aoi_mask, city_year_folder, mapped_years, read_map, same_grid
+    from crofuse.statistics.maps import (
+        MAP_NAME,
+        aoi_mask,
+        city_year_folder,
+        mapped_years,
+        read_map,
+        same_grid,
+    )
 
     folder = city_year_folder(output, city, year)
     current = read_map(folder / MAP_NAME)

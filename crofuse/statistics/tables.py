@@ -14,7 +14,12 @@ import xarray as xr
 
 from crofuse.io.store import Location, location
 from crofuse.layout import STATISTICS_CSV, STATISTICS_ZARR
-from crofuse.statistics.records import ESTIMATE_COLUMNS, NUMERIC_FIELDS, TEXT_FIELDS, CityYearStatistics
+from crofuse.statistics.records import (
+    ESTIMATE_COLUMNS,
+    NUMERIC_FIELDS,
+    TEXT_FIELDS,
+    CityYearStatistics,
+)
 
 _LONG_NAMES = {
     "impervious_km2": "impervious area on the WGS84 ellipsoid (equal-area corrected)",

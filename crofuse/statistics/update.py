@@ -11,7 +11,6 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -22,7 +21,12 @@ from crofuse.io.lease import Lease
 from crofuse.io.store import Location, location
 from crofuse.statistics import sample as smp
 from crofuse.statistics.area import naive_pixel_area, pixel_area_of
-from crofuse.statistics.change import change_area, change_map, disagreement_area, impervious_area
+from crofuse.statistics.change import (
+    change_area,
+    change_map,
+    disagreement_area,
+    impervious_area,
+)
 from crofuse.statistics.maps import (
     AOI_NAME,
     CHANGE_NAME,
@@ -41,7 +45,12 @@ from crofuse.statistics.maps import (
     same_grid,
     write_map,
 )
-from crofuse.statistics.records import SCHEMA_VERSION, CityYearStatistics, load_record, write_record
+from crofuse.statistics.records import (
+    SCHEMA_VERSION,
+    CityYearStatistics,
+    load_record,
+    write_record,
+)
 from crofuse.statistics.tables import records_to_dataset, write_statistics
 
 log = logging.getLogger("crofuse.statistics")

@@ -217,7 +217,7 @@ def test_a_read_only_output_fails_at_once_in_one_line(prefect_harness, stac_api,
 
 
 def test_a_full_disk_names_the_path_and_does_not_reread_the_inputs(stac_api, tmpfs, monkeypatch, caplog) -> None:
-    import crofuse.cube.build as build
+    from crofuse.cube import build
 
     full = tmpfs("full", "96k")
     rereads: list[BaseException] = []
