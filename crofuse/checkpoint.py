@@ -175,12 +175,9 @@ def card_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from crofuse.io.store import location
+
+    location(path).write_bytes(data)  # the one atomic write (crofuse.io.store)
 
 
 def _state_shapes(state: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
@@ -299,7 +296,7 @@ def load_checkpoint(
     """
     from safetensors import safe_open
 
-    path = Path(path)
+    path = _local(path)
     shapes, card = _open(path)
     if expect_model is not None:
         try:
@@ -337,10 +334,23 @@ def load_checkpoint(
     return LoadedCheckpoint(model=model, card=card)
 
 
+def _local(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint as a local file: a path as is, an ``s3://`` URL fetched once into the local cache
+    (:func:`crofuse.io.store.cached_copy`)."""
+    if "://" in str(path):
+        from crofuse.io.store import cached_copy
+
+        try:
+            return cached_copy(str(path))
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {path} does not exist") from None
+    return Path(path)
+
+
 def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the checkpoint file (provenance in map attributes)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(_local(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

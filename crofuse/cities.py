@@ -38,11 +38,14 @@ class CitySpec(BaseModel):
 
 
 def read_cities_file(path: str | Path) -> list[CitySpec]:
-    """Parse a YAML or GeoJSON cities file (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"cities file {path} does not exist; give a YAML or GeoJSON file listing the cities")
-    text = path.read_text()
+    """Parse a YAML or GeoJSON cities file (see the module docstring): a path or an ``s3://`` URL."""
+    from crofuse.io.store import location
+
+    path = location(path)
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"cities file {path} does not exist; give a YAML or GeoJSON file listing the cities") from None
     if path.suffix.lower() in (".geojson", ".json"):
         try:
             data = json.loads(text)

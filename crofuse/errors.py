@@ -99,5 +99,22 @@ class ClusterError(CrofuseError):
     """A dask cluster could not be started or reached."""
 
 
+class StorageError(CrofuseError):
+    """A path or URL of the output root, the checkpoint or an input cannot be read or written (object storage
+    unreachable, a bad URL, a missing bucket, a read-only output, a full disk)."""
+
+
+class OutputWriteError(StorageError):
+    """Writing an output failed for a reason on the output's side (no space left, read-only, permission)."""
+
+
+class LeaseHeldError(CrofuseError):
+    """Another run holds the lease of a city-year (or of the statistics tables)."""
+
+
+class LeaseLostError(CrofuseError):
+    """This run's lease was taken over by another run (its heartbeat stopped for longer than the timeout)."""
+
+
 class ServiceError(CrofuseError):
     """A local service (STAC API, Prefect server, worker) failed to start or stop."""

@@ -7,16 +7,17 @@ before plotting, so a quicklook of a whole city costs a few MB of memory.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from crofuse import OPTICAL_BANDS, SAR_BANDS
+from crofuse import OPTICAL_BANDS, SAR_BANDS, layout
 from crofuse.errors import DataError
+from crofuse.io.store import Location, location, output_error, scratch_dir
 
-QUICKLOOK_NAME = "quicklook.png"
-CHANGE_PLOT_NAME = "change.png"
+QUICKLOOK_NAME = layout.QUICKLOOK
+CHANGE_PLOT_NAME = layout.CHANGE_PLOT
 
 
 def _pyplot():
@@ -53,7 +54,7 @@ def _band_dim(da) -> str:
     return dims[0]
 
 
-def _cube_layers(cube: Path, step: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _cube_layers(cube: Location, step: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     from crofuse.cube import open_cube
 
     ds = open_cube(cube)
@@ -81,12 +82,17 @@ def _label_image(values: np.ndarray, colours: dict[int, tuple[float, float, floa
     return img
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+def _save(fig, path: Location) -> Any:
+    """Render in worker-local temporary space, then publish (a rename, or one PUT): nothing half-written, and no
+    temporary file, ever appears next to the outputs."""
+    with scratch_dir(f"png-{path.stem}") as scratch:
+        tmp = scratch / path.name
+        try:
+            fig.savefig(tmp, dpi=100)
+        except OSError as e:
+            raise output_error(e, path, scratch=scratch) or e
+        path.upload(tmp)
+    return path.path if path.is_local else path
 
 
 def city_year_quicklook(
@@ -101,14 +107,21 @@ def city_year_quicklook(
         path: where to write (default as above).
         max_pixels: decimate to at most this many pixels per side.
     """
-    from crofuse.statistics import CHANGE_NAME, GAIN, LOSS, MAP_NAME, NO_CHANGE, read_map
+    from crofuse.statistics import (
+        CHANGE_NAME,
+        GAIN,
+        LOSS,
+        MAP_NAME,
+        NO_CHANGE,
+        read_map,
+    )
 
-    folder = Path(output) / city / str(year)
+    folder = layout.folder_of(output, city, year)
     impervious = read_map(folder / MAP_NAME)
     step = _step(impervious.shape, max_pixels)
     imp = impervious.values[::step, ::step]
-    cube = Path(cube) if cube is not None else folder / "inputs.zarr"
-    rgb, vv = _cube_layers(cube, step) if cube.exists() else (None, None)
+    cube = location(cube) if cube is not None else folder / layout.CUBE
+    rgb, vv = _cube_layers(cube, step) if (cube / "zarr.json").exists() else (None, None)
     change = read_map(folder / CHANGE_NAME).values[::step, ::step] if (folder / CHANGE_NAME).exists() else None
 
     plt = _pyplot()
@@ -139,7 +152,7 @@ def city_year_quicklook(
         ax.set_yticks([])
     fig.suptitle(f"{city} {year}")
     try:
-        return _save(fig, Path(path) if path else folder / QUICKLOOK_NAME)
+        return _save(fig, location(path) if path else folder / QUICKLOOK_NAME)
     finally:
         plt.close(fig)
 
@@ -153,12 +166,12 @@ def refresh_stale_quicklooks(output: Path, city: str) -> list[Path]:
     from crofuse.statistics import CHANGE_NAME, mapped_years
 
     redrawn = []
-    for year in mapped_years(Path(output), city):
-        folder = Path(output) / city / str(year)
+    for year in mapped_years(output, city):
+        folder = layout.folder_of(output, city, year)
         look, change = folder / QUICKLOOK_NAME, folder / CHANGE_NAME
         if not look.exists():
             continue
-        if change.exists() and change.stat().st_mtime_ns > look.stat().st_mtime_ns:
+        if change.exists() and change.stat().mtime_ns > look.stat().mtime_ns:
             redrawn.append(city_year_quicklook(output, city, year))
     return redrawn
 
@@ -183,13 +196,13 @@ def change_plot(output: Path, *, path: Path | None = None) -> Path:
 
     from crofuse.statistics import STATISTICS_ZARR
 
-    store = Path(output) / STATISTICS_ZARR
-    if not store.exists():
+    store = location(output) / STATISTICS_ZARR
+    if not (store / "zarr.json").exists():
         raise DataError(f"{store} does not exist; map at least one city-year first")
     plt = _pyplot()
-    fig = change_figure(xr.open_zarr(store).load())
+    fig = change_figure(xr.open_zarr(store.zarr_store(read_only=True)).load())
     try:
-        return _save(fig, Path(path) if path else Path(output) / CHANGE_PLOT_NAME)
+        return _save(fig, location(path) if path else location(output) / CHANGE_PLOT_NAME)
     finally:
         plt.close(fig)
 

@@ -3,10 +3,18 @@
     search scenes -> input cube -> tiled prediction -> reference labels -> statistics -> quicklooks -> marker
         -> product item + collection (STAC) -> Prefect artifacts
 
-Outputs go to ``<output>/<city-slug>/<year>/`` (layout in docs/architecture.md and docs/flows.md). The last thing
-written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint and the same parameters that change
-what a map says: AOI, catalog, season, cube options, window/stride/threshold) does no model work and only refreshes
-the statistics tables. After the marker, the city-year is published as an item of the products collection
+Outputs go to ``<output>/<city-slug>/<year>/`` (a path or an ``s3://`` URL; the layout is :mod:`crofuse.layout`).
+The last thing written is ``mapped.json``; a rerun of a city-year that has it (for the same checkpoint and the same
+parameters that change what a map says: AOI, catalog, season, cube options, window/stride/threshold) does no model
+work and only refreshes the statistics tables.
+
+A run holds the city-year's **lease** (``.lease``: owner, host, pid, start, heartbeat; a conditional write) for its
+whole length: a second run of the same city-year waits ``lease_wait`` seconds for it, then fails naming the holder
+and since when. A (re)map builds its new products (a changed cube, the maps, the reference labels) in
+``.staging/<run>/`` beside the finished ones, which stay readable and consistent; only when they are all complete is
+the marker invalidated, the products moved into place, the statistics and quicklook recomputed, and the marker
+written last (:func:`crofuse.layout.publish`). A failed remap leaves the old city-year exactly as it was.
+After the marker, the city-year is published as an item of the products collection
 (``<output>/<city>/<year>/item.json``, ``<output>/collection.json``; docs/products.md), and the run leaves two Prefect
 artifacts: a table of its statistics record and a markdown summary (figures, the item's link, the quicklook).
 
@@ -16,7 +24,7 @@ Run it directly (``python -m flows.map_city wuhan 2021``, ``--help`` for the opt
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -32,7 +40,6 @@ from flows.params import (
     as_cube_options,
 )
 from flows.tasks import (
-    MARKER,
     build_input_cube,
     checkpoint_sha256,
     city_year_artifacts,
@@ -67,6 +74,7 @@ def map_city(
     cube_options: CubeOptions | None = None,
     quicklooks: bool = True,
     strict: bool = False,
+    lease_wait: Annotated[float, Field(ge=0, le=86400)] = 0.0,
 ) -> dict[str, Any]:
     """Map impervious surface of one city for one year.
 
@@ -76,8 +84,9 @@ def map_city(
         aoi: ``[west, south, east, north]`` in degrees or a GeoJSON polygon (lon/lat); None takes the city's extent
             from the catalog's ``labels`` collection (the sample catalog has one).
         catalog: STAC API URL (default: the local sample catalog).
-        checkpoint: ``.safetensors`` checkpoint.
-        output: output root.
+        checkpoint: ``.safetensors`` checkpoint: a path or an ``s3://`` URL.
+        output: output root: a path or ``s3://bucket/prefix`` (credentials and endpoint from the AWS environment
+            variables, ``AWS_ENDPOINT_URL`` for an S3-compatible store).
         dask_address: None/``"local"`` starts a local dask cluster for the run, ``"in-process"`` uses none,
             anything else is a scheduler address (``tcp://...``).
         season: compositing window ``"MM-DD/MM-DD"`` (default June, as the paper).
@@ -88,63 +97,84 @@ def map_city(
         quicklooks: write the PNG quicklook and the change plot.
         strict: refuse to map a cube composited with another recipe (reducer, season, SCL mask) than the one the
             checkpoint was trained on (default: a warning in the run's log).
+        lease_wait: seconds to wait when another run holds this city-year's lease (0: fail at once, naming it).
 
     Returns:
         ``{"city", "year", "out_dir", "skipped", "chunks_computed", "statistics", "item", "collection", ...}``;
         ``skipped`` is True and ``chunks_computed`` 0 when the city-year was already finished.
     """
-    from crofuse.cube import CubeConfig, city_slug
+    from crofuse import layout
+    from crofuse.cube import CubeConfig
+    from crofuse.cube.store import read_attrs
+    from crofuse.io.store import check_writable
 
     log = get_run_logger()
-    slug = city_slug(city)
-    out_dir = Path(output) / slug / str(year)
+    cy = layout.city_year(output, city, year)
+    slug, out_dir = cy.city, cy.folder
     sha = checkpoint_sha256(checkpoint)  # a missing checkpoint fails before any network or cube work
-
     params_sha = mapping_parameters_sha256(
         aoi=aoi, catalog=catalog, season=season, tiling=tiling, cube_options=cube_options
     )
+    run = hashlib.sha256(f"{sha}:{params_sha}".encode()).hexdigest()
     done = finished_marker(out_dir, sha, params_sha)
     if done is not None:
         log.info("%s %s is already mapped with this checkpoint and these parameters (%s): no model work",
-                 slug, year, out_dir / MARKER)
-        record = update_city_statistics(output, slug, year)
-        published = publish_products(output, slug, year)
-        looks = [p for p in done.get("quicklooks", []) if Path(p).parent == out_dir]
-        city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
-                            collection=published["collection"], quicklook=looks[0] if looks else None,
-                            skipped=True, checkpoint_sha=sha)
-        return {**done, "skipped": True, "chunks_computed": 0, "statistics": record,
-                **{k: published.get(k) for k in ("item", "collection")}}
+                 slug, year, cy.marker)
+        return _finished(log, done, output, slug, year, sha)
+    check_writable(out_dir)  # a read-only output fails here, in one line, before any network or model work
 
-    geometry = resolve_aoi(slug, aoi, catalog)
-    config = CubeConfig(
-        city=slug, year=year, aoi=geometry, catalog=catalog, output=output, season=season,
-        **as_cube_options(cube_options).config_fields(),
-    )
-    scenes = search_scenes(config)  # the run's one search; build-cube builds from it
-    with dask_for_run(dask_address) as client:
-        if client is not None:
-            log.info("dask cluster: %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
-        cube = build_input_cube(config, scenes)
-        maps = predict_maps(cube, checkpoint, str(out_dir), tiling, strict)
-    has_reference = fetch_reference(catalog, slug, year, str(out_dir))
-    _write_aoi(out_dir, geometry)
-    record = update_city_statistics(output, slug, year)
-    looks = write_quicklooks(output, slug, year, cube) if quicklooks else []
-    result = {
-        "city": slug,
-        "year": int(year),
-        "out_dir": str(out_dir),
-        "cube": cube,
-        "catalog": catalog,
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha,
-        "parameters_sha256": params_sha,
-        "reference": bool(has_reference),
-        "quicklooks": looks,
-        **{k: maps[k] for k in ("impervious", "probability", "maps", "windows", "seconds")},
-    }
-    write_marker(out_dir, result)
+    with cy.lease(purpose=f"map-city {slug} {year}", wait=lease_wait) as lease:
+        done = finished_marker(out_dir, sha, params_sha)  # another run may have finished it while we waited
+        if done is not None:
+            return _finished(log, done, output, slug, year, sha)
+        for leftover in cy.clean(keep_run=run):
+            log.info("removed %s (left by an interrupted run)", leftover)
+        staging = cy.staging(run)
+        geometry = resolve_aoi(slug, aoi, catalog)
+        maps: dict[str, Any] = {"chunks_computed": 0, "windows": 0, "seconds": 0.0}
+        has_reference = (cy / layout.REFERENCE).exists()
+        if layout.published_run(cy) == run and layout.marker_state(out_dir) == layout.PUBLISHING:
+            log.info("%s %s: this run's products were published before an interruption; finishing", slug, year)
+        else:
+            config = CubeConfig(
+                city=slug, year=year, aoi=geometry, catalog=catalog, output=output, season=season,
+                **as_cube_options(cube_options).config_fields(),
+            )
+            existing = read_attrs(cy.cube)
+            cube_target = None if existing and existing.get("fingerprint") == config.fingerprint() else str(
+                staging / layout.CUBE)  # a changed cube is built beside the one the finished maps were made from
+            scenes = search_scenes(config)  # the run's one search; build-cube builds from it
+            with dask_for_run(dask_address) as client:
+                if client is not None:
+                    log.info("dask cluster: %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
+                cube = build_input_cube(config, scenes, cube_target)
+                maps = predict_maps(cube, checkpoint, str(staging), tiling, strict)
+            has_reference = fetch_reference(catalog, slug, year, str(staging))
+            _write_aoi(staging, geometry)
+            # what the old map had and the new one has not (reference labels, a head-disagreement layer) goes too
+            layout.publish(cy, staging, run=run, remove=(*layout.DERIVED, layout.REFERENCE, *layout.MAP_PRODUCTS),
+                           lease=lease)
+        with layout.publishing_here(out_dir):
+            record = update_city_statistics(output, slug, year)
+            looks = write_quicklooks(output, slug, year, None) if quicklooks else []
+        result = {
+            "city": slug,
+            "year": int(year),
+            "out_dir": str(out_dir),
+            "cube": str(cy.cube),
+            "catalog": catalog,
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": sha,
+            "parameters_sha256": params_sha,
+            "reference": bool(has_reference),
+            "quicklooks": looks,
+            "impervious": str(cy.impervious),
+            "probability": str(cy.probability),
+            "maps": str(cy.maps),
+            **{k: maps[k] for k in ("windows", "seconds") if k in maps},
+        }
+        lease.check()
+        write_marker(out_dir, result)
     published = publish_products(output, slug, year)
     _log_summary(log, record)
     city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
@@ -154,17 +184,27 @@ def map_city(
             **{k: published.get(k) for k in ("item", "collection")}}
 
 
-def _write_aoi(out_dir: Path, geometry: dict[str, Any]) -> None:
-    import json
-    import os
+def _finished(log: Any, done: dict[str, Any], output: str, slug: str, year: int, sha: str) -> dict[str, Any]:
+    """The result of a run that found the city-year finished: only the tables, the products and the artifacts."""
+    from crofuse.io.store import location
 
-    path = out_dir / "aoi.geojson"
-    text = json.dumps(geometry)
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = out_dir / f".aoi.geojson.tmp{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    record = update_city_statistics(output, slug, year)
+    published = publish_products(output, slug, year)
+    folder = str(location(done.get("out_dir", "")))
+    looks = [p for p in done.get("quicklooks", []) if str(location(p).parent) == folder]
+    city_year_artifacts(record, city=slug, year=int(year), item=published.get("item"),
+                        collection=published["collection"], quicklook=looks[0] if looks else None,
+                        skipped=True, checkpoint_sha=sha)
+    return {**done, "skipped": True, "chunks_computed": 0, "statistics": record,
+            **{k: published.get(k) for k in ("item", "collection")}}
+
+
+def _write_aoi(folder: Any, geometry: dict[str, Any]) -> None:
+    import json
+
+    from crofuse.layout import AOI
+
+    (folder / AOI).write_text(json.dumps(geometry))
 
 
 def _log_summary(log: Any, record: dict[str, Any] | None) -> None:

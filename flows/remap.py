@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
 import threading
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
+from crofuse.layout import REMAP_REPORT
 from flows.params import (
     DEFAULT_CATALOG,
     DEFAULT_CHECKPOINT,
@@ -51,7 +50,7 @@ from flows.tasks import (
     update_city_statistics,
 )
 
-REPORT_NAME = "remap-report.json"
+REPORT_NAME = REMAP_REPORT
 
 Years = Annotated[list[Annotated[int, Field(ge=2015, le=2100)]], Field(min_length=1)]
 
@@ -125,8 +124,9 @@ def remap_cities(
                 failed.append({"city": spec.name, "year": year, "error": cause})
 
     from crofuse.cube import city_slug
+    from crofuse.io.store import location
 
-    touched = [slug for slug in sorted({city_slug(s.name) for s in cities}) if (Path(output) / slug).is_dir()]
+    touched = [slug for slug in sorted({city_slug(s.name) for s in cities}) if (location(output) / slug).is_dir()]
     consistency = {}
     for slug in touched:
         consistency[slug] = consolidate_series(output, slug)
@@ -135,7 +135,7 @@ def remap_cities(
     published = publish_products(output, touched) if touched else {}
     report = {"mapped": done, "already_done": skipped, "failed": failed, "years": sorted(set(years)),
               "consistency": consistency, "collection": published.get("collection")}
-    _write_report(Path(output), report)
+    _write_report(output, report)
     remap_artifact(report, records)
     summary = f"{len(done)} city-years mapped, {len(skipped)} already done, {len(failed)} failed"
     log.info(summary)
@@ -184,10 +184,10 @@ def consolidate_series(output: str, city: str) -> dict[str, Any]:
     from crofuse.statistics import mapped_years
     from crofuse.statistics.consistency import consolidate_city
 
-    if not mapped_years(Path(output), city):
+    if not mapped_years(output, city):
         return {"years": [], "note": "no mapped year"}
     try:
-        report = consolidate_city(Path(output), city)
+        report = consolidate_city(output, city)
     except CrofuseError as e:
         get_run_logger().error("%s: no consistent series: %s", city, e)
         return {"error": f"{type(e).__name__}: {e}"}
@@ -209,11 +209,10 @@ def _cause(state: State) -> str:
     return state.message or state.name
 
 
-def _write_report(output: Path, report: dict[str, Any]) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = output / f".{REPORT_NAME}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, output / REPORT_NAME)
+def _write_report(output: str, report: dict[str, Any]) -> None:
+    from crofuse.io.store import location
+
+    (location(output) / REPORT_NAME).write_text(json.dumps(report, indent=2, default=str))
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from crofuse.errors import (
     InsufficientDataError,
     MissingModalityError,
 )
+from crofuse.layout import MARKER
 from flows.params import (
     IN_PROCESS,
     LOCAL_CLUSTER,
@@ -45,9 +44,6 @@ from flows.params import (
     as_cube_options,
     as_tiling_options,
 )
-
-MARKER = "mapped.json"
-"""Written last into ``<output>/<city>/<year>/``: the city-year is finished (maps, statistics, quicklook)."""
 
 RETRY_DELAYS = [2, 10, 30]
 
@@ -191,12 +187,13 @@ def search_scenes(config: Any) -> Any:
 
 
 @network_task(name="build-cube")
-def build_input_cube(config: Any, items: Any) -> str:
+def build_input_cube(config: Any, items: Any, path: str | None = None) -> str:
     """``crofuse.cube.build_cube`` from the scenes ``search-scenes`` found: seasonal composites into
-    ``inputs.zarr`` (reused when already built)."""
+    ``inputs.zarr`` (reused when already built); ``path`` builds it elsewhere (a remap's staging area, beside the
+    cube the finished maps were made from)."""
     from crofuse.cube import build_cube
 
-    return str(build_cube(config, progress=False, items=items))
+    return str(build_cube(config, progress=False, items=items, path=path))
 
 
 @local_task(name="predict")
@@ -229,11 +226,12 @@ def predict_maps(cube: str, checkpoint: str, out_dir: str, tiling: TilingOptions
 @network_task(name="reference-labels")
 def fetch_reference(catalog: str, city: str, year: int, out_dir: str) -> bool:
     """Ground-truth labels of the city-year from the catalog, on the map grid (``reference.tif``), if it has them."""
+    from crofuse.io.store import location
     from crofuse.labels.reference import write_reference
     from crofuse.statistics import MAP_NAME, REFERENCE_NAME, read_map
 
-    like = read_map(Path(out_dir) / MAP_NAME)
-    written = write_reference(catalog, city, year, like, Path(out_dir) / REFERENCE_NAME)
+    like = read_map(location(out_dir) / MAP_NAME)
+    written = write_reference(catalog, city, year, like, location(out_dir) / REFERENCE_NAME)
     return written is not None
 
 
@@ -244,10 +242,10 @@ def update_city_statistics(output: str, city: str, year: int | None = None) -> d
 
     from crofuse.statistics import load_record, update_statistics
 
-    update_statistics(Path(output), cities=[city])
+    update_statistics(output, cities=[city])
     if year is None:
         return None
-    record = load_record(Path(output), city, year)
+    record = load_record(output, city, year)
     return None if record is None else asdict(record)
 
 
@@ -266,16 +264,18 @@ def write_quicklooks(output: str, city: str, year: int, cube: str | None) -> lis
     )
 
     with _PYPLOT:
-        paths = [city_year_quicklook(Path(output), city, year, cube=Path(cube) if cube else None)]
-        paths += refresh_stale_quicklooks(Path(output), city)  # later years whose change map this year rewrote
-        paths.append(change_plot(Path(output)))
+        paths = [city_year_quicklook(output, city, year, cube=cube)]
+        paths += refresh_stale_quicklooks(output, city)  # later years whose change map this year rewrote
+        paths.append(change_plot(output))
     return [str(p) for p in paths]
 
 
 def checkpoint_sha256(checkpoint: str) -> str:
+    """The SHA-256 of the checkpoint (a path, or an ``s3://`` URL fetched once into the local cache)."""
+    from crofuse.io.store import cached_copy
     from tiling.model import file_sha256
 
-    path = Path(checkpoint)
+    path = Path(cached_copy(checkpoint)) if "://" in str(checkpoint) else Path(checkpoint)
     if not path.is_file():
         from crofuse.errors import CheckpointError
 
@@ -316,15 +316,17 @@ def mapping_parameters_sha256(
     return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str) -> dict[str, Any] | None:
-    """The completeness marker of a city-year mapped with this checkpoint and these mapping parameters (see
-    :func:`mapping_parameters_sha256`), or None if it must be (re)done."""
-    from crofuse.statistics import MAP_NAME
+def finished_marker(out_dir: Any, sha256: str, parameters_sha256: str) -> dict[str, Any] | None:
+    """The complete marker of a city-year mapped with this checkpoint and these mapping parameters (see
+    :func:`mapping_parameters_sha256`), or None if it must be (re)done (no marker, a marker that says a new map is
+    being published, another checkpoint or other parameters, or no map under it)."""
+    from crofuse.io.store import location
+    from crofuse.layout import COMPLETE, IMPERVIOUS, read_marker
 
-    marker = out_dir / MARKER
-    if not marker.exists() or not (out_dir / MAP_NAME).exists():
+    out_dir = location(out_dir)
+    data = read_marker(out_dir)
+    if data is None or data.get("state", COMPLETE) != COMPLETE or not (out_dir / IMPERVIOUS).exists():
         return None
-    data = json.loads(marker.read_text())
     if data.get("checkpoint_sha256") != sha256:
         return None
     if data.get("parameters_sha256") != parameters_sha256:
@@ -332,12 +334,11 @@ def finished_marker(out_dir: Path, sha256: str, parameters_sha256: str) -> dict[
     return data
 
 
-def write_marker(out_dir: Path, data: dict[str, Any]) -> None:
-    """Write the completeness marker atomically."""
-    tmp = out_dir / f".{MARKER}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({**data, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                              indent=2, sort_keys=True, default=str))
-    os.replace(tmp, out_dir / MARKER)
+def write_marker(out_dir: Any, data: dict[str, Any]) -> None:
+    """Write the complete marker atomically (the last thing a city-year run writes; :mod:`crofuse.layout`)."""
+    from crofuse.layout import write_marker as _write
+
+    _write(out_dir, data)
 
 
 @local_task(name="publish-products")
@@ -345,9 +346,14 @@ def publish_products(output: str, city: str | list[str], year: int | None = None
     """Write the STAC items of the finished years of ``city`` (one or several) and the products collection
     (:func:`crofuse.products.publish`, idempotent); returns the collection's path and, with ``year``, that
     city-year's item path (None if it could not be built: the log says why)."""
+    from crofuse.io.store import location
     from crofuse.products import ITEM_NAME, publish
 
     cities = [city] if isinstance(city, str) else list(city)
+    if not location(output).is_local:  # crofuse.products writes local files: never turn a URL into a local path
+        get_run_logger().warning("the products collection is not written for an object-store output (%s) yet",
+                                 output)
+        return {"collection": None, "written": [], **({"item": None} if year is not None else {})}
     report = publish(Path(output), cities=cities)
     for folder, reason in report.skipped.items():
         get_run_logger().warning("no product item for %s: %s", folder, reason)

@@ -213,6 +213,11 @@ class ProcessCluster:
             removed on stop).
         env: environment of the processes (default: this process's).
         ready_timeout: seconds to wait for the scheduler, then for each worker to register.
+        hide: folders the workers must not see (Linux, as root): each worker runs in its own mount namespace
+            (``unshare -m``) with a private, empty tmpfs mounted over each of them, and with ``CROFUSE_TMPDIR`` in
+            its own directory. Pass the client's output and temporary folders to prove that a run shares no disk
+            with its workers: a worker that reads or writes there sees only its private tmpfs.
+        scheduler_env: extra environment of the scheduler only (e.g. ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES``).
 
     Example::
 
@@ -231,9 +236,15 @@ class ProcessCluster:
         base_dir: Path | str | None = None,
         env: dict[str, str] | None = None,
         ready_timeout: float = 60.0,
+        hide: list[Path | str] | tuple[Path | str, ...] = (),
+        scheduler_env: dict[str, str] | None = None,
     ) -> None:
         if n_workers < 1:
             raise ConfigError(f"n_workers={n_workers} must be >= 1")
+        self.hide = [Path(p).resolve() for p in hide]
+        if self.hide:
+            check_isolation()
+        self.scheduler_env = dict(scheduler_env or {})
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
         self.memory_limit = memory_limit
@@ -277,7 +288,8 @@ class ProcessCluster:
             self.scheduler = ManagedProcess(
                 [dask_executable(), "scheduler", "--host", self.host, "--port", "0", "--no-dashboard",
                  "--scheduler-file", str(sched_file)],
-                name="dask scheduler", env=self.env, cwd=sched_dir, log_path=sched_dir / "scheduler.log",
+                name="dask scheduler", env={**(self.env or os.environ), **self.scheduler_env} if self.scheduler_env
+                else self.env, cwd=sched_dir, log_path=sched_dir / "scheduler.log",
                 ready=scheduler_ready, ready_timeout=self.ready_timeout,
             )
             self.scheduler.start()
@@ -285,12 +297,15 @@ class ProcessCluster:
                 wdir.mkdir(parents=True, exist_ok=True)
                 log = self.base_dir / f"worker-{i}.log"  # beside, not inside, the worker's empty directory
                 offset = log.stat().st_size if log.exists() else 0
+                argv = [dask_executable(), "worker", self.scheduler_address, "--name", f"worker-{i}",
+                        "--nthreads", str(self.threads_per_worker), "--nworkers", "1",
+                        "--memory-limit", str(self.memory_limit), "--local-directory", str(wdir),
+                        "--host", self.host, "--no-dashboard", "--nanny" if self.nanny else "--no-nanny",
+                        "--death-timeout", "60"]
+                if self.hide:
+                    argv = isolated_argv(argv, hide=self.hide, tmpdir=wdir / "tmp")
                 worker = ManagedProcess(
-                    [dask_executable(), "worker", self.scheduler_address, "--name", f"worker-{i}",
-                     "--nthreads", str(self.threads_per_worker), "--nworkers", "1",
-                     "--memory-limit", str(self.memory_limit), "--local-directory", str(wdir),
-                     "--host", self.host, "--no-dashboard", "--nanny" if self.nanny else "--no-nanny",
-                     "--death-timeout", "60"],
+                    argv,
                     name=f"dask worker-{i}", env=self.env, cwd=wdir, log_path=log,
                     ready=_log_has(log, offset, "Registered to:"), ready_timeout=self.ready_timeout,
                 )
@@ -317,6 +332,25 @@ class ProcessCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def check_isolation() -> None:
+    """Raise :class:`ClusterError` unless workers can get a mount namespace of their own (Linux, root, unshare)."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("unshare") is None:
+        raise ClusterError("hiding folders from dask workers needs Linux, root and util-linux's unshare "
+                           "(a private mount namespace per worker)")
+
+
+def isolated_argv(argv: list[str], *, hide: list[Path], tmpdir: Path) -> list[str]:
+    """``argv`` run in a new mount namespace with an empty tmpfs over each folder of ``hide`` (which must exist)
+    and ``CROFUSE_TMPDIR=tmpdir``. ``unshare`` and ``sh`` exec into the command: it keeps the pid (and the
+    parent-death signal) of the process :class:`~infra.process.ManagedProcess` started."""
+    import shlex
+
+    mounts = " && ".join(f"mount -t tmpfs -o size=64m crofuse-hidden {shlex.quote(str(p))}" for p in hide)
+    script = (f"mount --make-rprivate / && {mounts} && mkdir -p {shlex.quote(str(tmpdir))} && "
+              f"export CROFUSE_TMPDIR={shlex.quote(str(tmpdir))} && exec \"$@\"")
+    return ["unshare", "-m", "sh", "-c", script, "sh", *argv]
 
 
 def _log_has(path: Path, offset: int, text: str):

@@ -8,34 +8,38 @@ at one zarr chunk) and lets GDAL's COG driver lay it out.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from crofuse import NODATA_LABEL
 from crofuse.errors import DataError, InferenceError
 from crofuse.io.cog import overview_levels, write_cog_regions
+from crofuse.io.store import Location, gdal_env, location
 
 COG_BLOCK = 512
 
 
 def write_cog(
-    store: Path,
+    store: Path | Location | str,
     variable: str,
-    dst: Path,
+    dst: Path | Location | str,
     *,
     crs,
     transform,
     resampling: str,
     tags: dict[str, str],
-) -> Path:
-    """Write ``store/variable`` to ``dst`` as a validated uint8 COG with nodata 255 and overviews.
+) -> Any:
+    """Write ``store/variable`` to ``dst`` (a path or an ``s3://`` URL) as a validated uint8 COG with nodata 255 and
+    overviews.
 
-    The COG is built in a temporary folder and renamed at the end, so a half-written file never looks finished.
+    The COG is built in worker-local temporary space and published at the end (a rename, or one PUT), so a
+    half-written file never looks finished.
     """
     import zarr
 
-    array = zarr.open_array(Path(store) / variable, mode="r")
+    array = zarr.open_group(location(store).zarr_store(read_only=True), mode="r")[variable]
     try:
         return write_cog_regions(
-            Path(dst),
+            location(dst),
             lambda rows, cols: array[rows, cols],
             shape=array.shape,
             dtype="uint8",
@@ -53,13 +57,14 @@ def write_cog(
         raise InferenceError(f"{e} (the maps.zarr is intact)") from e
 
 
-def cog_tag(path: Path, key: str) -> str | None:
+def cog_tag(path: Path | Location | str, key: str) -> str | None:
     """A dataset tag of an existing GeoTIFF (None if the file or tag is missing)."""
     import rasterio
 
-    if not path.is_file():
+    loc = location(path)
+    if not loc.is_file():
         return None
-    with rasterio.open(path) as src:
+    with gdal_env(), rasterio.open(loc.gdal_path) as src:
         return src.tags().get(key)
 
 

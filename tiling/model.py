@@ -121,10 +121,16 @@ def load_model(checkpoint: str | Path, sha256: str, *, config: TilingConfig) -> 
         model = _CACHE.get(key)
         if model is not None:
             return model
-        path = Path(checkpoint)
+        from crofuse.io.store import cached_copy
+
+        try:
+            path = cached_copy(checkpoint)  # an s3:// checkpoint is fetched once into this worker's temporary space
+        except FileNotFoundError:
+            path = Path(str(checkpoint))
         if not path.is_file():
             raise CheckpointError(
-                f"checkpoint {path} is not readable on this worker; workers need the same path (a shared file system)"
+                f"checkpoint {checkpoint} is not readable on this worker; give a path every worker sees, or an "
+                "s3:// URL (the workers fetch it)"
             )
         found = file_sha256(path)
         if found != sha256:

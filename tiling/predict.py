@@ -9,6 +9,11 @@ Layers: the class, the calibrated probability of the shared head (the card's tem
 its entropy (``uncertainty``) and, for CroFuseNet, the disagreement of its three heads. Each head's probability is
 blended with the same Hann weights and the uncertainty layers are computed per pixel from the blended
 probabilities, so they are exactly as independent of the chunking as the probability is.
+
+The cube, the checkpoint and the output folder may be paths or ``s3://`` URLs (:mod:`crofuse.io.store`): each task
+reads the cube, fetches the checkpoint (once per worker) and writes its region and marker through the store, and the
+COGs are written in temporary space and published in one step, so the workers need no disk in common with the
+client or each other.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 import warnings
@@ -27,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from crofuse import IMPERVIOUS, NODATA_LABEL, OPTICAL_BANDS, PERVIOUS, SAR_BANDS
+from crofuse import IMPERVIOUS, NODATA_LABEL, OPTICAL_BANDS, PERVIOUS, SAR_BANDS, layout
 from crofuse.cube import open_cube
 from crofuse.cube.reader import cube_identity, cube_reader
 from crofuse.errors import CrofuseError, InferenceError
+from crofuse.io.store import Location, cached_copy, location
 from crofuse.uncertainty import binary_entropy, head_disagreement
 from tiling import store as maps_store
 from tiling.config import TilingConfig
@@ -40,10 +45,10 @@ from tiling.windows import chunk_bounds
 
 log = logging.getLogger(__name__)
 
-IMPERVIOUS_COG = "impervious.tif"
-PROBABILITY_COG = "probability.tif"
-UNCERTAINTY_COG = "uncertainty.tif"
-DISAGREEMENT_COG = "disagreement.tif"
+IMPERVIOUS_COG = layout.IMPERVIOUS
+PROBABILITY_COG = layout.PROBABILITY
+UNCERTAINTY_COG = layout.UNCERTAINTY
+DISAGREEMENT_COG = layout.DISAGREEMENT
 COGS: dict[str, tuple[str, str]] = {
     "impervious": (IMPERVIOUS_COG, "mode"),
     "probability": (PROBABILITY_COG, "average"),
@@ -212,7 +217,7 @@ def encode_layers(heads: dict[str, np.ndarray], threshold: float, variables: tup
 def run_chunk(task: ChunkTask) -> ChunkReport:
     """Predict one output chunk and write it (the dask task). Skips a chunk whose marker exists."""
     start = time.perf_counter()
-    marker = maps_store.marker_path(Path(task.progress_dir), task.rows, task.cols)
+    marker = maps_store.marker_path(task.progress_dir, task.rows, task.cols)
     if marker.exists():
         return ChunkReport(task.rows, task.cols, True, 0, 0.0, os.getpid())
     model = load_model(task.checkpoint, task.sha256, config=task.config)
@@ -229,7 +234,7 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
     )
     heads = dict(result.heads) or {"shared": result.probability}
     layers = encode_layers(heads, task.config.threshold, task.variables)
-    maps_store.write_chunk(Path(task.store), task.rows, task.cols, **layers)
+    maps_store.write_chunk(task.store, task.rows, task.cols, **layers)
     seconds = time.perf_counter() - start
     maps_store.write_marker(marker, {"windows": result.n_windows, "seconds": seconds})
     return ChunkReport(task.rows, task.cols, False, result.n_windows, seconds, os.getpid())
@@ -322,9 +327,11 @@ def predict_cube(
     """Map impervious surface over a whole cube with tiled, blended CroFuseNet inference.
 
     Args:
-        cube_path: ``inputs.zarr`` built by ``crofuse cube`` (layout in docs/architecture.md).
-        checkpoint: a ``.safetensors`` checkpoint (``crofuse.checkpoint``); workers must be able to read this path.
-        out_dir: ``<output>/<city>/<year>/``; receives ``impervious.tif``, ``probability.tif`` and ``maps.zarr``.
+        cube_path: ``inputs.zarr`` built by ``crofuse cube`` (layout in docs/architecture.md); a path or a URL.
+        checkpoint: a ``.safetensors`` checkpoint (``crofuse.checkpoint``): an ``s3://`` URL (each worker fetches
+            it once), or a path every worker can read.
+        out_dir: ``<output>/<city>/<year>/`` (a path or an ``s3://`` URL); receives ``impervious.tif``,
+            ``probability.tif``, ``uncertainty.tif`` (and ``disagreement.tif``) and ``maps.zarr``.
         config: windows, blending, chunking, device (:class:`TilingConfig`).
         client: a ``distributed.Client`` (e.g. from ``infra.cluster.dask_client``); ``None`` runs the chunks one
             after the other in this process.
@@ -336,10 +343,12 @@ def predict_cube(
     complete run only rewrites missing COGs. A different checkpoint or tiling setting starts over.
     """
     started = time.perf_counter()
-    cube_path, checkpoint, out_dir = Path(cube_path), Path(checkpoint), Path(out_dir)
-    if not checkpoint.is_file():
-        raise InferenceError(f"checkpoint {checkpoint} does not exist; train one with `crofuse train`")
-    cube = open_cube(cube_path)
+    cube_loc, checkpoint_loc, out = location(str(cube_path)), location(str(checkpoint)), location(str(out_dir))
+    if not checkpoint_loc.is_file():
+        raise InferenceError(f"checkpoint {checkpoint_loc} does not exist; train one with `crofuse train`")
+    checkpoint = cached_copy(checkpoint_loc)  # the client's copy (the same path for a local checkpoint)
+    cube = open_cube(cube_loc)
+    cube_path = cube_loc.path if cube_loc.is_local else cube_loc
     checked = inspect_inputs(cube, cube_path, checkpoint, strict=strict)
     notes = checked.warnings
     calibration = checked.card.calibration
@@ -355,23 +364,22 @@ def predict_cube(
     sha256 = file_sha256(checkpoint)
     run_key = _run_key(cube, sha256, config)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store = out_dir / maps_store.MAPS_STORE
-    progress_dir = out_dir / maps_store.PROGRESS_DIR
-    impervious_cog, probability_cog = out_dir / IMPERVIOUS_COG, out_dir / PROBABILITY_COG
-    cog_paths = {v: out_dir / COGS[v][0] for v in variables}
+    out.mkdir()
+    store = out / maps_store.MAPS_STORE
+    progress_dir = out / maps_store.PROGRESS_DIR
+    cog_paths = {v: out / COGS[v][0] for v in variables}
     found_key, complete = maps_store.store_state(store)
     tiles = [(r, c) for r in chunk_bounds(shape[0], config.chunk_size) for c in chunk_bounds(shape[1], config.chunk_size)]
 
     if found_key != run_key:  # nothing to resume from: start over (also drops stale COGs of another run)
-        shutil.rmtree(progress_dir, ignore_errors=True)
+        progress_dir.rmtree()
         for name, _resampling in COGS.values():
-            (out_dir / name).unlink(missing_ok=True)
+            (out / name).unlink(missing_ok=True)
         attrs = {k: cube.attrs[k] for k in _CUBE_ATTRS if k in cube.attrs}
         attrs.update(
             {
-                "cube": str(cube_path.resolve()),
-                "checkpoint": checkpoint.name,
+                "cube": _task_path(cube_loc),
+                "checkpoint": checkpoint_loc.name,
                 "checkpoint_sha256": sha256,
                 "tiling": json.dumps(asdict(config)),
                 maps_store.RUN_KEY_ATTR: run_key,
@@ -380,27 +388,28 @@ def predict_cube(
         )
         maps_store.create_store(store, cube, chunk_size=config.chunk_size, attrs=attrs, variables=variables)
         complete = False
-    progress_dir.mkdir(exist_ok=True)
+    progress_dir.mkdir()
 
     reports: list[ChunkReport] = []
     if complete:
         skipped = len(tiles)
     else:
-        todo = [t for t in tiles if not maps_store.marker_path(progress_dir, *t).exists()]
+        finished = maps_store.finished_markers(progress_dir)
+        todo = [t for t in tiles if maps_store.marker_name(*t) not in finished]
         skipped = len(tiles) - len(todo)
         threads = config.torch_threads
         if threads is None and client is not None:
             threads = torch_threads_for(client)
         tasks = [
             ChunkTask(
-                cube_path=str(cube_path.resolve()),
+                cube_path=_task_path(cube_loc),
                 cube_identity=cube_identity(cube.attrs),
-                store=str(store.resolve()),
-                progress_dir=str(progress_dir.resolve()),
+                store=_task_path(store),
+                progress_dir=_task_path(progress_dir),
                 shape=shape,
                 rows=rows,
                 cols=cols,
-                checkpoint=str(checkpoint.resolve()),
+                checkpoint=_task_path(checkpoint_loc),
                 sha256=sha256,
                 config=config,
                 torch_threads=threads,
@@ -424,13 +433,13 @@ def predict_cube(
         if cog_tag(path, "CROFUSE_RUN_KEY") != run_key:
             write_cog(store, variable, path, crs=cube.rio.crs, transform=cube.rio.transform(),
                       resampling=COGS[variable][1], tags=tags)
-    shutil.rmtree(progress_dir, ignore_errors=True)
+    progress_dir.rmtree()
     computed = [r for r in reports if not r.skipped]
     return PredictionOutputs(
-        out_dir=out_dir,
-        impervious=impervious_cog,
-        probability=probability_cog,
-        maps=store,
+        out_dir=_result(out),
+        impervious=_result(cog_paths["impervious"]),
+        probability=_result(cog_paths["probability"]),
+        maps=_result(store),
         checkpoint_sha256=sha256,
         chunks_total=len(tiles),
         chunks_computed=len(computed),
@@ -438,11 +447,21 @@ def predict_cube(
         windows=sum(r.windows for r in computed),
         seconds=time.perf_counter() - started,
         warnings=tuple(notes),
-        uncertainty=cog_paths["uncertainty"],
-        disagreement=cog_paths.get("disagreement"),
+        uncertainty=_result(cog_paths["uncertainty"]),
+        disagreement=_result(cog_paths["disagreement"]) if "disagreement" in cog_paths else None,
         calibrated=calibration is not None,
         temperature=calibration.temperature if calibration is not None else 1.0,
     )
+
+
+def _task_path(loc: Location) -> str:
+    """How a task names a location: the absolute path on disk, the URL on object storage."""
+    return str(loc.path.resolve()) if loc.is_local else loc.url
+
+
+def _result(loc: Location) -> Any:
+    """What callers get back: a :class:`~pathlib.Path` for a local output (as always), else the :class:`Location`."""
+    return loc.path if loc.is_local else loc
 
 
 def _calibration_attrs(calibration, heads: tuple[str, ...]) -> dict[str, object]:

@@ -15,21 +15,24 @@ chunk is written).
 
 Resuming: each chunk writes a marker file under ``<out>/.maps.zarr.progress/`` after its data; a rerun skips chunks
 with a marker. The markers are deleted when the run completes.
+
+The store and the markers may be on disk or on object storage (``s3://``): every access goes through
+:mod:`crofuse.io.store`, and each task writes only its own chunk-aligned region, so workers need no shared disk.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from crofuse import NODATA_LABEL
+from crofuse import NODATA_LABEL, layout
+from crofuse.io.store import Location, location
 
-MAPS_STORE = "maps.zarr"
-PROGRESS_DIR = ".maps.zarr.progress"
+MAPS_STORE = layout.MAPS
+PROGRESS_DIR = layout.MAPS_PROGRESS
 VARIABLES = ("impervious", "probability", "uncertainty", "disagreement")
 """Every variable a maps store can hold, in order; a single-head model's store has all but ``disagreement``."""
 LAYOUT_VERSION = 2
@@ -59,27 +62,37 @@ RUN_KEY_ATTR = "crofuse_run_key"
 COMPLETE_ATTR = "complete"
 
 
-def marker_path(progress_dir: Path, rows: tuple[int, int], cols: tuple[int, int]) -> Path:
+def marker_name(rows: tuple[int, int], cols: tuple[int, int]) -> str:
+    """The name of the completeness marker of the chunk whose top-left pixel is ``(rows[0], cols[0])``."""
+    return f"r{rows[0]}_c{cols[0]}.done"
+
+
+def marker_path(progress_dir: Path | Location | str, rows: tuple[int, int], cols: tuple[int, int]) -> Location:
     """The completeness marker of the chunk whose top-left pixel is ``(rows[0], cols[0])``."""
-    return progress_dir / f"r{rows[0]}_c{cols[0]}.done"
+    return location(progress_dir) / marker_name(rows, cols)
 
 
-def write_marker(path: Path, payload: dict) -> None:
-    """Write a marker atomically (temp name + rename), after the chunk's data is on disk."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+def write_marker(path: Path | Location | str, payload: dict) -> None:
+    """Write a marker atomically (one rename, or one PUT), after the chunk's data is written."""
+    location(path).write_text(json.dumps(payload))
 
 
-def store_state(store: Path) -> tuple[str | None, bool]:
+def finished_markers(progress_dir: Path | Location | str) -> set[str]:
+    """The names of the markers written so far (one listing, not one request per chunk)."""
+    return {p.name for p in location(progress_dir).iterdir()}
+
+
+def store_state(store: Path | Location | str) -> tuple[str | None, bool]:
     """``(run_key, complete)`` of an existing maps store, ``(None, False)`` when there is none."""
-    if not (store / "zarr.json").is_file():
+    try:
+        text = (location(store) / "zarr.json").read_text()
+    except (FileNotFoundError, NotADirectoryError):
         return None, False
-    attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+    attrs = json.loads(text).get("attributes", {})
     return attrs.get(RUN_KEY_ATTR), bool(attrs.get(COMPLETE_ATTR, False))
 
 
-def create_store(store: Path, cube, *, chunk_size: int, attrs: dict, variables: tuple[str, ...] = VARIABLES[:2]) -> None:
+def create_store(store: Path | Location | str, cube, *, chunk_size: int, attrs: dict, variables: tuple[str, ...] = VARIABLES[:2]) -> None:
     """Write the metadata and coordinates of an empty maps store (no chunk data: ``compute=False``) holding
     ``variables`` (names from :data:`VARIABLES`)."""
     import dask.array as da
@@ -107,26 +120,27 @@ def create_store(store: Path, cube, *, chunk_size: int, attrs: dict, variables: 
         )
     template.attrs.update(attrs)
     template.attrs[COMPLETE_ATTR] = False
-    if store.exists():
-        shutil.rmtree(store)
-    template.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False)
+    store = location(store)
+    store.rmtree()
+    template.to_zarr(store.zarr_store(), mode="w", compute=False, zarr_format=3, consolidated=False)
 
 
-def write_chunk(store: Path, rows: tuple[int, int], cols: tuple[int, int], **layers: np.ndarray) -> None:
+def write_chunk(store: Path | Location | str, rows: tuple[int, int], cols: tuple[int, int], **layers: np.ndarray) -> None:
     """Write one chunk's region of every variable given (regions are chunk-aligned, so tasks never share a zarr
     chunk), e.g. ``write_chunk(store, rows, cols, impervious=..., probability=..., uncertainty=...)``."""
     import zarr
 
-    group = zarr.open_group(store, mode="r+")
+    group = zarr.open_group(location(store).zarr_store(), mode="r+")
     region = (slice(*rows), slice(*cols))
     for name, values in layers.items():
         group[name][region] = values
 
 
-def mark_complete(store: Path, extra: dict | None = None) -> None:
+def mark_complete(store: Path | Location | str, extra: dict | None = None) -> None:
     """Set ``complete = True`` (the last thing written) and consolidate the metadata."""
     import zarr
 
-    group = zarr.open_group(store, mode="r+")
+    zstore: Any = location(store).zarr_store()
+    group = zarr.open_group(zstore, mode="r+")
     group.attrs.update({**(extra or {}), COMPLETE_ATTR: True})
-    zarr.consolidate_metadata(store)
+    zarr.consolidate_metadata(zstore)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +28,14 @@ from crofuse.cube.composite import (
 from crofuse.cube.loaders import load_assets
 from crofuse.cube.search import SeasonItems, search_season, swapped_axes_hit
 from crofuse.cube.store import cube_path, discard, publish, read_attrs, write_cube
-from crofuse.errors import AOIError, AssetReadError, EmptySearchError, InsufficientDataError, MissingModalityError
+from crofuse.errors import (
+    AOIError,
+    AssetReadError,
+    EmptySearchError,
+    InsufficientDataError,
+    MissingModalityError,
+)
+from crofuse.io.store import Location, check_writable, location, output_error
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -183,10 +189,10 @@ def _check_modalities(config: CubeConfig, items: SeasonItems) -> list[str]:
     return missing
 
 
-def _coverage(tmp: Path) -> Coverage:
+def _coverage(tmp: Location) -> Coverage:
     import xarray as xr
 
-    ds = xr.open_zarr(tmp, consolidated=False, zarr_format=3)
+    ds = xr.open_zarr(tmp.zarr_store(read_only=True), consolidated=False, zarr_format=3)
     inside = ds["in_aoi"]
     n = float(inside.sum().compute())
     if n == 0:
@@ -314,12 +320,12 @@ def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: li
     return ds
 
 
-def _impossible_report(tmp: Path, refs: list[asset_checks.AssetRef], config: CubeConfig) -> dict[str, Any]:
+def _impossible_report(tmp: Location, refs: list[asset_checks.AssetRef], config: CubeConfig) -> dict[str, Any]:
     """Read the per-item impossible-value windows of the written store; raise :class:`AssetReadError` naming every
     (item, asset) whose worst window is above ``max_impossible_fraction``; else the attributes that report them."""
     import xarray as xr
 
-    ds = xr.open_zarr(tmp, consolidated=False, zarr_format=3)
+    ds = xr.open_zarr(tmp.zarr_store(read_only=True), consolidated=False, zarr_format=3)
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     cs = config.chunk_size
     wy = np.minimum(cs, ny - cs * np.arange(-(-ny // cs)))  # pixels per window row / column (edges are smaller)
@@ -366,27 +372,45 @@ def _impossible_report(tmp: Path, refs: list[asset_checks.AssetRef], config: Cub
     }
 
 
-def build_cube(
-    config: CubeConfig, *, progress: bool = True, force: bool = False, items: SeasonItems | None = None
-) -> Path:
+def build_cube(config: CubeConfig, *, progress: bool = True, force: bool = False, items: SeasonItems | None = None,
+               path: Any = None, lease_wait: float | None = 0.0) -> Any:
     """Build ``<output>/<city-slug>/<year>/inputs.zarr`` for ``config`` and return its path.
 
     ``items``: what :func:`~crofuse.cube.search.search_season` already found for ``config`` (a flow that searched
     once to report the scenes passes them on, so the catalog is not searched twice); None searches here.
 
     Reruns are idempotent: a complete cube built from the same settings (``fingerprint`` attribute) is returned as
-    is unless ``force``; otherwise the new cube is written to a temporary name and renamed over the old one only
-    when complete. Raises :class:`~crofuse.errors.EmptySearchError`, :class:`~crofuse.errors.MissingModalityError`,
-    :class:`~crofuse.errors.InsufficientDataError`, :class:`~crofuse.errors.AssetReadError` or
-    :class:`~crofuse.errors.CatalogError` with what went wrong and what to do.
-    """
-    import rasterio.errors
+    is unless ``force``; otherwise the new cube is written to a temporary name and moved over the old one only
+    when complete. The output may be a path or an ``s3://`` URL (a Path is returned for a local cube, a
+    :class:`~crofuse.io.store.Location` for a URL). Raises :class:`~crofuse.errors.EmptySearchError`,
+    :class:`~crofuse.errors.MissingModalityError`, :class:`~crofuse.errors.InsufficientDataError`,
+    :class:`~crofuse.errors.AssetReadError`, :class:`~crofuse.errors.CatalogError` or, when the output cannot be
+    written (read-only, full), :class:`~crofuse.errors.OutputWriteError` with what went wrong and what to do.
 
-    path = cube_path(config.output_root, config.city, config.year)
-    existing = read_attrs(path)
+    Args:
+        path: build the cube there instead (``map-city`` builds a changed cube in the city-year's staging area,
+            beside the old one); the lease is still the city-year's of ``config``.
+        lease_wait: seconds to wait for another build or run holding the city-year's lease
+            (:class:`~crofuse.errors.LeaseHeldError` after that; 0: at once). The lease is held for the build,
+            and only its holder removes temporary stores of interrupted builds.
+    """
+    from crofuse.layout import city_year
+
+    final = cube_path(config.output_root, config.city, config.year)
+    target = final if path is None else path
+    existing = read_attrs(target)
     if existing is not None and existing.get("fingerprint") == config.fingerprint() and not force:
-        log.info("cube %s is up to date (fingerprint %s)", path, existing["fingerprint"])
-        return path
+        log.info("cube %s is up to date (fingerprint %s)", target, existing["fingerprint"])
+        return target
+    folder = location(final if isinstance(final, Location) else str(final)).parent
+    check_writable(folder)  # a read-only output fails here, in one line, before any search or read
+    cy = city_year(folder.parent.parent, config.city, config.year)
+    with cy.lease(purpose=f"cube {config.slug} {config.year}", wait=lease_wait):
+        return _build_cube(config, target, progress=progress, items=items)
+
+
+def _build_cube(config: CubeConfig, path: Any, *, progress: bool, items: SeasonItems | None) -> Any:
+    import rasterio.errors
 
     if items is None:
         items = search_season(config)
@@ -408,6 +432,9 @@ def build_cube(
     try:
         tmp = write_cube(ds, path, progress=progress)
     except (RuntimeError, rasterio.errors.RasterioError, OSError, ValueError) as e:  # ValueError: undecodable tags
+        written = output_error(e, path, needed=int(ds.nbytes))
+        if written is not None:  # the output's fault (full, read-only): no re-read of the inputs
+            raise written from None
         err = asset_checks.diagnose_read_failure(refs, e)
         if err is None:
             raise
@@ -436,12 +463,12 @@ def build_cube(
             f"{f', {len(items.cloudy)} more skipped as too cloudy' if items.cloudy else ''}: widen the season, "
             "raise max_cloud_cover, or lower min_valid_fraction"
         )
-    publish(tmp, path, attrs=attrs)
+    result = publish(tmp, path, attrs=attrs)
     log.info(
         "cube %s: %d x %d px, valid %.1f%% (optical %.1f%%, SAR %.1f%%)",
         path, geobox.shape[1], geobox.shape[0], 100 * cov.valid, 100 * cov.optical, 100 * cov.sar,
     )
-    return path
+    return result
 
 
 __all__ = ["Coverage", "assemble", "build_cube"]

@@ -11,7 +11,7 @@ import typer
 def cube(
     city: Annotated[str, typer.Argument(help="City name (its slug names the output folder).")],
     year: Annotated[int, typer.Option("--year", "-y", help="Year of the season.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output root: the cube goes to OUT/<city>/<year>/inputs.zarr.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output root (a path or s3://bucket/prefix): the cube goes to OUT/<city>/<year>/inputs.zarr.")],
     catalog: Annotated[
         str | None, typer.Option("--catalog", "-c", help="STAC API URL (default: the profile's URL).")
     ] = None,

@@ -204,7 +204,8 @@ class CubeConfig:
                 "for an optical-only cube"
             )
         set_(self, "season", Season.parse(self.season))
-        set_(self, "output", Path(self.output))
+        # an object-store URL (s3://bucket/prefix) stays a string: Path() would fold its "//"
+        set_(self, "output", self.output if "://" in str(self.output) else Path(self.output))
         if not (64 <= self.chunk_size <= 8192):
             raise ConfigError(f"chunk_size={self.chunk_size}: use 64-8192 pixels (e.g. 512 or 1024)")
         if self.loader not in LOADERS:
@@ -270,7 +271,7 @@ class CubeConfig:
 
     @property
     def output_root(self) -> Path:
-        """The output root as a Path."""
+        """The output root: a Path, or an object-store URL string (``s3://bucket/prefix``)."""
         return self.output  # type: ignore[return-value]
 
     def fingerprint(self) -> str:

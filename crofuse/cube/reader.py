@@ -47,7 +47,10 @@ class CubeRegionReader:
         self.path = str(path)
         self.identity = identity
         try:
-            cube = xr.open_zarr(self.path, chunks=None, decode_coords="all", consolidated=False, zarr_format=3)
+            from crofuse.io.store import location
+
+            cube = xr.open_zarr(location(self.path).zarr_store(read_only=True), chunks=None, decode_coords="all",
+                                consolidated=False, zarr_format=3)
         except (OSError, KeyError, ValueError) as e:
             raise CubeError(f"cannot open the input cube {self.path} ({type(e).__name__}: {e}); rebuild it") from e
         found = cube_identity(cube.attrs)
@@ -81,7 +84,9 @@ def current_identity(path: str | Path) -> str:
     import zarr
 
     try:
-        return cube_identity(zarr.open_group(str(path), mode="r").attrs)
+        from crofuse.io.store import location
+
+        return cube_identity(zarr.open_group(location(str(path)).zarr_store(read_only=True), mode="r").attrs)
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError):
         return ""
 

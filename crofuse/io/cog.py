@@ -5,9 +5,15 @@ consistency maps, reference labels on the map grid) goes through here, so they s
 
 * GDAL's COG driver builds the file (tiles, overviews, compression); ``overviews`` forces a number of levels
   (``OVERVIEW_COUNT``) where a pyramid is wanted even for small rasters (the published maps);
-* the file is written in a private temporary folder (``$CROFUSE_TMPDIR``, else the system temporary folder), checked
-  with :func:`rio_cogeo.cogeo.cog_validate`, and only then moved to its final name: a reader sees the old file, no
-  file, or the new complete COG, never a partial one, and no temporary file is left next to the outputs;
+* the file is written in full in a private folder of worker-local temporary space
+  (:func:`crofuse.io.store.scratch_dir`: ``$CROFUSE_TMPDIR``, else the system temporary folder; the next write on
+  the host removes the folders of killed writers), checked with :func:`rio_cogeo.cogeo.cog_validate`, and only
+  then published to its destination, a path or an ``s3://`` URL (:class:`crofuse.io.store.Location`): a rename on
+  disk, **one PUT** on S3. A reader sees the old file, no file, or the new complete COG, never a partial one, and
+  no temporary file is ever next to the outputs;
+* a write that fails for lack of space or on a read-only output raises one
+  :class:`~crofuse.errors.OutputWriteError` line naming the path and the cause ("no space left on /tmp writing
+  .../impervious.tif (needs ~12 MB, 3 MB free)");
 * :func:`write_cog_regions` writes a tiled GTiff region by region first (memory stays at one region) and turns it
   into the COG: use it for whole-city maps held in a zarr store.
 """
@@ -15,10 +21,6 @@ consistency maps, reference labels on the map grid) goes through here, so they s
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,10 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from crofuse.errors import DataError
-
-TMPDIR_ENV = "CROFUSE_TMPDIR"
-"""Environment variable naming the folder for temporary files (default: :func:`tempfile.gettempdir`)."""
+from crofuse.errors import DataError, OutputWriteError
+from crofuse.io.store import TMPDIR_ENV, Location, location, output_error, scratch_dir
 
 _COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 
@@ -85,20 +85,28 @@ def _profile(
     return profile
 
 
-def _temp_root() -> Path:
-    root = Path(os.environ.get(TMPDIR_ENV) or tempfile.gettempdir())
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 @contextmanager
-def _scratch(dst: Path) -> Iterator[Path]:
-    """A private temporary folder for one write, removed afterwards whatever happens."""
-    folder = Path(tempfile.mkdtemp(prefix=f"crofuse-cog-{dst.stem}-", dir=_temp_root()))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def _scratch(dst: Location, needed: int) -> Iterator[Path]:
+    """A private temporary folder for one write; a write error for lack of space or on a read-only file system
+    there becomes one :class:`OutputWriteError` line (no traceback of GDAL internals)."""
+    import rasterio.errors
+    from rasterio._err import CPLE_BaseError
+
+    with scratch_dir(f"cog-{dst.stem}") as folder:
+        try:
+            yield folder
+        except (OSError, rasterio.errors.RasterioError, CPLE_BaseError) as e:
+            if isinstance(e, OutputWriteError):
+                raise
+            err = output_error(e, dst, needed=needed, scratch=folder)
+            if err is not None:
+                raise err from None
+            raise
+
+
+def _needed_bytes(shape: tuple[int, ...], count: int, dtype: Any, *, copies: int) -> int:
+    """Uncompressed size with overviews (x 4/3), times the copies held in temporary space at once."""
+    return int(math.prod(shape[-2:]) * count * np.dtype(dtype).itemsize * 4 / 3 * copies)
 
 
 def _validate(path: Path, dst: Path) -> None:
@@ -109,19 +117,9 @@ def _validate(path: Path, dst: Path) -> None:
         raise DataError(f"{dst.name} failed COG validation ({errors}); nothing was written to {dst}; rerun to retry")
 
 
-def _publish(tmp: Path, dst: Path) -> Path:
-    """Move a finished file to ``dst`` atomically (a rename; across file systems via a hidden sibling)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, dst)
-    except OSError:  # another file system: copy next to the target, then rename there
-        sibling = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.partial")
-        try:
-            shutil.copyfile(tmp, sibling)
-            os.replace(sibling, dst)
-        finally:
-            sibling.unlink(missing_ok=True)
-    return dst
+def _publish(tmp: Path, dst: Location) -> Location:
+    """Publish the finished file: a rename on disk (copy + rename across file systems), one PUT on S3."""
+    return dst.upload(tmp)
 
 
 def _as_bands(data: np.ndarray) -> np.ndarray:
@@ -142,7 +140,7 @@ def _describe(dst: Any, band_names: Iterable[str] | None, tags: dict[str, str] |
 
 
 def write_cog(
-    path: Path,
+    path: Path | Location | str,
     data: np.ndarray,
     *,
     crs: Any,
@@ -160,7 +158,7 @@ def write_cog(
     """Write an in-memory ``(y, x)`` or ``(band, y, x)`` array to ``path`` as a validated COG.
 
     Args:
-        path: the final file name.
+        path: the final file name: a path or an ``s3://`` URL.
         data: the raster; its dtype is kept.
         crs, transform: the grid (anything rasterio accepts: ``"EPSG:32650"``, an ``affine.Affine``).
         nodata: the nodata value (``float("nan")`` for float rasters, None for none).
@@ -175,20 +173,20 @@ def write_cog(
     """
     import rasterio
 
-    path = Path(path)
+    path = location(path)
     arr = _as_bands(data)
     profile = _profile(
         shape=arr.shape[1:], count=arr.shape[0], dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata,
         blocksize=blocksize, compress=compress, level=level, predictor=predictor,
         overview_resampling=overview_resampling, overviews=overviews,
     )
-    with _scratch(path) as scratch:
+    with _scratch(path, _needed_bytes(arr.shape, arr.shape[0], arr.dtype, copies=1)) as scratch:
         tmp = scratch / path.name
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(arr)
             _describe(dst, band_names, tags)
         _validate(tmp, path)
-        return _publish(tmp, path)
+        return _result(_publish(tmp, path))
 
 
 Region = tuple[slice, slice]
@@ -207,7 +205,7 @@ def regions_of(shape: tuple[int, int], chunks: tuple[int, int]) -> list[Region]:
 
 
 def write_cog_regions(
-    path: Path,
+    path: Path | Location | str,
     read_region: Callable[[slice, slice], np.ndarray],
     *,
     shape: tuple[int, int],
@@ -237,7 +235,7 @@ def write_cog_regions(
     import rasterio.shutil
     from rasterio.windows import Window
 
-    path = Path(path)
+    path = location(path)
     shape = (int(shape[0]), int(shape[1]))
     profile = _profile(
         shape=shape, count=count, dtype=np.dtype(dtype), crs=crs, transform=transform, nodata=nodata,
@@ -251,7 +249,7 @@ def write_cog_regions(
         "height": shape[0], "width": shape[1], "count": count, "dtype": np.dtype(dtype).name, "crs": crs,
         "transform": transform, "nodata": nodata, "bigtiff": "if_safer",
     }
-    with _scratch(path) as scratch:
+    with _scratch(path, _needed_bytes(shape, count, dtype, copies=2)) as scratch:
         tiled = scratch / f"{path.stem}.tiled.tif"
         with rasterio.open(tiled, "w", **tiled_profile) as out:
             for rows, cols in regions_of(shape, chunks):
@@ -265,7 +263,13 @@ def write_cog_regions(
         rasterio.shutil.copy(tiled, tmp, driver="COG", **cog_options)
         tiled.unlink()
         _validate(tmp, path)
-        return _publish(tmp, path)
+        return _result(_publish(tmp, path))
+
+
+def _result(dst: Location) -> Any:
+    """What the writers return: a :class:`~pathlib.Path` for a local file (as callers always got), else the
+    :class:`Location`."""
+    return dst.path if dst.is_local else dst
 
 
 __all__ = ["TMPDIR_ENV", "Region", "overview_levels", "regions_of", "write_cog", "write_cog_regions"]

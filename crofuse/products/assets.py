@@ -31,13 +31,15 @@ from crofuse.statistics.maps import (
 )
 from crofuse.statistics.tables import STATISTICS_CSV, STATISTICS_ZARR
 
-PROBABILITY_NAME = "probability.tif"
+from crofuse import layout  # noqa: E402  (the one owner of the names)
+
+PROBABILITY_NAME = layout.PROBABILITY
 """``tiling.predict.PROBABILITY_COG``."""
-UNCERTAINTY_NAME = "uncertainty.tif"
+UNCERTAINTY_NAME = layout.UNCERTAINTY
 """``tiling.predict.UNCERTAINTY_COG`` (calibrated models; branch ``calib``)."""
-DISAGREEMENT_NAME = "disagreement.tif"
+DISAGREEMENT_NAME = layout.DISAGREEMENT
 """``tiling.predict.DISAGREEMENT_COG`` (models with several heads; branch ``calib``)."""
-MARKER_NAME = "mapped.json"
+MARKER_NAME = layout.MARKER
 """``flows.tasks.MARKER``: written last into a finished city-year folder."""
 
 ITEM_NAME = "item.json"

@@ -57,9 +57,13 @@ _BLOCK = 1 << 20
 
 
 def is_finished(folder: Path) -> bool:
-    """Does ``folder`` hold a finished city-year (the marker and the impervious map)?"""
+    """Does ``folder`` hold a finished city-year (a complete marker, not one that says a new map is being
+    published, and the impervious map)?"""
+    from crofuse.layout import COMPLETE, marker_state
+
     required = [spec.name for spec in ITEM_ASSETS if spec.required]
-    return (folder / MARKER_NAME).is_file() and all((folder / name).exists() for name in required)
+    return (folder / MARKER_NAME).is_file() and marker_state(folder) == COMPLETE and all(
+        (folder / name).exists() for name in required)
 
 
 def item_id(city: str, year: int) -> str:

@@ -18,7 +18,7 @@ sample_app = typer.Typer(
 )
 statistics_app.add_typer(sample_app, name="sample")
 
-Output = Annotated[Path, typer.Option("--output", "-o", help="Output root holding <city>/<year>/impervious.tif.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="Output root holding <city>/<year>/impervious.tif (a path or s3://bucket/prefix).")]
 City = Annotated[str, typer.Argument(help="City folder name (slug), e.g. wuhan.")]
 Year = Annotated[int, typer.Argument(help="Mapped year.")]
 
@@ -26,7 +26,7 @@ Year = Annotated[int, typer.Argument(help="Mapped year.")]
 @statistics_app.command("consolidate")
 def consolidate(
     city: City,
-    output: Output = Path("outputs"),
+    output: Output = "outputs",
     threshold: Annotated[int, typer.Option(help="Probability (%) at or above which a year is impervious.")] = 50,
     reversal_below: Annotated[
         int, typer.Option(help="Probability (%) below which a year is evidence of reversal.")
@@ -46,7 +46,7 @@ def consolidate(
 
 @statistics_app.command("update")
 def update(
-    output: Output = Path("outputs"),
+    output: Output = "outputs",
     city: Annotated[list[str] | None, typer.Option("--city", help="Refresh only these cities (repeatable).")] = None,
     lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another writer of the tables.")] = 600.0,
 ) -> None:
@@ -61,7 +61,7 @@ def update(
 def design(
     city: City,
     year: Year,
-    output: Output = Path("outputs"),
+    output: Output = "outputs",
     seed: Annotated[int | None, typer.Option(help="Random seed (default: derived from city and year).")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Total points (default: eq. 13 for --target-se).")] = None,
     target_se: Annotated[float, typer.Option(help="Target standard error of overall accuracy (eq. 13).")] = 0.01,
@@ -92,11 +92,17 @@ def label(
     reference: Annotated[Path, typer.Option(help="Reference labels of YEAR on the map grid (1/0/255).")],
     previous_reference: Annotated[Path | None, typer.Option(help="Reference labels of the previous mapped year.")]
     = None,
-    output: Output = Path("outputs"),
+    output: Output = "outputs",
 ) -> None:
     """Label CITY YEAR's design from reference rasters; writes sample/labelled.csv."""
     from crofuse.statistics.maps import city_year_folder
-    from crofuse.statistics.sample import SAMPLE_DIR, SampleError, label_from_rasters, read_design, write_labels_csv
+    from crofuse.statistics.sample import (
+        SAMPLE_DIR,
+        SampleError,
+        label_from_rasters,
+        read_design,
+        write_labels_csv,
+    )
 
     folder = city_year_folder(output, city, year) / SAMPLE_DIR
     d = read_design(folder)
@@ -111,7 +117,7 @@ def label(
 def estimate(
     city: City,
     year: Year,
-    output: Output = Path("outputs"),
+    output: Output = "outputs",
     labels: Annotated[Path | None, typer.Option(help="Labelled sample (default: sample/labelled.csv or .geojson).")]
     = None,
 ) -> None:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crofuse import NODATA_LABEL
 from crofuse.errors import DataError
+from crofuse.io.store import gdal_env, location
 from crofuse.statistics.maps import (
     CONSISTENT_NAME,
     MAP_NAME,
@@ -125,7 +126,7 @@ def _probability(folder: Path, like_shape: tuple[int, int]) -> tuple[np.ndarray,
 
     store = folder / PROBABILITY_STORE
     if (store / "zarr.json").exists():
-        group = zarr.open_group(str(store), mode="r")
+        group = zarr.open_group(store.zarr_store(read_only=True), mode="r")
         if group.attrs.get("complete", True) and "probability" in group:
             values = np.asarray(group["probability"][:], dtype="uint8")
             if values.shape != like_shape:
@@ -145,7 +146,7 @@ def consolidate_city(output: Path, city: str, *, rule: ConsistencyRule | None = 
     that exist.
     """
     rule = rule or ConsistencyRule()
-    output = Path(output)
+    output = location(output)
     years = mapped_years(output, city)
     if not years:
         raise DataError(f"{city} has no mapped year under {output}: map it first (map-city)")
@@ -177,10 +178,9 @@ def consolidate_city(output: Path, city: str, *, rule: ConsistencyRule | None = 
     for t, year in enumerate(years):
         path = city_year_folder(output, city, year) / CONSISTENT_NAME
         if _unchanged(path, series[t], tag):
-            report.unchanged.append(path)
+            report.unchanged.append(path.path if path.is_local else path)
             continue
-        write_map(series[t], like, path, tags={RULE_TAG: tag})
-        report.written.append(path)
+        report.written.append(write_map(series[t], like, path, tags={RULE_TAG: tag}))
     log.info(report.summary())
     return report
 
@@ -190,7 +190,7 @@ def _unchanged(path: Path, values: np.ndarray, tag: str) -> bool:
 
     if not path.exists():
         return False
-    with rasterio.open(path) as src:
+    with gdal_env(), rasterio.open(path.gdal_path) as src:
         if src.tags().get(RULE_TAG) != tag or src.shape != values.shape:
             return False
         return bool(np.array_equal(src.read(1), values))

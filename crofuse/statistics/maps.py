@@ -12,6 +12,10 @@ Layout (see ``docs/architecture.md``)::
     <output>/<city>/<year>/sample/                    # the accuracy sample (sample module)
     <output>/<city>/<year>/statistics.json            # one city-year record
 
+The names are :mod:`crofuse.layout`'s; every function takes a path or an ``s3://`` URL
+(:mod:`crofuse.io.store`). A city-year whose marker says a new map is being published (:func:`crofuse.layout.trusted`)
+is not counted as mapped until the marker is complete again.
+
 Grids are :class:`odc.geo.geobox.GeoBox` values (``da.odc.geobox``); two maps are comparable pixel by pixel when
 their geoboxes are equal.
 """
@@ -25,55 +29,59 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from crofuse import NODATA_LABEL
+from crofuse import NODATA_LABEL, layout
 from crofuse.errors import CubeError, DataError
+from crofuse.io.store import Location, gdal_env, location
 
-MAP_NAME = "impervious.tif"
-PROBABILITY_STORE = "maps.zarr"
-CUBE_NAME = "inputs.zarr"
-REFERENCE_NAME = "reference.tif"
-AOI_NAME = "aoi.geojson"
-CHANGE_NAME = "change.tif"
-CONSISTENT_NAME = "impervious_consistent.tif"
-RECORD_NAME = "statistics.json"
-
-
-def city_year_folder(output: Path, city: str, year: int) -> Path:
-    return Path(output) / city / str(int(year))
+MAP_NAME = layout.IMPERVIOUS
+PROBABILITY_STORE = layout.MAPS
+CUBE_NAME = layout.CUBE
+REFERENCE_NAME = layout.REFERENCE
+AOI_NAME = layout.AOI
+CHANGE_NAME = layout.CHANGE
+CONSISTENT_NAME = layout.CONSISTENT
+RECORD_NAME = layout.RECORD
 
 
-def mapped_years(output: Path, city: str) -> list[int]:
-    """Years of ``city`` under ``output`` that have a finished impervious map."""
-    root = Path(output) / city
+def city_year_folder(output: Path | str | Location, city: str, year: int) -> Location:
+    return layout.folder_of(output, city, year)
+
+
+def mapped_years(output: Path | str | Location, city: str) -> list[int]:
+    """Years of ``city`` under ``output`` that have a finished impervious map (and no publication under way)."""
+    root = location(output) / city
     if not root.is_dir():
         return []
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / MAP_NAME).exists())
+    return sorted(int(p.name) for p in root.iterdir()
+                  if p.name.isdigit() and (p / MAP_NAME).exists() and layout.trusted(p))
 
 
-def mapped_cities(output: Path) -> list[str]:
+def mapped_cities(output: Path | str | Location) -> list[str]:
     """Cities under ``output`` with at least one finished impervious map."""
-    output = Path(output)
+    output = location(output)
     if not output.is_dir():
         return []
-    return sorted(p.name for p in output.iterdir() if p.is_dir() and mapped_years(output, p.name))
+    return sorted(p.name for p in output.iterdir()
+                  if not p.name.startswith(".") and "." not in p.name and mapped_years(output, p.name))
 
 
-def read_map(path: Path) -> xr.DataArray:
+def read_map(path: Path | str | Location) -> xr.DataArray:
     """Read a single-band uint8 map (impervious, reference or change COG) as a 2-D DataArray."""
     import rioxarray
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"Map {path} does not exist; run the prediction for this city-year first.")
+    loc = location(path)
+    if not loc.exists():
+        raise DataError(f"Map {loc} does not exist; run the prediction for this city-year first.")
     from rasterio.errors import RasterioError
 
     try:
-        da = rioxarray.open_rasterio(path, masked=False)
+        with gdal_env():
+            da = rioxarray.open_rasterio(loc.gdal_path, masked=False).load()
     except (RasterioError, OSError) as e:
-        raise DataError(f"{path} is not a readable GeoTIFF ({e}); rerun the city-year that wrote it") from e
+        raise DataError(f"{loc} is not a readable GeoTIFF ({e}); rerun the city-year that wrote it") from e
     if da.sizes.get("band", 1) != 1:
-        raise DataError(f"{path} has {da.sizes['band']} bands; expected one.")
-    return da.squeeze("band", drop=True).load()
+        raise DataError(f"{loc} has {da.sizes['band']} bands; expected one.")
+    return da.squeeze("band", drop=True)
 
 
 def geobox_of(da: xr.DataArray) -> Any:
@@ -91,7 +99,8 @@ def same_grid(a: xr.DataArray, b: xr.DataArray) -> bool:
     return ga.crs == gb.crs and ga.shape == gb.shape and np.allclose(tuple(ga.affine)[:6], tuple(gb.affine)[:6])
 
 
-def write_map(data: np.ndarray, like: xr.DataArray, path: Path, *, tags: dict[str, str] | None = None) -> Path:
+def write_map(data: np.ndarray, like: xr.DataArray, path: Path | str | Location, *,
+              tags: dict[str, str] | None = None) -> Any:
     """Write a uint8 label/change map (nodata 255) on the grid of ``like`` as a validated COG, atomically
     (:func:`crofuse.io.cog.write_cog`)."""
     from crofuse.io.cog import write_cog
@@ -100,7 +109,7 @@ def write_map(data: np.ndarray, like: xr.DataArray, path: Path, *, tags: dict[st
     data = np.asarray(data, dtype="uint8")
     if data.shape != tuple(gbox.shape):
         raise DataError(f"Cannot write a {data.shape} array on the {tuple(gbox.shape)} grid of the map.")
-    return write_cog(Path(path), data, crs=like.rio.crs, transform=gbox.affine, nodata=NODATA_LABEL, tags=tags,
+    return write_cog(location(path), data, crs=like.rio.crs, transform=gbox.affine, nodata=NODATA_LABEL, tags=tags,
                      blocksize=256, compress="deflate", overview_resampling="nearest")
 
 
@@ -108,15 +117,16 @@ write_uint8_cog = write_map
 """The name flows and tests have used for :func:`write_map`."""
 
 
-def read_reference(folder: Path, like: xr.DataArray) -> np.ndarray | None:
+def read_reference(folder: Path | str | Location, like: xr.DataArray) -> np.ndarray | None:
     """The reference labels of a city-year on the map grid, or None when the folder has none."""
-    path = Path(folder) / REFERENCE_NAME
+    folder = location(folder)
+    path = folder / REFERENCE_NAME
     if not path.exists():
         return None
     ref = read_map(path)
     if not same_grid(ref, like):
         raise DataError(
-            f"{path} is not on the grid of {Path(folder) / MAP_NAME}; write reference labels on the map grid."
+            f"{path} is not on the grid of {folder / MAP_NAME}; write reference labels on the map grid."
         )
     return ref.values
 
@@ -124,19 +134,19 @@ def read_reference(folder: Path, like: xr.DataArray) -> np.ndarray | None:
 # --------------------------------------------------------------------------------------------------------------------
 # The AOI mask: the cube's in_aoi, or the polygon where a folder has no cube
 # --------------------------------------------------------------------------------------------------------------------
-def aoi_source(folder: Path) -> Path | None:
+def aoi_source(folder: Path | str | Location) -> Location | None:
     """The file the AOI mask of a city-year comes from: the cube (``inputs.zarr`` with ``in_aoi``), else
     ``aoi.geojson``, else None (the whole map grid is the AOI)."""
-    folder = Path(folder)
+    folder = location(folder)
     cube = folder / CUBE_NAME
-    if (cube / "zarr.json").exists() and (cube / "in_aoi").is_dir():
+    if (cube / "zarr.json").exists() and (cube / "in_aoi" / "zarr.json").exists():
         return cube
     if (folder / AOI_NAME).exists():
         return folder / AOI_NAME
     return None
 
 
-def aoi_mask(folder: Path, like: xr.DataArray) -> np.ndarray | None:
+def aoi_mask(folder: Path | str | Location, like: xr.DataArray) -> np.ndarray | None:
     """True for the pixels of ``like``'s grid inside the city-year's AOI, the same mask for every figure.
 
     The mask is the cube's ``in_aoi`` (pixel centre inside the city polygon, computed once when the cube was built
@@ -151,7 +161,7 @@ def aoi_mask(folder: Path, like: xr.DataArray) -> np.ndarray | None:
     return aoi_mask_for(source, like=like)
 
 
-def _cube_aoi(cube: Path, like: xr.DataArray) -> np.ndarray:
+def _cube_aoi(cube: Location, like: xr.DataArray) -> np.ndarray:
     from crofuse.cube import open_cube
 
     try:
@@ -168,7 +178,7 @@ def _cube_aoi(cube: Path, like: xr.DataArray) -> np.ndarray:
     return np.asarray(inside.values, dtype=bool)
 
 
-def aoi_mask_for(path: Path, *, like: xr.DataArray | None = None, crs: Any = None, transform: Any = None,
+def aoi_mask_for(path: Path | str | Location, *, like: xr.DataArray | None = None, crs: Any = None, transform: Any = None,
                  shape: tuple[int, int] | None = None) -> np.ndarray | None:
     """Rasterise the AOI GeoJSON at ``path`` (lon/lat) onto a grid: True for pixels whose centre is inside.
 
@@ -178,7 +188,7 @@ def aoi_mask_for(path: Path, *, like: xr.DataArray | None = None, crs: Any = Non
     from odc.geo.geom import Geometry
     from odc.geo.xr import rasterize
 
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         return None
     data = json.loads(path.read_text())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -138,23 +137,19 @@ def record_from_json(data: dict[str, Any]) -> CityYearStatistics:
         raise DataError(f"not a statistics record: {e}") from e
 
 
-def write_record(output: Path, record: CityYearStatistics) -> Path:
-    """Write a record to ``<output>/<city>/<year>/statistics.json`` atomically."""
+def write_record(output: Path | str, record: CityYearStatistics) -> Any:
+    """Write a record to ``<output>/<city>/<year>/statistics.json`` atomically (a path or an ``s3://`` URL)."""
     path = city_year_folder(output, record.city, record.year) / RECORD_NAME
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record_to_json(record), indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    path.write_text(json.dumps(record_to_json(record), indent=2, sort_keys=True))
+    return path.path if path.is_local else path
 
 
-def load_record(output: Path, city: str, year: int) -> CityYearStatistics | None:
+def load_record(output: Path | str, city: str, year: int) -> CityYearStatistics | None:
     """The stored record of a city-year, or None when none was written (or it is unreadable)."""
     path = city_year_folder(output, city, year) / RECORD_NAME
-    if not path.exists():
-        return None
     try:
         return record_from_json(json.loads(path.read_text()))
-    except (ValueError, DataError):
+    except (FileNotFoundError, ValueError, DataError):
         return None
 
 

@@ -28,7 +28,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import numpy as np
 
 from crofuse import IMPERVIOUS, NODATA_LABEL, PERVIOUS
 from crofuse.errors import DataError
+from crofuse.io.store import Location, location
 from crofuse.statistics.area import M2_PER_KM2
 from crofuse.statistics.estimation import (
     Z95,
@@ -373,19 +373,21 @@ def design_sample(
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_text_atomic(path: Any, text: str) -> None:
+    location(path).write_text(text)  # atomic on disk and on S3 (crofuse.io.store)
 
 
-def write_design(design: SampleDesign, folder: Path) -> Path:
+def _out(loc: Location) -> Any:
+    return loc.path if loc.is_local else loc
+
+
+def write_design(design: SampleDesign, folder: Any) -> Any:
     """Write ``design.json``, ``sample.csv`` and ``sample.geojson`` into ``folder``; returns ``design.json``.
 
     ``design.json`` is written last, so a folder with one always has its point files.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = location(folder)
+    folder.mkdir()
     ids, (x, y), (lon, lat) = design.point_ids, design.xy(), design.lonlat()
     strata = [design.strata[s] for s in design.stratum]
     mapped = [design.classes[m] for m in design.map_class]
@@ -427,7 +429,7 @@ def write_design(design: SampleDesign, folder: Path) -> Path:
         ],
     }
     _write_text_atomic(folder / DESIGN_NAME, json.dumps(meta, indent=1))
-    return folder / DESIGN_NAME
+    return _out(folder / DESIGN_NAME)
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -440,13 +442,15 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def read_design(folder: Path) -> SampleDesign | None:
+def read_design(folder: Any) -> SampleDesign | None:
     """The design in ``folder/design.json``, or None when there is none."""
-    path = Path(folder) / DESIGN_NAME
-    if not path.exists():
+    path = location(folder) / DESIGN_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return None
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(text)
         points = d["points"]
         return SampleDesign(
             city=d["city"], year=int(d["year"]), previous_year=int(d["previous_year"]), classes=tuple(d["classes"]),
@@ -535,7 +539,7 @@ def read_labelled_sample(
         classes, has points outside the AOI or not in the design, or leaves a stratum with fewer than
         ``min_labelled`` labels (or fewer than all its points, for a smaller stratum).
     """
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         raise SampleError(f"{path} does not exist")
     records = _read_geojson(path, design) if path.suffix.lower() in (".geojson", ".json") else _read_csv(path, design)
@@ -611,7 +615,7 @@ def _same_crs(a: Any, b: Any) -> bool:
         return False
 
 
-def _read_geojson(path: Path, design: SampleDesign) -> list[dict[str, Any]]:
+def _read_geojson(path: Location, design: SampleDesign) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except ValueError as e:
@@ -649,8 +653,10 @@ def _read_geojson(path: Path, design: SampleDesign) -> list[dict[str, Any]]:
     return out
 
 
-def _read_csv(path: Path, design: SampleDesign) -> list[dict[str, Any]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+def _read_csv(path: Location, design: SampleDesign) -> list[dict[str, Any]]:
+    import io
+
+    with io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
         rows = [{k.strip().lower(): v for k, v in row.items() if k is not None} for row in reader]
@@ -726,8 +732,8 @@ def _raster_values(raster: Any, design: SampleDesign, which: str) -> np.ndarray:
 
     from crofuse.statistics.maps import geobox_of, read_map
 
-    if isinstance(raster, (str, Path)):
-        raster = read_map(Path(raster))
+    if isinstance(raster, (str, Path, Location)):
+        raster = read_map(raster)
     if isinstance(raster, xr.DataArray):
         gbox = geobox_of(raster)
         same = gbox.shape == tuple(design.shape) and np.allclose(tuple(gbox.affine)[:6], design.transform) and \
@@ -746,7 +752,7 @@ def _raster_values(raster: Any, design: SampleDesign, which: str) -> np.ndarray:
     return values
 
 
-def write_labels_csv(labelled: LabelledSample, path: Path) -> Path:
+def write_labels_csv(labelled: LabelledSample, path: Any) -> Any:
     """Write the design's points with the labels of ``labelled`` (empty where unlabelled) as CSV."""
     design = labelled.design
     labels = [""] * design.n
@@ -758,17 +764,17 @@ def write_labels_csv(labelled: LabelledSample, path: Path) -> Path:
          design.classes[design.map_class[i]], labels[i]]
         for i, pid in enumerate(design.point_ids)
     ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = location(path)
+    path.parent.mkdir()
     _write_text_atomic(path, _csv_text(CSV_COLUMNS, rows))
-    return path
+    return _out(path)
 
 
-def find_labelled(folder: Path) -> Path | None:
+def find_labelled(folder: Any) -> Any:
     """A person's labelled sample in ``folder`` (``labelled.csv`` first, then ``labelled.geojson``), or None."""
     for name in LABELLED_NAMES:
-        if (Path(folder) / name).exists():
-            return Path(folder) / name
+        if (location(folder) / name).exists():
+            return _out(location(folder) / name)
     return None
 
 
@@ -792,7 +798,14 @@ class CityYearStrata:
 def city_year_strata(output: Path, city: str, year: int) -> CityYearStrata:
     """The strata of ``<output>/<city>/<year>``: by change since the previous mapped year, else by the map."""
     from crofuse.statistics.area import pixel_area_of
-    from crofuse.statistics.maps import MAP_NAME, aoi_mask, city_year_folder, mapped_years, read_map, same_grid
+    from crofuse.statistics.maps import (
+        MAP_NAME,
+        aoi_mask,
+        city_year_folder,
+        mapped_years,
+        read_map,
+        same_grid,
+    )
 
     folder = city_year_folder(output, city, year)
     current = read_map(folder / MAP_NAME)

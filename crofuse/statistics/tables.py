@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from crofuse.statistics.records import ESTIMATE_COLUMNS, NUMERIC_FIELDS, TEXT_FIELDS, CityYearStatistics
-
-STATISTICS_ZARR = "statistics.zarr"
-STATISTICS_CSV = "statistics.csv"
+from crofuse.io.store import Location, location
+from crofuse.layout import STATISTICS_CSV, STATISTICS_ZARR
+from crofuse.statistics.records import (
+    ESTIMATE_COLUMNS,
+    NUMERIC_FIELDS,
+    TEXT_FIELDS,
+    CityYearStatistics,
+)
 
 _LONG_NAMES = {
     "impervious_km2": "impervious area on the WGS84 ellipsoid (equal-area corrected)",
@@ -70,51 +72,58 @@ def records_to_dataset(records: Sequence[CityYearStatistics]) -> xr.Dataset:
     return ds
 
 
-def write_statistics(ds: xr.Dataset, output: Path) -> tuple[Path, Path]:
-    """Write ``statistics.zarr`` and ``statistics.csv`` under ``output``, each replaced atomically."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+def write_statistics(ds: xr.Dataset, output: Path | str | Location) -> tuple[Any, Any]:
+    """Write ``statistics.zarr`` and ``statistics.csv`` under ``output`` (a path or an ``s3://`` URL), each
+    replaced atomically: the store is written under a temporary name and moved into place
+    (:func:`crofuse.layout.replace_store`), the CSV in one write."""
+    import uuid
+
+    from crofuse.layout import is_temp_store, replace_store
+
+    output = location(output)
+    output.mkdir()
+    for stale in output.iterdir():  # left by a killed writer (the caller holds the statistics lock)
+        if stale.name.startswith(f".{STATISTICS_ZARR}") and is_temp_store(stale.name):
+            stale.rmtree()
     zarr_path = output / STATISTICS_ZARR
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".statistics.", dir=output))
+    tmp_zarr = output / f".{STATISTICS_ZARR}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        tmp_zarr = tmp_dir / STATISTICS_ZARR
-        ds.to_zarr(tmp_zarr, mode="w", zarr_format=3, consolidated=True)
-        if zarr_path.exists():
-            os.replace(zarr_path, tmp_dir / "old.zarr")
-        os.replace(tmp_zarr, zarr_path)
-        csv_tmp = tmp_dir / STATISTICS_CSV
-        _write_csv(ds, csv_tmp)
-        os.replace(csv_tmp, output / STATISTICS_CSV)
+        ds.to_zarr(tmp_zarr.zarr_store(), mode="w", zarr_format=3, consolidated=True)
+        replace_store(tmp_zarr, zarr_path)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_zarr.rmtree()
+    buffer = io.StringIO(newline="")
+    _write_csv(ds, buffer)
+    (output / STATISTICS_CSV).write_text(buffer.getvalue())
+    if output.is_local:
+        return zarr_path.path, (output / STATISTICS_CSV).path
     return zarr_path, output / STATISTICS_CSV
 
 
-def _write_csv(ds: xr.Dataset, path: Path) -> None:
+def _write_csv(ds: xr.Dataset, fh: Any) -> None:
     columns = [n for n in (*NUMERIC_FIELDS, *TEXT_FIELDS) if n in ds]
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["city", "year", *columns])
-        for city in ds["city"].values:
-            for year in ds["year"].values:
-                if not bool(ds["mapped"].sel(city=city, year=year)):
-                    continue
-                row: list[Any] = [str(city), int(year)]
-                for name in columns:
-                    v = ds[name].sel(city=city, year=year).item()
-                    if name in TEXT_FIELDS:
-                        row.append(str(v))
-                    elif name == "previous_year":
-                        row.append(int(v))
-                    else:
-                        row.append("" if math.isnan(v) else f"{v:.6f}")
-                writer.writerow(row)
+    writer = csv.writer(fh)
+    writer.writerow(["city", "year", *columns])
+    for city in ds["city"].values:
+        for year in ds["year"].values:
+            if not bool(ds["mapped"].sel(city=city, year=year)):
+                continue
+            row: list[Any] = [str(city), int(year)]
+            for name in columns:
+                v = ds[name].sel(city=city, year=year).item()
+                if name in TEXT_FIELDS:
+                    row.append(str(v))
+                elif name == "previous_year":
+                    row.append(int(v))
+                else:
+                    row.append("" if math.isnan(v) else f"{v:.6f}")
+            writer.writerow(row)
 
 
-def read_statistics_csv(path: Path) -> list[dict[str, Any]]:
+def read_statistics_csv(path: Path | str | Location) -> list[dict[str, Any]]:
     """Rows of ``statistics.csv`` with numbers parsed (empty cells → NaN)."""
     rows = []
-    with open(path, newline="") as fh:
+    with io.StringIO(location(path).read_text(), newline="") as fh:
         for row in csv.DictReader(fh):
             parsed: dict[str, Any] = {"city": row.pop("city"), "year": int(row.pop("year"))}
             for k, v in row.items():

@@ -8,25 +8,25 @@ AOI, consistent maps, the accuracy sample) changed, appeared or disappeared sinc
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
-import math
-import os
-import socket
-import sys
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from crofuse.errors import CrofuseError, DataError
+from crofuse import layout
+from crofuse.errors import CrofuseError, DataError, LeaseHeldError
+from crofuse.io.lease import Lease
+from crofuse.io.store import Location, location
 from crofuse.statistics import sample as smp
 from crofuse.statistics.area import naive_pixel_area, pixel_area_of
-from crofuse.statistics.change import change_area, change_map, disagreement_area, impervious_area
+from crofuse.statistics.change import (
+    change_area,
+    change_map,
+    disagreement_area,
+    impervious_area,
+)
 from crofuse.statistics.maps import (
     AOI_NAME,
     CHANGE_NAME,
@@ -45,12 +45,17 @@ from crofuse.statistics.maps import (
     same_grid,
     write_map,
 )
-from crofuse.statistics.records import SCHEMA_VERSION, CityYearStatistics, load_record, write_record
+from crofuse.statistics.records import (
+    SCHEMA_VERSION,
+    CityYearStatistics,
+    load_record,
+    write_record,
+)
 from crofuse.statistics.tables import records_to_dataset, write_statistics
 
 log = logging.getLogger("crofuse.statistics")
 
-LOCK_NAME = ".statistics-lock"
+LOCK_NAME = layout.STATISTICS_LEASE
 DEFAULT_LOCK_TIMEOUT = 600.0
 """Seconds :func:`statistics_lock` waits for another writer before it gives up (a full update of a city takes
 seconds; ten minutes means the holder is stuck)."""
@@ -76,7 +81,13 @@ def sources_of(output: Path, city: str, year: int, previous_year: int) -> dict[s
     if previous_year != -1:
         prev = city_year_folder(output, city, previous_year)
         paths.update({f"{previous_year}/{n}": prev / n for n in (MAP_NAME, REFERENCE_NAME, CONSISTENT_NAME)})
-    return {key: p.stat().st_mtime_ns for key, p in sorted(paths.items()) if p.exists()}
+    found = {}
+    for key, p in sorted(paths.items()):
+        try:
+            found[key] = p.stat().token
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def compute_city_year(output: Path, city: str, year: int, *, label_from_reference: bool = True) -> CityYearStatistics:
@@ -92,7 +103,7 @@ def compute_city_year(output: Path, city: str, year: int, *, label_from_referenc
         label_from_reference: without a person's labelled sample, label a sample from ``reference.tif`` (of both
             years, for change) when the folder has it, so the estimates are filled.
     """
-    output = Path(output)
+    output = location(output)
     folder = city_year_folder(output, city, year)
     current = read_map(folder / MAP_NAME)
     area = pixel_area_of(current)
@@ -271,81 +282,44 @@ _is_current = is_current
 # --------------------------------------------------------------------------------------------------------------------
 # The lock
 # --------------------------------------------------------------------------------------------------------------------
-class StatisticsLockTimeout(CrofuseError, TimeoutError):
+class StatisticsLockTimeout(LeaseHeldError, TimeoutError):
     """Another process held the statistics lock for longer than the timeout."""
 
 
-def _holder(path: Path) -> dict[str, Any] | None:
-    try:
-        text = path.read_text()
-        return json.loads(text) if text.strip() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _describe_holder(holder: dict[str, Any] | None) -> str:
-    if not holder:
-        return "another process (it did not record who)"
-    since = holder.get("since")
-    age = f", for {time.time() - float(holder['since_epoch']):.0f} s" if "since_epoch" in holder else ""
-    return (f"pid {holder.get('pid')} on {holder.get('host')} since {since}{age} "
-            f"({holder.get('command', '?')})")
+LEASE_TIMEOUT = 120.0
+"""Seconds without a heartbeat after which the statistics lock of a dead writer is taken over (a writer on this
+host whose process is gone is taken over at once)."""
 
 
 @contextlib.contextmanager
 def statistics_lock(
-    output: Path, *, timeout: float | None = DEFAULT_LOCK_TIMEOUT, poll: float = 0.2, log_every: float = 30.0
+    output: Path | str | Location, *, timeout: float | None = DEFAULT_LOCK_TIMEOUT, poll: float = 0.2,
+    log_every: float = 30.0,
 ) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<output>/.statistics-lock``: one writer of the tables at a time.
+    """One writer of the tables at a time: the lease ``<output>/.statistics-lock`` (:mod:`crofuse.io.lease`).
 
-    Concurrent flow runs (a process worker runs several at once) would otherwise race on the rename of
-    ``statistics.zarr`` or drop each other's rows. The holder writes who it is (pid, host, since when, command) into
-    the lock file; a waiter logs who holds it when it starts waiting and every ``log_every`` seconds, and gives up
-    after ``timeout`` seconds (None: wait for ever) with :class:`StatisticsLockTimeout`. The lock is released when the
-    process exits, even on a crash.
+    Concurrent flow runs would otherwise race on the replacement of ``statistics.zarr`` or drop each other's rows.
+    The lock is a conditional write (put-if-absent, heartbeats by put-if-match), not ``fcntl``, so it works on object
+    storage and on disks shared between machines. The holder records who it is (pid, host, since when, command); a
+    waiter logs who holds it when it starts waiting and every ``log_every`` seconds, and gives up after ``timeout``
+    seconds (None: wait for ever) with :class:`StatisticsLockTimeout`. A holder that died is taken over after
+    :data:`LEASE_TIMEOUT` seconds without a heartbeat (at once when it was a process of this host).
     """
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = location(output)
+    output.mkdir()
     path = output / LOCK_NAME
-    with open(path, "a+") as fh:
-        started = time.monotonic()
-        last_log = -math.inf
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = time.monotonic() - started
-                holder = _describe_holder(_holder(path))
-                if timeout is not None and waited >= timeout:
-                    raise StatisticsLockTimeout(
-                        f"gave up after {waited:.0f} s waiting for the statistics lock {path}, held by {holder}. If "
-                        "that process is stuck, stop it (kill its pid) and rerun; if it is busy with a big update, "
-                        "rerun later or pass a longer lock timeout"
-                    ) from None
-                if waited - last_log >= log_every:
-                    limit = "for ever" if timeout is None else f"up to {timeout:.0f} s"
-                    log.warning("waiting for the statistics lock %s (%.0f s so far, %s): held by %s",
-                                path, waited, limit, holder)
-                    last_log = waited
-                time.sleep(poll if timeout is None else max(0.0, min(poll, timeout - waited)))
-        waited = time.monotonic() - started
-        if last_log > -math.inf:
-            log.warning("got the statistics lock %s after %.1f s", path, waited)
-        now = time.time()
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since_epoch": now,
-                             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                             "command": " ".join(sys.argv)[:200]}))
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fh.flush()
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    lease = Lease(path, purpose="statistics update", timeout=LEASE_TIMEOUT, wait=timeout, poll=poll,
+                  log_every=log_every, logger=log, what="the statistics lock")
+    try:
+        lease.acquire()
+    except LeaseHeldError as e:
+        raise StatisticsLockTimeout(f"gave up waiting for the statistics lock: {e}. If that process is stuck, stop "
+                                    "it (kill its pid) and rerun; if it is busy with a big update, rerun later or "
+                                    "pass a longer lock timeout") from None
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -372,7 +346,7 @@ def update_statistics(
         lock_timeout: seconds to wait for another writer (:func:`statistics_lock`).
         label_from_reference: see :func:`compute_city_year`.
     """
-    output = Path(output)
+    output = location(output)
     refresh = set(cities) if cities is not None else None
     with statistics_lock(output, timeout=lock_timeout):  # flow runs of several city-years may finish at once
         records: list[CityYearStatistics] = []

@@ -155,10 +155,9 @@ def _clear(root: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    from crofuse.io.store import location
+
+    location(path).write_text(json.dumps(data, indent=1, sort_keys=True, default=str))  # atomic (crofuse.io.store)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 1

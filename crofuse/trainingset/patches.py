@@ -2,14 +2,13 @@
 
 Optical: 4 bands float32 surface reflectance (B02, B03, B04, B08), NaN where no clear observation. SAR: 2 bands
 float32 gamma0 dB (VV, VH), NaN where none. Label: uint8 1 impervious, 0 pervious, 255 ignored (no label, or an
-input missing). Every file is a georeferenced GeoTIFF written under a hidden temporary name and renamed, so an
-interrupted build never leaves a patch that looks complete (readers skip hidden files).
+input missing). Every file is a georeferenced GeoTIFF written in worker-local temporary space
+(:func:`crofuse.io.store.scratch_dir`) and then published in one step (a rename, or one PUT for an ``s3://`` root),
+so an interrupted build never leaves a patch that looks complete, nor a temporary file in the training set.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,29 +16,31 @@ from typing import Any
 import numpy as np
 
 from crofuse import NODATA_LABEL, OPTICAL_BANDS, SAR_BANDS
+from crofuse.io.store import location, output_error, scratch_dir
 
 MODALITIES = ("optical", "sar", "label")
 
 
-def write_tif(path: Path, data: np.ndarray, *, crs: Any, transform: Any, nodata: float | int,
+def write_tif(path: Any, data: np.ndarray, *, crs: Any, transform: Any, nodata: float | int,
               names: Sequence[str]) -> None:
-    """One deflate-compressed GeoTIFF, written to a temporary name and renamed into place."""
+    """One deflate-compressed GeoTIFF, written in temporary space and published in one step."""
     import rasterio
 
     arr = data[None] if data.ndim == 2 else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.tif")
-    try:
-        with rasterio.open(
-            tmp, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-            dtype=arr.dtype.name, crs=crs, transform=transform, nodata=nodata, compress="deflate",
-        ) as dst:
-            dst.write(arr)
-            for i, name in enumerate(names, start=1):
-                dst.set_band_description(i, name)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    dst_loc = location(path)
+    with scratch_dir(f"patch-{dst_loc.stem}") as scratch:
+        tmp = scratch / dst_loc.name
+        try:
+            with rasterio.open(
+                tmp, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                dtype=arr.dtype.name, crs=crs, transform=transform, nodata=nodata, compress="deflate",
+            ) as dst:
+                dst.write(arr)
+                for i, name in enumerate(names, start=1):
+                    dst.set_band_description(i, name)
+        except OSError as e:
+            raise output_error(e, dst_loc, needed=arr.nbytes, scratch=scratch) or e
+        dst_loc.upload(tmp)
 
 
 def write_patch(root: Path, split: str, name: str, *, optical: np.ndarray, sar: np.ndarray, label: np.ndarray,
@@ -55,7 +56,7 @@ def write_patch(root: Path, split: str, name: str, *, optical: np.ndarray, sar: 
 
 def remove_patch(root: Path, split: str, name: str) -> None:
     for modality in MODALITIES:
-        (root / split / modality / f"{name}.tif").unlink(missing_ok=True)
+        (location(root) / split / modality / f"{name}.tif").unlink(missing_ok=True)
 
 
 __all__ = ["MODALITIES", "remove_patch", "write_patch", "write_tif"]
