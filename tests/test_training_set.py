@@ -95,7 +95,7 @@ def test_manifest_records_split_blocks_labels_fingerprints_and_recipe(blocked_se
     assert m is not None and m["format"] == "crofuse-training-set"
     assert m["split"]["kind"] == "blocked" and m["split"]["block_km"] == 0.64 and m["split"]["buffer_px"] == 32
     assert {b["split"] for b in m["split"]["blocks"]} == set(SPLITS)
-    assert m["labels"]["name"] == "sample" and m["labels"]["exact"] is True
+    assert m["labels"]["name"] == "sample" and m["labels"]["exact"] is False  # the annotated reference
     assert [(c["city"], c["year"]) for c in m["city_years"]] == [("wuhan", 2021), ("wuhan", 2022)]
     assert all(len(c["cube_fingerprint"]) == 16 for c in m["city_years"])
     assert m["recipe"]["optical_reducer"] == "median" and m["recipe"]["season"] == "06-01/06-30"
