@@ -83,6 +83,6 @@ def test_trained_checkpoint_card_records_the_training_set(patch_dataset: Path, t
     card = read_card(result.best_checkpoint)
     data = card.training_data
     assert data["recipe"]["optical_reducer"] == "median" and data["recipe"]["season"] == "06-01/06-30"
-    assert data["labels"]["name"] == "sample"
+    assert data["labels"]["name"] == "sample-exact"
     assert data["split"]["kind"] == "blocked" and data["split"]["block_km"] == 0.96
     assert [c["city"] for c in data["training_set"]["city_years"]] == ["wuhan"]

@@ -18,10 +18,11 @@ from crofuse.training.checkpoints import optimizer_state_from_flat, optimizer_st
 
 pytestmark = pytest.mark.slow
 
-# Small width and few epochs on the generator's patches: a working trainer reaches val MIoU of about 0.7-0.75
-# (measured: 0.74 best val, 0.71 test). Chance is about 0.37 (an all-pervious map); a broken trainer (no optimizer
-# step, shuffled labels, unnormalised inputs) stays near it.
-MIOU_THRESHOLD = 0.6
+# Small width and few epochs on the v2 generator's patches (Wuhan 2021, exact labels, blocked split): a working
+# trainer reaches val MIoU of about 0.63 in 16 epochs (measured 2026-12-03: best val 0.637, epochs 8-16 all 0.60-0.64).
+# Chance is 0.489 here (an all-pervious map: the first three epochs sit exactly on it); a broken trainer (no optimizer
+# step, shuffled labels, unnormalised inputs) stays near it. The threshold sits between the two.
+MIOU_THRESHOLD = 0.56
 
 
 def _count(root: Path, split: str) -> int:
@@ -36,7 +37,7 @@ def _config(root: Path, out: Path, **overrides: object) -> TrainConfig:
         "model_options": {"base_channels": 4},
         "lr": 5e-3,
         "batch_size": 8,
-        "max_epochs": 8,
+        "max_epochs": 16,
         "patience": 100,
         "seed": 0,
         "device": "cpu",
@@ -55,7 +56,7 @@ def trained(patch_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_training_learns_far_above_chance(trained: tuple[TrainConfig, TrainResult]) -> None:
     config, result = trained
     best = max(r["val_miou"] for r in result.history)
-    assert best > MIOU_THRESHOLD, result.history
+    assert best > MIOU_THRESHOLD, " ".join(f"{r['epoch']}:{r['val_miou']:.3f}" for r in result.history)
     assert result.metrics["val"]["miou"] == pytest.approx(best)
     assert result.metrics["test"]["miou"] > MIOU_THRESHOLD
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
