@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -188,6 +189,22 @@ def dask_client(config: ClusterConfig = ClusterConfig()) -> Iterator:
         cluster.close()
 
 
+WORKER_PARENT_DEATH_SIGNAL = signal.SIGKILL
+"""What a :class:`ProcessCluster` worker gets from the kernel when the process that started it dies (Linux).
+
+SIGKILL, not :class:`~infra.process.ManagedProcess`'s default SIGTERM: the parent's death signals the scheduler and
+every worker at the same instant, so the scheduler's ``close`` message and SIGTERM reach a worker together. ``dask
+worker --no-nanny`` answers SIGTERM by returning from its ``asyncio.run``, which cancels every task, including the
+``Worker.close()`` the scheduler's message just started; the worker is left ``closing`` and the connection handler's
+``finally: await self.close()`` then waits for a close that never finishes, so ``asyncio.run`` never returns and the
+worker outlives everyone (distributed 2026.8; ``--death-timeout`` only bounds the start). SIGKILL loses nothing
+here: the worker's results live in memory and die with the scheduler anyway, and its scratch space is left as after
+any crash. The scheduler keeps SIGTERM (it closes on its own, with nothing to wait for), and :meth:`ProcessCluster.stop`
+(the path SIGINT/SIGTERM of the parent take) still stops the workers with SIGTERM first, before the scheduler, so
+they close gracefully; a worker that hangs there is killed after its grace period.
+"""
+
+
 def dask_executable() -> str:
     """The ``dask`` CLI of this interpreter's environment."""
     candidate = Path(sys.executable).parent / "dask"
@@ -198,7 +215,7 @@ class ProcessCluster:
     """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on this machine, as a context manager.
 
     Every process is an :class:`infra.process.ManagedProcess` (own process group, parent-death signal, SIGTERM then
-    SIGKILL on stop). Each worker runs in its own empty directory ``<base_dir>/worker-<i>`` (its working directory
+    SIGKILL on stop); the workers' parent-death signal is SIGKILL (:data:`WORKER_PARENT_DEATH_SIGNAL` says why). Each worker runs in its own empty directory ``<base_dir>/worker-<i>`` (its working directory
     and ``--local-directory``), and is told the scheduler's address, not a shared scheduler file: nothing the
     workers use is on a disk they share, except what a task writes there on purpose.
 
@@ -308,6 +325,7 @@ class ProcessCluster:
                     argv,
                     name=f"dask worker-{i}", env=self.env, cwd=wdir, log_path=log,
                     ready=_log_has(log, offset, "Registered to:"), ready_timeout=self.ready_timeout,
+                    parent_death_signal=WORKER_PARENT_DEATH_SIGNAL,
                 )
                 self.workers.append(worker)
                 worker.start()

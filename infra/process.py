@@ -7,6 +7,9 @@ S3-compatible test server all start, wait and stop the same way:
 - **start** in a new session (its own process group), stdin closed, stdout and stderr into one log file;
 - **parent-death signal** (Linux): the child runs ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` between fork and exec, so the
   kernel sends it SIGTERM when the process that started it dies, even by SIGKILL (where no Python cleanup runs);
+  ``parent_death_signal`` picks another signal for a service whose own SIGTERM handling cannot be trusted when
+  everything around it dies at once (:class:`~infra.cluster.ProcessCluster`'s dask workers get SIGKILL: see
+  :data:`infra.cluster.WORKER_PARENT_DEATH_SIGNAL`);
 - **readiness**: ``ready()`` is polled until it returns True, the child exits, or the deadline passes; both failures
   raise :class:`~crofuse.errors.ServiceError` with the exit code and the last lines of the log;
 - **stop**: SIGTERM to the process group, wait up to ``grace`` seconds, then SIGTERM to whatever is left of the
@@ -31,7 +34,7 @@ Any command-line server fits; for example an S3 server and a dask scheduler::
 the child exits, not the process: start services from a thread that lives as long as you need them (the main
 thread). It is not inherited by grandchildren: a service's own children stop when the service stops them (Prefect's
 worker stops its flow runs on SIGTERM; rustac, the Prefect server, ``dask scheduler`` and ``dask worker --no-nanny``
-have none). **Elsewhere (macOS, BSD)** there is no parent-death signal: the child still gets its own session, and is
+have none; a nanny's worker exits when the nanny's end of their pipe closes). **Elsewhere (macOS, BSD)** there is no parent-death signal: the child still gets its own session, and is
 stopped by the context manager, by :func:`stop_on_signals` on SIGINT/SIGTERM, and by an ``atexit`` hook on a normal
 interpreter exit; only a SIGKILLed parent leaves it running there, so run long-lived services under a supervisor
 (launchd, systemd, Kubernetes) on those systems.

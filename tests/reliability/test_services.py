@@ -51,6 +51,23 @@ def _survivors(pids: list[int], timeout: float) -> list[str]:
     return out
 
 
+def _diagnose(survivors: list[str], logs: Path | None = None) -> str:
+    """What a failed "no survivor" check prints: each survivor's state and children, and the services' log tails."""
+    out = []
+    for line in survivors:
+        pid = int(line.split(":", 1)[0])
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            kids = [f"{c.pid} {' '.join(c.cmdline())[:80]}" for c in proc.children(recursive=True)]
+            out.append(f"{line}\n  status={proc.status()} ppid={proc.ppid()} threads={proc.num_threads()} "
+                       f"children={kids}")
+    if logs is not None and logs.is_dir():
+        for log in sorted(logs.rglob("*.log")):
+            records = [ln for ln in log.read_text(errors="replace").splitlines() if ln[:4].isdigit()]  # no tracebacks
+            out.append(f"--- {log.relative_to(logs)} (last records)\n" + "\n".join(records[-10:]))
+    return "\n".join(out)
+
+
 def _tree(pid: int) -> list[int]:
     proc = psutil.Process(pid)
     return [pid, *(c.pid for c in proc.children(recursive=True))]
@@ -346,7 +363,8 @@ def test_services_die_with_their_sigkilled_parent(service: str, tiny_catalog: Pa
         assert all(not port_is_free(p) for p in started["ports"])
         parent.kill()
         parent.wait(timeout=10)
-        assert _survivors(started["pids"], 30) == []
+        left = _survivors(started["pids"], 30)
+        assert left == [], _diagnose(left, arg if service != "rustac" else None)
         for port in started["ports"]:
             assert _port_released(port), f"port {port} is still bound"
     finally:
