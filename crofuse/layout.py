@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crofuse.errors import ConfigError
-from crofuse.io.store import Location, clean_temp_siblings, location, rename_into_place
+from crofuse.io.store import Location, canonical, clean_temp_siblings, location, rename_into_place
 
 log = logging.getLogger("crofuse.layout")
 
@@ -276,11 +276,6 @@ def replace_file(src: Location, dst: Location) -> None:
     src.unlink()
 
 
-def _spelled(loc: Location) -> str:
-    """How a path is recorded in a product's attributes: the absolute path on disk, the URL on object storage."""
-    return str(loc.path.resolve()) if loc.is_local else loc.url
-
-
 def repoint_staging_paths(store: Location, staging: Location, folder: Location, names: Iterable[str]) -> dict[str, str]:
     """Point the root attributes of the zarr ``store`` that name a product in ``staging`` at its published place
     in ``folder`` (maps made from a cube rebuilt in staging record that cube's path, ``maps.zarr``'s ``cube``
@@ -304,7 +299,7 @@ def repoint_staging_paths(store: Location, staging: Location, folder: Location, 
         except Exception:  # noqa: BLE001 - an attribute that names no path (another URL scheme, ...)
             continue
         if where in targets:
-            changed[key] = _spelled(targets[where])
+            changed[key] = canonical(targets[where])
     if changed:
         data["attributes"] = {**attrs, **changed}
         meta.write_text(json.dumps(data, indent=2))

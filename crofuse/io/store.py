@@ -393,6 +393,14 @@ class Location:
                           key=lambda x: x.key)
         return [Location("s3", self.bucket, o["path"]) for o in self._list_objects()]
 
+    def listing(self) -> dict[str, str]:
+        """Every file under this folder (recursively) with its version, by path relative to the folder: one
+        listing on S3 (etags), no request per file."""
+        if self.is_local:
+            return {f.relative_to(self): f.stat().version for f in self.walk_files()}
+        start = len(self._prefix())
+        return {o["path"][start:]: str(o.get("e_tag") or "") for o in self._list_objects()}
+
     def _list_objects(self) -> list[dict[str, Any]]:
         import obstore
 
@@ -665,6 +673,20 @@ def native(value: str | os.PathLike[str] | Location) -> Path | Location:
     return loc.path if loc.is_local else loc
 
 
+def path_or_url(value: str | os.PathLike[str] | Location) -> Path | str:
+    """How a config keeps a place: a :class:`~pathlib.Path` for a local path (``file://`` URLs too), the URL string
+    for object storage (``Path("s3://b/k")`` would fold the ``//``). Raises :class:`StorageError` for an
+    unsupported URL."""
+    loc = location(value)
+    return loc.path if loc.is_local else loc.url
+
+
+def canonical(value: str | os.PathLike[str] | Location) -> str:
+    """How a place is recorded (provenance, resume keys): the absolute path on disk, the URL on object storage."""
+    loc = location(value)
+    return str(loc.path.resolve()) if loc.is_local else loc.url
+
+
 def is_url(value: str | os.PathLike[str] | Location) -> bool:
     """Is ``value`` an object-store URL (not a local path)?"""
     return not location(value).is_local
@@ -889,6 +911,7 @@ __all__ = [
     "atomic_file",
     "cached_copy",
     "cached_tree",
+    "canonical",
     "check_writable",
     "clean_scratch",
     "clean_temp_siblings",
@@ -898,6 +921,7 @@ __all__ = [
     "location",
     "native",
     "output_error",
+    "path_or_url",
     "rename_into_place",
     "s3_endpoint",
     "scratch_dir",
