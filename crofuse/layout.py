@@ -41,7 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from crofuse.errors import ConfigError
-from crofuse.io.store import Location, canonical, clean_temp_siblings, location, rename_into_place
+from crofuse.io.store import (
+    Location,
+    canonical,
+    clean_temp_siblings,
+    location,
+    rename_into_place,
+)
 
 log = logging.getLogger("crofuse.layout")
 

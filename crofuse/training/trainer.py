@@ -14,12 +14,14 @@ with the ECE and NLL before and after on val, and on test when there is a test s
 hold calibrated probabilities. A validation split without labelled pixels leaves the card uncalibrated (logged).
 
 The training set and the run directory may be ``s3://`` URLs: the patches are read from a local copy in
-worker-local temporary space (:func:`crofuse.trainingset.local_training_set`, fetched once per ``patches.json``),
+worker-local temporary space (:func:`crofuse.trainingset.local_training_set`, fetched once and keyed by the listing's
+etags, so a rerun downloads nothing),
 and every file of the run is uploaded whole as it is saved (:mod:`crofuse.training.checkpoints`); the card and the
 resume key record the URL, not the copy.
 
-Nothing is pickled: tensors go to safetensors, scalars to JSON. Every file is written under a temporary name and
-renamed, and ``last.state.json`` is renamed last, so an interrupted save never looks finished. A rerun with
+Nothing is pickled: tensors go to safetensors, scalars to JSON. Every file is written atomically through
+:mod:`crofuse.io.store` (a temporary name and a rename on disk, one PUT on S3), and ``last.state.json`` is written
+last, so an interrupted save never looks finished. A rerun with
 ``resume=True`` continues after the last completed epoch; a finished run is not trained again. Randomness (model
 init, shuffling, augmentation) is derived from ``(seed, epoch)``, so a resumed run follows the same path as an
 uninterrupted one.

@@ -477,10 +477,11 @@ def read_manifest(root: str | Path | Location) -> dict[str, Any] | None:
 def local_training_set(root: str | Path | Location, *, progress: bool = False) -> Path:
     """A training set (or any WHU-IS folder) as a local folder :class:`crofuse.data.PatchDataset` reads: a local
     path as is; on object storage a local copy of its patches and ``patches.json`` (not its cubes and labels) in
-    worker-local temporary space (:func:`crofuse.io.store.cached_tree`), fetched once and reused while
-    ``patches.json`` is the same (its SHA-256 is the key: it names every patch, the settings' fingerprint and the
-    identity of every cube the patches were cut from). A WHU-IS folder without ``patches.json`` is keyed by its
-    listing (names, sizes and versions). A set still being built (``.incomplete``) is refused, as on disk."""
+    worker-local temporary space (:func:`crofuse.io.store.cached_tree`), fetched once and reused while the objects
+    are the same. The key of the copy is the listing of the patch folders (one ``ListObjects`` per split, no request
+    per file): every patch's name and etag, and the etag of ``patches.json``, so a rerun downloads nothing and a
+    rebuilt set is fetched anew. Only the patches the manifest lists are fetched (a WHU-IS folder without
+    ``patches.json``: every file of its splits). A set still being built (``.incomplete``) is refused, as on disk."""
     loc = location(root)
     if loc.is_local:
         return loc.path
@@ -489,21 +490,24 @@ def local_training_set(root: str | Path | Location, *, progress: bool = False) -
             f"{loc} holds a training set still being built or whose build was interrupted ({INCOMPLETE} is "
             "there): finish it with `crofuse training-set build` (it resumes) before training on it"
         )
-    try:
-        text = (loc / MANIFEST).read_bytes()
-    except FileNotFoundError:
-        text = None
-    if text is not None:
-        names = [*patch_files(json.loads(text)), MANIFEST]
-        key = hashlib.sha256(loc.url.encode() + b"\n" + text).hexdigest()[:32]
+    found = {f"{s}/{name}": version for s in SPLITS for name, version in (loc / s).listing().items()}
+    manifest_version = (loc / MANIFEST).version()
+    if manifest_version is not None:
+        names = [*patch_files(json.loads((loc / MANIFEST).read_text())), MANIFEST]
+        found[MANIFEST] = manifest_version
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise PatchDatasetError(
+                f"{loc} lacks {len(missing)} files its {MANIFEST} lists (e.g. {missing[0]}): the set was changed "
+                "after it was built; rebuild it with `crofuse training-set build --overwrite`"
+            )
     else:
-        found = {f"{s}/{name}": version for s in SPLITS for name, version in (loc / s).listing().items()}
-        if not found:
+        names = sorted(n for n in found if n.endswith(".tif"))
+        if not names:
             raise PatchDatasetError(f"{loc} holds no patches (no {'/'.join(SPLITS)}/{{optical,sar,label}}/*.tif): "
                                     "give the folder of a training set (`crofuse training-set build`)")
-        names = sorted(found)
-        listing = "\n".join(f"{n}:{found[n]}" for n in names)
-        key = hashlib.sha256(f"{loc.url}\n{listing}".encode()).hexdigest()[:32]
+    listing = "\n".join(f"{n}:{found[n]}" for n in sorted(names))
+    key = hashlib.sha256(f"{loc.url}\n{listing}".encode()).hexdigest()[:32]
     return cached_tree(loc, names, key=f"training-set-{key}", progress=progress)
 
 
