@@ -269,3 +269,19 @@ def test_checkpoint_commands_take_s3_urls(s3_set: str, s3_root: str, s3_env: dic
     assert "best.val.reliability.png" in _objects(s3_env, run), "the reliability diagram is uploaded"
     assert _get(s3_env, f"{run}/best.val.reliability.png")[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(cwd.iterdir()) == []
+
+
+def test_configs_keep_urls_and_refuse_unsupported_schemes_in_one_line() -> None:
+    from crofuse.errors import ConfigError
+    from crofuse.training import TrainConfig
+
+    config = _config("s3://bucket/ts/", "http://127.0.0.1:1")
+    assert config.out == "s3://bucket/ts" and str(config.root) == "s3://bucket/ts", "the // of the URL is kept"
+    assert _config("file:///data/ts", "http://127.0.0.1:1").out == Path("/data/ts")
+    train = TrainConfig(data_root="s3://bucket/ts", out_dir="s3://bucket/runs/m1")
+    assert (train.data_root, train.out_dir) == ("s3://bucket/ts", "s3://bucket/runs/m1")
+    assert train.resume_key()["data_root"] == "s3://bucket/ts"
+    with pytest.raises(ConfigError, match=r"out: .*gs://bucket/ts: unsupported URL scheme 'gs'; give a path"):
+        _config("gs://bucket/ts", "http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match=r"out_dir: gs://bucket/run: unsupported URL scheme 'gs'"):
+        TrainConfig(data_root="data/ts", out_dir="gs://bucket/run")
