@@ -133,6 +133,51 @@ def test_an_interrupted_build_on_s3_never_looks_finished_and_its_rerun_resumes(
     assert list(cwd.iterdir()) == [], "nothing is written under the local working folder"
 
 
+def test_a_build_killed_with_sigkill_leaves_no_finished_marker_and_no_temporary_files(
+        s3_root: str, s3_env: dict[str, str], stac_api: str, local_dirs) -> None:
+    """``crofuse training-set build s3://…`` in a process of its own, killed (SIGKILL) as soon as its first patch
+    object is in the bucket: no ``patches.json``, ``.incomplete`` still there; the rerun finishes the set and clears
+    what the killed process left in temporary space."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cwd, scratch = local_dirs
+    out = f"{s3_root}/ts"
+    command = [sys.executable, "-m", "crofuse_cli", "training-set", "build", out, "--city", "wuhan", "--years",
+               "2021,2022", "--catalog", stac_api, "--split", "random", "--patch-size", str(P), "--stride", str(P),
+               "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(k.startswith(("train/", "val/", "test/")) for k in _objects(s3_env, out)):
+            assert proc.poll() is None, f"the build ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "no patch was written within 120 s"
+            time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -9
+    objects = _objects(s3_env, out)
+    assert ".incomplete" in objects and "patches.json" not in objects, "a killed build never looks finished"
+    assert read_manifest(out) is None
+    left = sorted(scratch.glob("crofuse-scratch-*"))  # the folder of the write it was killed in, if any
+
+    summary = build_training_set(_config(out, stac_api), progress=False)
+    assert not summary.reused and sum(summary.counts.values()) > 0
+    objects = _objects(s3_env, out)
+    assert ".incomplete" not in objects and "patches.json" in objects
+    manifest = json.loads(_get(s3_env, f"{out}/patches.json"))
+    assert all(f in objects for f in [f"{s}/{m}/{n}.tif" for s in SPLITS for n in manifest["splits"][s]
+                                      for m in ("optical", "sar", "label")])
+    assert not [p for p in left if p.exists()], "the next write removed the killed process's temporary folder"
+    assert not sorted(scratch.glob("crofuse-scratch-*"))
+    assert list(cwd.iterdir()) == []
+
+
 def test_a_training_set_on_s3_comes_back_complete_through_the_s3_api(s3_set: str, s3_env: dict[str, str],
                                                                      local_dirs) -> None:
     """Every object a reader gets with plain S3 GETs is a whole GeoTIFF holding the cube's values, and no temporary
