@@ -302,7 +302,7 @@ def repoint_staging_paths(store: Location, staging: Location, folder: Location, 
             continue
         try:
             where = location(value)
-        except Exception:  # noqa: BLE001 - an attribute that names no path (another URL scheme, ...)
+        except Exception:  # noqa: BLE001, S112 - an attribute that names no path (another URL scheme, ...)
             continue
         if where in targets:
             changed[key] = canonical(targets[where])

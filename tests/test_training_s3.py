@@ -19,7 +19,13 @@ import pytest
 
 from crofuse.errors import PatchDatasetError
 from crofuse.io.store import TEMP_MARK, Location, location
-from crofuse.trainingset import SPLITS, build_training_set, local_training_set, read_manifest, training_set_config
+from crofuse.trainingset import (
+    SPLITS,
+    build_training_set,
+    local_training_set,
+    read_manifest,
+    training_set_config,
+)
 
 SETTINGS = {"split": "random", "patch_size": 64, "stride": 64}
 P = SETTINGS["patch_size"]

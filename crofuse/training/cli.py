@@ -91,8 +91,8 @@ def train_command(
 def _format_calibration(calibration: Any) -> str:
     if calibration is None:
         return "calibration: none (maps use T = 1); run `crofuse calibrate CKPT DATA_ROOT`"
-    lines = [f"calibration: T = {calibration.temperature:.4f} fitted on {calibration.fitted_on} "
-             f"({calibration.pixels} pixels, {calibration.bins} bins)"]
+    lines = [(f"calibration: T = {calibration.temperature:.4f} fitted on {calibration.fitted_on} "
+              f"({calibration.pixels} pixels, {calibration.bins} bins)")]
     if calibration.head_temperatures:
         lines.append("  head temperatures: " + ", ".join(f"{h} {t:.4f}"
                                                            for h, t in calibration.head_temperatures.items()))
