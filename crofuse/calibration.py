@@ -22,10 +22,8 @@ Everything here works on logits and labels (numpy arrays or torch tensors, pixel
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -328,23 +326,23 @@ def expected_calibration_error(
 def plot_reliability(
     before: ReliabilityBins,
     after: ReliabilityBins,
-    path: str | os.PathLike[str],
+    path: Any,
     *,
     temperature: float,
     title: str = "reliability diagram",
     classes: int = 2,
-) -> Path:
+) -> Any:
     """Reliability diagram (Guo et al. 2017, Fig. 1 style) of the model before (``T = 1``) and after temperature
-    scaling on the same axes, with the share of pixels per bin below; a PNG written under a temporary name and
-    renamed. The confidence axis starts at ``1 / classes``, the least a top-class probability can be."""
+    scaling on the same axes, with the share of pixels per bin below; a PNG written atomically through
+    :func:`crofuse.io.store.atomic_file` (``path`` may be an ``s3://`` URL). The confidence axis starts at ``1 / classes``, the least a top-class probability can be."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from crofuse.io.store import atomic_file, native
+
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.4), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
     low = 1.0 / max(classes, 1)
@@ -371,14 +369,12 @@ def plot_reliability(
     hist.set_yscale("log")
     hist.yaxis.set_minor_formatter(NullFormatter())
     hist.grid(alpha=0.3)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:  # the one atomic write (crofuse.io.store): a rename, or one PUT
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return native(path)
 
 
 __all__ = [

@@ -1,7 +1,8 @@
 """Checkpoints: one ``.safetensors`` file whose metadata holds a JSON :class:`ModelCard`; never a pickle.
 
 - :func:`save_checkpoint` writes ``<name>.safetensors`` (weights + card) and a human-readable ``<name>.card.json``
-  beside it, each through a temporary name and an atomic rename, so a half-written file never looks finished.
+  beside it, each atomically through :mod:`crofuse.io.store` (a temporary name and a rename on disk, one PUT for an
+  ``s3://`` URL), so a half-written file never looks finished.
 - :func:`load_checkpoint` reads the card, checks it against what the caller expects (architecture, bands), checks
   every tensor's name and shape against the architecture the card describes, and only then loads the weights.
   Problems raise :class:`~crofuse.errors.CheckpointError` (missing, corrupt, not a crofuse file) or
@@ -163,21 +164,17 @@ class LoadedCheckpoint(NamedTuple):
     card: ModelCard
 
 
-def _check_path_suffix(path: Path) -> None:
+def _check_path_suffix(path: Any) -> None:
     if path.suffix != SUFFIX:
         raise CheckpointError(f"checkpoint paths end in {SUFFIX}; got {str(path)!r}")
 
 
-def card_path(path: str | os.PathLike[str]) -> Path:
-    """The ``<stem>.card.json`` written beside a checkpoint."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.card.json")
+def card_path(path: str | os.PathLike[str]) -> Any:
+    """The ``<stem>.card.json`` written beside a checkpoint (a Path, or a Location for an ``s3://`` checkpoint)."""
+    from crofuse.io.store import location, native
 
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    from crofuse.io.store import location
-
-    location(path).write_bytes(data)  # the one atomic write (crofuse.io.store)
+    loc = location(path)
+    return native(loc.with_name(f"{loc.stem}.card.json"))
 
 
 def _state_shapes(state: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
@@ -199,15 +196,18 @@ def _shape_problems(found: Mapping[str, tuple[int, ...]], expected: Mapping[str,
     return problems
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) -> Path:
-    """Write ``model``'s weights and ``card`` to one ``.safetensors`` file (plus ``<stem>.card.json``).
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) -> Any:
+    """Write ``model``'s weights and ``card`` to one ``.safetensors`` file (plus ``<stem>.card.json``); ``path``
+    may be an ``s3://`` URL. Returns the path (a Location for a URL).
 
     The card must describe ``model``: its architecture is rebuilt from the card and every tensor name and shape
     compared before anything is written (:class:`~crofuse.errors.CheckpointMismatchError` otherwise).
     """
     from safetensors.torch import save
 
-    path = Path(path)
+    from crofuse.io.store import location, native
+
+    path = location(path)
     _check_path_suffix(path)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     expected = _state_shapes(card.build_model().state_dict())
@@ -218,15 +218,14 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, card: ModelC
             "Build the card from the same ModelSpec and band lists the model was built with."
         )
     metadata = {CARD_KEY: card.to_json(), "format": "pt"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, save(state, metadata=metadata))
-    _atomic_write_bytes(card_path(path), (card.to_json(indent=2) + "\n").encode())
-    return path
+    path.write_bytes(save(state, metadata=metadata))  # the one atomic write (crofuse.io.store)
+    location(card_path(path)).write_text(card.to_json(indent=2) + "\n")
+    return native(path)
 
 
 def read_card(path: str | os.PathLike[str]) -> ModelCard:
-    """The model card of a checkpoint, read from the safetensors header only (no weights)."""
-    return _open(Path(path))[1]
+    """The model card of a checkpoint (a path or an ``s3://`` URL), read from the safetensors header only."""
+    return _open(_local(path))[1]
 
 
 def _open(path: Path) -> tuple[dict[str, tuple[int, ...]], ModelCard]:

@@ -23,9 +23,10 @@ or when it has no marker at all (maps made elsewhere), never while it says publi
 **Publication** (:func:`publish`): a run builds its products in ``.staging/<run>/`` (resumable: the run key names
 it), and only when all of them are complete: the marker is invalidated, each product is moved into place (a rename
 on disk; for a zarr store on S3, the root ``zarr.json`` is deleted first and written last, every other object
-copied server-side, so a reader sees the old store, no store, or the new one), the products of the old map that no
-longer apply are removed, and the caller writes the marker last (:func:`write_marker`) once the statistics and
-quicklook are done. Only the holder of the city-year's lease (:meth:`CityYear.lease`) publishes or removes staging
+copied server-side, so a reader sees the old store, no store, or the new one; a store's attributes that name a
+product in staging, such as the ``cube`` of maps made from a cube rebuilt there, are first pointed at its
+published place), the products of the old map that no longer apply are removed, and the caller writes the marker
+last (:func:`write_marker`) once the statistics and quicklook are done. Only the holder of the city-year's lease (:meth:`CityYear.lease`) publishes or removes staging
 and temporary stores.
 """
 
@@ -40,7 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from crofuse.errors import ConfigError
-from crofuse.io.store import Location, clean_temp_siblings, location
+from crofuse.io.store import (
+    Location,
+    canonical,
+    clean_temp_siblings,
+    location,
+    rename_into_place,
+)
 
 log = logging.getLogger("crofuse.layout")
 
@@ -241,7 +248,6 @@ def replace_store(src: Location, dst: Location) -> None:
     complete store, none, or the new one). On S3: the old root ``zarr.json`` is deleted first (the store is gone for
     readers), the old objects deleted, the new objects copied server-side, and the new root ``zarr.json`` written
     last; then ``src`` is deleted."""
-    import os
     import uuid
 
     if src.is_local and dst.is_local:
@@ -249,8 +255,8 @@ def replace_store(src: Location, dst: Location) -> None:
         old = None
         if dst.exists():
             old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(dst.path, old.path)
-        os.replace(src.path, dst.path)
+            rename_into_place(dst.path, old.path)
+        rename_into_place(src.path, dst.path)
         if old is not None:
             old.rmtree()
         return
@@ -268,14 +274,42 @@ def replace_store(src: Location, dst: Location) -> None:
 
 def replace_file(src: Location, dst: Location) -> None:
     """Move a finished file to ``dst`` (a rename on disk, a server-side copy + delete on S3)."""
-    import os
-
     if src.is_local and dst.is_local:
         dst.parent.mkdir()
-        os.replace(src.path, dst.path)
+        rename_into_place(src.path, dst.path)
         return
     src.copy_to(dst)
     src.unlink()
+
+
+def repoint_staging_paths(store: Location, staging: Location, folder: Location, names: Iterable[str]) -> dict[str, str]:
+    """Point the root attributes of the zarr ``store`` that name a product in ``staging`` at its published place
+    in ``folder`` (maps made from a cube rebuilt in staging record that cube's path, ``maps.zarr``'s ``cube``
+    attribute); called on the staging copy before it is moved, so the published store never names staging.
+    Returns the attributes changed."""
+    meta = store / "zarr.json"
+    try:
+        data = json.loads(meta.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    attrs = data.get("attributes")
+    if not isinstance(attrs, dict):
+        return {}
+    targets = {staging / name: folder / name for name in names}
+    changed: dict[str, str] = {}
+    for key, value in attrs.items():
+        if not isinstance(value, str) or not value or "\n" in value:
+            continue
+        try:
+            where = location(value)
+        except Exception:  # noqa: BLE001, S112 - an attribute that names no path (another URL scheme, ...)
+            continue
+        if where in targets:
+            changed[key] = canonical(targets[where])
+    if changed:
+        data["attributes"] = {**attrs, **changed}
+        meta.write_text(json.dumps(data, indent=2))
+    return changed
 
 
 def publish(cy: CityYear, staging: Location, *, run: str, names: Iterable[str] | None = None,
@@ -295,6 +329,9 @@ def publish(cy: CityYear, staging: Location, *, run: str, names: Iterable[str] |
     if lease is not None:
         lease.check()
     found = [p.name for p in staging.iterdir() if not p.name.startswith(".")] if names is None else list(names)
+    for name in found:  # paths into staging recorded in a store (maps.zarr's "cube") name the published products
+        if _is_zarr(staging / name):
+            repoint_staging_paths(staging / name, staging, cy.folder, found)
     invalidate_marker(cy.folder, run=run, reason="publishing a new map")
     for name in found:
         src, dst = staging / name, cy / name
@@ -365,6 +402,7 @@ __all__ = [
     "read_marker",
     "replace_file",
     "replace_store",
+    "repoint_staging_paths",
     "trusted",
     "write_marker",
 ]

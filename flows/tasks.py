@@ -350,17 +350,13 @@ def publish_products(output: str, city: str | list[str], year: int | None = None
     from crofuse.products import ITEM_NAME, publish
 
     cities = [city] if isinstance(city, str) else list(city)
-    if not location(output).is_local:  # crofuse.products writes local files: never turn a URL into a local path
-        get_run_logger().warning("the products collection is not written for an object-store output (%s) yet",
-                                 output)
-        return {"collection": None, "written": [], **({"item": None} if year is not None else {})}
-    report = publish(Path(output), cities=cities)
+    report = publish(output, cities=cities)  # a path or an s3:// URL (crofuse.io.store)
     for folder, reason in report.skipped.items():
         get_run_logger().warning("no product item for %s: %s", folder, reason)
     out: dict[str, Any] = {"collection": str(report.collection), "written": [str(p) for p in report.written]}
     if year is not None:
-        item = Path(output) / cities[0] / str(year) / ITEM_NAME
-        out["item"] = str(item) if item in report.items else None
+        item = location(output) / cities[0] / str(year) / ITEM_NAME
+        out["item"] = str(item) if item in {location(p) for p in report.items} else None
     return out
 
 
@@ -385,6 +381,11 @@ def _record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         rows.append({"field": name, "value": value, "unit": "km²" if "_km2" in name else ""})
     return rows
+
+
+def _uri(path: str) -> str:
+    """A link to a product: its URL on object storage, a file:// URI on disk."""
+    return path if "://" in path else Path(path).resolve().as_uri()
 
 
 def city_year_markdown(record: dict[str, Any] | None, *, city: str, year: int, item: str | None,
@@ -413,9 +414,8 @@ def city_year_markdown(record: dict[str, Any] | None, *, city: str, year: int, i
     else:
         lines += ["No statistics record.", ""]
     if item:
-        lines.append(f"Product item: [{Path(item).parent.parent.name}-{year}]({Path(item).resolve().as_uri()}) "
-                     f"in the collection [{Path(collection).name if collection else ''}]"
-                     f"({Path(collection).resolve().as_uri() if collection else ''})")
+        lines.append(f"Product item: [{city}-{year}]({_uri(item)}) in the collection "
+                     f"[{collection.rsplit('/', 1)[-1] if collection else ''}]({_uri(collection) if collection else ''})")
     else:
         lines.append("Product item: none (see the run's log)")
     lines.append("")

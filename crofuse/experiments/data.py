@@ -30,6 +30,7 @@ from typing import Any
 
 from crofuse.errors import ConfigError, DataError
 from crofuse.experiments.profiles import DataSettings, Domain, Profile
+from crofuse.io.store import rename_into_place
 
 __all__ = ["COMBINED_MARKER", "MARKER", "SampleData", "patch_set_key"]
 
@@ -156,7 +157,7 @@ class SampleData:
         (tmp / MARKER).write_text(json.dumps({"key": key, "patches": counts}, indent=1, sort_keys=True))
         if root.exists():  # a stale unfinished folder (no marker) from an older layout
             shutil.rmtree(root)
-        os.replace(tmp, root)
+        rename_into_place(tmp, root)  # a local folder swap (crofuse.io.store's one rename)
         return root
 
     def combined(self, name: str, parts: Mapping[str, Sequence[tuple[Path, str]]]) -> Path:
@@ -193,7 +194,7 @@ class SampleData:
         (tmp / COMBINED_MARKER).write_text(json.dumps({**key, "patches": counts}, indent=1, sort_keys=True))
         if root.exists():
             shutil.rmtree(root)
-        os.replace(tmp, root)
+        rename_into_place(tmp, root)  # a local folder swap (crofuse.io.store's one rename)
         return root
 
 

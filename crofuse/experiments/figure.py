@@ -130,10 +130,12 @@ def render_qualitative_figure(results: Path | str, suite: str, out_png: Path | s
     fig.suptitle(f"{SUITES[suite].title}, {split} split — qualitative results (light: impervious, green: pervious)",
                  fontsize=8)
     fig.tight_layout()
+    from crofuse.io.store import atomic_file
+
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:
+        with atomic_file(out_png) as tmp:  # the one atomic write (crofuse.io.store)
+            fig.savefig(tmp, dpi=150)
+    finally:
+        plt.close(fig)
     return out_png

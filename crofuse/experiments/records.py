@@ -61,12 +61,12 @@ def upgrade_record(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON under a temporary name in the same folder, then rename: a half-written file never looks done."""
+    """Write JSON atomically through the one I/O layer (:meth:`crofuse.io.store.Location.write_text`: a hidden
+    temporary sibling renamed into place): a half-written file never looks done."""
+    from crofuse.io.store import location
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=True))
-    os.replace(tmp, path)
+    location(path).write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=True))
     return path
 
 

@@ -699,10 +699,9 @@ def render_report(results: Path | str, *, figures: Mapping[str, Path] | None = N
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from crofuse.io.store import location
+
+    location(path).write_text(text)  # the one atomic write (crofuse.io.store)
 
 
 def write_report(results: Path | str, *, out: Path | None = None, figures: Mapping[str, Path] | None = None) -> Path:

@@ -162,9 +162,10 @@ def _train_pixel(method: Method, ctx: RunContext, seed: int, data_root: Path, ru
     metrics = evaluate_pixel_predictions(preds, labels)
     eval_s = time.perf_counter() - t1
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".test_predictions.tmp.npz"
-    np.savez_compressed(tmp, names=np.array(names), maps=np.stack([preds[n] for n in names]))
-    tmp.replace(run_dir / "test_predictions.npz")
+    from crofuse.io.store import atomic_file
+
+    with atomic_file(run_dir / "test_predictions.npz") as tmp:  # the one atomic write (crofuse.io.store)
+        np.savez_compressed(tmp, names=np.array(names), maps=np.stack([preds[n] for n in names]))
     return {
         "metrics": metrics,
         "val_metrics": {},

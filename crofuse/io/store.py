@@ -11,7 +11,11 @@ both kinds:
 * conditional writes, the primitive of the leases (:mod:`crofuse.io.lease`): :meth:`Location.put_if_absent`
   (S3 ``If-None-Match: *``; on disk a hard link of a finished temporary file, which fails if the name exists) and
   :meth:`Location.put_if_match` (S3 ``If-Match: <etag>``; on disk compare-and-rename on the file's identity);
-* :meth:`Location.upload` of a file finished in worker-local temporary space (one PUT, or a rename);
+* :meth:`Location.upload` of a file finished in worker-local temporary space (one PUT, or a rename), and
+  :func:`atomic_file`, a local path to write through with libraries that write by file name (rasterio,
+  matplotlib, safetensors, numpy), committed in one rename or one PUT when the block ends;
+* :func:`cached_copy` (one file) and :func:`cached_tree` (a set of files, e.g. a training set's patches): local
+  copies of objects in worker-local temporary space, fetched once per version and reused;
 * :meth:`Location.zarr_store` for zarr 3 (a path on disk, :class:`zarr.storage.ObjectStore` on S3) and
   :meth:`Location.gdal_path` + :func:`gdal_env` for rasterio/GDAL (``/vsis3/``).
 
@@ -30,6 +34,9 @@ are allowed: a loopback test server). GDAL gets the same endpoint through :func:
 removes the folders of processes that are gone, so a killed write leaves nothing behind for long. Atomic writes on
 disk use a hidden sibling (``.NAME.crofuse-tmp-HOST-PID-RAND``), which :func:`clean_temp_siblings` removes the same
 way.
+
+**One rename.** Every local rename onto a final name goes through :func:`rename_into_place`: the atomic writes
+above, publication on disk (:mod:`crofuse.layout`) and folder swaps that have no object-store meaning.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -324,6 +331,25 @@ class Location:
             raise _storage_error(e, self, "reading") from e
         return data, str(result.meta.get("e_tag") or "")
 
+    def iter_bytes(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The content in pieces (a file read block by block, an object streamed), for hashing large files
+        without holding them in memory; :class:`FileNotFoundError` if there is none."""
+        if self.is_local:
+            with open(self.key, "rb") as fh:
+                while block := fh.read(chunk_size):
+                    yield block
+            return
+        import obstore
+
+        try:
+            result = obstore.get(_s3(self.bucket), self.key)
+        except Exception as e:
+            if _not_found(e):
+                raise FileNotFoundError(errno.ENOENT, "no such object", self.url) from None
+            raise _storage_error(e, self, "reading") from e
+        for block in result.stream(min_chunk_size=chunk_size):
+            yield bytes(block)
+
     def stat(self) -> Stat:
         if self.is_local:
             st = self.path.stat()
@@ -367,6 +393,14 @@ class Location:
                           key=lambda x: x.key)
         return [Location("s3", self.bucket, o["path"]) for o in self._list_objects()]
 
+    def listing(self) -> dict[str, str]:
+        """Every file under this folder (recursively) with its version, by path relative to the folder: one
+        listing on S3 (etags), no request per file."""
+        if self.is_local:
+            return {f.relative_to(self): f.stat().version for f in self.walk_files()}
+        start = len(self._prefix())
+        return {o["path"][start:]: str(o.get("e_tag") or "") for o in self._list_objects()}
+
     def _list_objects(self) -> list[dict[str, Any]]:
         import obstore
 
@@ -391,7 +425,7 @@ class Location:
             tmp = temp_sibling(self.path)
             try:
                 tmp.write_bytes(data)
-                os.replace(tmp, self.key)
+                rename_into_place(tmp, self.path)
             except OSError as e:
                 raise output_error(e, self, needed=len(data)) or e
             finally:
@@ -423,14 +457,14 @@ class Location:
         if self.is_local:
             self.parent.mkdir()
             try:
-                os.replace(local_file, self.key)
+                rename_into_place(local_file, self.path)
             except OSError as e:
                 if e.errno != errno.EXDEV:
                     raise output_error(e, self, needed=local_file.stat().st_size) or e
                 sibling = temp_sibling(self.path)
                 try:
                     shutil.copyfile(local_file, sibling)
-                    os.replace(sibling, self.key)
+                    rename_into_place(sibling, self.path)
                 except OSError as e2:
                     raise output_error(e2, self, needed=local_file.stat().st_size) or e2
                 finally:
@@ -491,7 +525,7 @@ class Location:
             try:
                 if self.version() != version:
                     return None
-                os.replace(tmp, path)  # the name always points at a complete file: readers never see a gap
+                rename_into_place(tmp, path)  # the name always points at a complete file: readers never see a gap
                 return _local_version(path.stat())
             finally:
                 guard.unlink(missing_ok=True)
@@ -542,7 +576,7 @@ class Location:
             sibling = temp_sibling(dst.path)
             try:
                 shutil.copyfile(self.key, sibling)
-                os.replace(sibling, dst.key)
+                rename_into_place(sibling, dst.path)
             finally:
                 sibling.unlink(missing_ok=True)
             return
@@ -630,6 +664,27 @@ def location(value: str | os.PathLike[str] | Location) -> Location:
             raise StorageError(f"{value}: an S3 URL needs a bucket (s3://bucket/prefix)")
         return Location("s3", parsed.netloc, unquote(parsed.path).strip("/"))
     raise StorageError(f"{value}: unsupported URL scheme {scheme!r}; give a path, file:///path or s3://bucket/prefix")
+
+
+def native(value: str | os.PathLike[str] | Location) -> Path | Location:
+    """What a function that writes somewhere hands back: a :class:`~pathlib.Path` for a local location (what
+    callers of the local-only API always got), the :class:`Location` for an object-store URL."""
+    loc = location(value)
+    return loc.path if loc.is_local else loc
+
+
+def path_or_url(value: str | os.PathLike[str] | Location) -> Path | str:
+    """How a config keeps a place: a :class:`~pathlib.Path` for a local path (``file://`` URLs too), the URL string
+    for object storage (``Path("s3://b/k")`` would fold the ``//``). Raises :class:`StorageError` for an
+    unsupported URL."""
+    loc = location(value)
+    return loc.path if loc.is_local else loc.url
+
+
+def canonical(value: str | os.PathLike[str] | Location) -> str:
+    """How a place is recorded (provenance, resume keys): the absolute path on disk, the URL on object storage."""
+    loc = location(value)
+    return str(loc.path.resolve()) if loc.is_local else loc.url
 
 
 def is_url(value: str | os.PathLike[str] | Location) -> bool:
@@ -752,6 +807,46 @@ def _owner_gone(name: str, mtime: float) -> bool:
     return time.time() - mtime > _STALE_SECONDS
 
 
+def rename_into_place(src: Path | str, dst: Path | str) -> None:
+    """Rename a finished local file or folder ``src`` onto ``dst``, replacing a file there (atomic within one file
+    system). The one rename of crofuse: atomic writes (:meth:`Location.write_bytes`, :func:`atomic_file`),
+    publication on disk (:mod:`crofuse.layout`) and folder swaps with no object-store meaning (a local cache, a
+    patch set built under a temporary name) all end here."""
+    os.replace(src, dst)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike[str] | Location) -> Iterator[Path]:
+    """A local path to write ``target`` through with a library that writes files by name (rasterio, matplotlib,
+    numpy, safetensors): on disk a hidden temporary sibling (the suffix kept, so ``savefig`` and ``np.savez`` see
+    the format), renamed onto ``target`` when the block ends; on S3 a file in worker-local temporary space, sent
+    in one PUT. If the block raises, nothing reaches ``target`` and the temporary file is removed::
+
+        with atomic_file(out / "quicklook.png") as tmp:
+            fig.savefig(tmp)
+    """
+    loc = location(target)
+    if not loc.is_local:
+        with scratch_dir(f"write-{loc.stem}") as scratch:
+            tmp = scratch / loc.name
+            yield tmp
+            loc._put(tmp)
+        return
+    loc.parent.mkdir()
+    sibling = temp_sibling(loc.path)
+    tmp = sibling.with_name(sibling.name + loc.suffix)
+    try:
+        yield tmp
+        rename_into_place(tmp, loc.path)
+    except OSError as e:
+        raise output_error(e, loc) or e
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 def temp_sibling(path: Path) -> Path:
     """A hidden temporary name next to ``path`` for an atomic write (same file system: the rename is atomic)."""
     return path.with_name(f".{path.name}{TEMP_MARK}{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -813,7 +908,10 @@ __all__ = [
     "TMPDIR_ENV",
     "Location",
     "Stat",
+    "atomic_file",
     "cached_copy",
+    "cached_tree",
+    "canonical",
     "check_writable",
     "clean_scratch",
     "clean_temp_siblings",
@@ -821,7 +919,10 @@ __all__ = [
     "gdal_options",
     "is_url",
     "location",
+    "native",
     "output_error",
+    "path_or_url",
+    "rename_into_place",
     "s3_endpoint",
     "scratch_dir",
     "scratch_root",
@@ -848,12 +949,47 @@ def cached_copy(url: str | os.PathLike[str] | Location) -> Path:
     target = folder / loc.name
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
     data, _ = loc.read_versioned()
-    tmp = temp_sibling(target)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    Location("file", "", str(target)).write_bytes(data)
     return target
+
+
+CACHE_DIR = "crofuse-cache"
+"""Folder of :func:`cached_copy` and :func:`cached_tree` under the worker-local temporary folder."""
+
+
+def cached_tree(root: str | os.PathLike[str] | Location, names: Iterable[str], *, key: str, progress: bool = False,
+                threads: int = 8) -> Path:
+    """A local copy of the files ``names`` (paths relative to ``root``, e.g. the patches of a training set on S3),
+    fetched into worker-local temporary space (``<tmp>/crofuse-cache/<key>/``) and reused while ``key`` is the same;
+    a local ``root`` is returned as is.
+
+    ``key`` must change whenever the content does (a training set's key is the hash of its ``patches.json``, which
+    names every patch and the identity of every cube they were cut from). Every file is written whole under its
+    name (temporary sibling + rename), and the folder's ``.complete`` marker last, so an interrupted fetch resumes
+    where it stopped and a half-fetched copy is never used. Raises :class:`FileNotFoundError` for a missing file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loc = location(root)
+    if loc.is_local:
+        return loc.path
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in key)[:64]
+    folder = scratch_root() / CACHE_DIR / safe
+    done = folder / ".complete"
+    if done.is_file():
+        return folder
+    wanted = sorted(set(names))
+
+    def fetch(name: str) -> None:
+        target = folder / name
+        if not target.is_file():  # a file already under its name is whole (written by rename)
+            Location("file", "", str(target)).write_bytes((loc / name).read_bytes())
+
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for _ in tqdm(pool.map(fetch, wanted), total=len(wanted), desc=f"fetching {loc.url}", unit="file",
+                      disable=not progress):
+            pass
+    Location("file", "", str(done)).write_text(f"{loc.url}\n{len(wanted)} files\n")
+    return folder

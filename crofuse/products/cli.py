@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +18,8 @@ products_app = typer.Typer(
 
 @products_app.command("build")
 def build(
-    out: Annotated[Path, typer.Argument(help="map output root (the flows' `output`, e.g. demo-output/maps)")],
+    out: Annotated[str, typer.Argument(help="map output root (the flows' `output`, e.g. demo-output/maps, or "
+                                          "s3://bucket/maps)")],
     city: Annotated[list[str] | None, typer.Option("--city", help="rebuild only this city's items (repeatable); "
                                                    "the others are read from disk")] = None,
     collection_id: Annotated[str, typer.Option("--collection-id", help="id of the collection")] = "crofuse-impervious",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crofuse.errors import DataError
+from crofuse.io.store import Location, location, native
 from crofuse.products.assets import COLLECTION_ASSETS, COLLECTION_NAME, ITEM_NAME
 from crofuse.products.items import (
     PREFIX,
@@ -69,9 +70,9 @@ class ProductsConfig:
 class PublishReport:
     """What :func:`publish` did."""
 
-    collection: Path
-    items: list[Path] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
+    collection: Path | Location
+    items: list[Path | Location] = field(default_factory=list)
+    written: list[Path | Location] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -79,30 +80,34 @@ class PublishReport:
                 f"{f', {len(self.skipped)} skipped' if self.skipped else ''})")
 
 
-def city_year_folders(output: Path, cities: Iterable[str] | None = None) -> list[Path]:
-    """``<output>/<city>/<year>`` folders that hold a finished city-year, sorted by city and year."""
-    output = Path(output)
+def city_year_folders(output: Path | str | Location, cities: Iterable[str] | None = None) -> list[Path | Location]:
+    """``<output>/<city>/<year>`` folders that hold a finished city-year, sorted by city and year (Paths on disk,
+    :class:`~crofuse.io.store.Location` on object storage)."""
+    output = location(output)
     wanted = None if cities is None else set(cities)
     found = []
-    for city in sorted(p for p in output.iterdir() if p.is_dir()) if output.is_dir() else []:
-        if wanted is not None and city.name not in wanted:
+    for city in output.iterdir() if output.is_dir() else []:
+        if city.name.startswith(".") or "." in city.name or (wanted is not None and city.name not in wanted):
+            continue  # hidden names, and the tables and files at the root (statistics.zarr, collection.json)
+        if not city.is_dir():
             continue
-        found += [y for y in sorted(city.iterdir()) if y.is_dir() and y.name.isdigit() and is_finished(y)]
+        found += [native(y) for y in city.iterdir() if y.name.isdigit() and is_finished(y)]
     return found
 
 
-def _read_item(path: Path) -> dict[str, Any] | None:
+def _read_item(path: Path | Location) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads(location(path).read_text())
     except (OSError, ValueError):
         return None
 
 
-def build_collection(output: Path, items: list[tuple[Path, dict[str, Any]]], config: ProductsConfig) -> Any:
+def build_collection(output: Path | str | Location, items: list[tuple[Path | Location, dict[str, Any]]],
+                     config: ProductsConfig) -> Any:
     """The :class:`pystac.Collection` of ``items`` (``(item.json path, item dict)``) at ``output``."""
     import pystac
 
-    output = Path(output)
+    output = location(output)
     if not items:
         raise DataError(f"{output} holds no finished city-year: run map-city first (nothing to publish)")
     boxes = [d["bbox"] for _, d in items]
@@ -128,7 +133,7 @@ def build_collection(output: Path, items: list[tuple[Path, dict[str, Any]]], con
     collection.links = [pystac.Link("root", f"./{COLLECTION_NAME}", media_type=pystac.MediaType.JSON,
                                     title=config.title)]
     for path, d in items:
-        href = "./" + path.relative_to(output).as_posix()
+        href = "./" + Path(location(path).relative_to(output)).as_posix()
         collection.links.append(pystac.Link("item", href, media_type=pystac.MediaType.GEOJSON, title=d["id"]))
     return collection
 
@@ -140,7 +145,7 @@ def collection_json(collection: Any) -> str:
 
 
 def publish(
-    output: Path,
+    output: Path | str | Location,
     *,
     cities: Iterable[str] | None = None,
     config: ProductsConfig = ProductsConfig(),
@@ -155,13 +160,13 @@ def publish(
     """
     from crofuse.statistics.update import DEFAULT_LOCK_TIMEOUT, statistics_lock
 
-    output = Path(output)
-    report = PublishReport(collection=output / COLLECTION_NAME)
+    output = location(output)
+    report = PublishReport(collection=native(output / COLLECTION_NAME))
     rebuild = None if cities is None else set(cities)
     with statistics_lock(output, timeout=DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout):
-        items: list[tuple[Path, dict[str, Any]]] = []
+        items: list[tuple[Path | Location, dict[str, Any]]] = []
         for folder in city_year_folders(output):
-            path = folder / ITEM_NAME
+            path = native(location(folder) / ITEM_NAME)
             data = None
             if rebuild is not None and folder.parent.name not in rebuild:
                 data = _read_item(path)
@@ -172,7 +177,7 @@ def publish(
                     path, written = write_item(folder, collection_id=config.collection_id)
                 except DataError as e:
                     log.warning("%s: no product item: %s", folder, e)
-                    report.skipped[folder.relative_to(output).as_posix()] = str(e)
+                    report.skipped[Path(location(folder).relative_to(output)).as_posix()] = str(e)
                     continue
                 if written:
                     report.written.append(path)
@@ -186,24 +191,33 @@ def publish(
     return report
 
 
-def _absolute(href: str, base_dir: Path, output: Path, href_base: str | None) -> str:
+def _resolve(base: Location, href: str) -> Location:
+    """``href`` (relative) against the folder ``base``: a resolved path on disk, the object's URL on S3."""
+    if base.is_local:
+        return location(Path(base.key, href).resolve())
+    return base / href
+
+
+def _absolute(href: str, base: Location, output: Location, href_base: str | None) -> str:
     if "://" in href or href.startswith("/"):
         return href
-    target = (base_dir / href).resolve()
+    target = _resolve(base, href)
     if href_base is None:
-        return str(target)
-    return href_base.rstrip("/") + "/" + target.relative_to(output.resolve()).as_posix()
+        return target.url
+    root = location(Path(output.key).resolve()) if output.is_local else output
+    return href_base.rstrip("/") + "/" + Path(target.relative_to(root)).as_posix()
 
 
-def export_collection(output: Path, dest: Path, *, href_base: str | None = None) -> Path:
-    """Copy the collection of ``output`` and its items into ``dest`` with absolute hrefs; returns the copy's
-    ``collection.json``.
+def export_collection(output: Path | str | Location, dest: Path, *, href_base: str | None = None) -> Path:
+    """Copy the collection of ``output`` and its items into the local folder ``dest`` with absolute hrefs; returns
+    the copy's ``collection.json``.
 
-    Asset hrefs become absolute paths of the files under ``output`` (or ``href_base`` + their path relative to
-    ``output``, e.g. the bucket or web server the folder is published to); the links between collection and items
-    point at the copies in ``dest``. A STAC API that hands hrefs out as they are (``rustac serve``) then points
-    clients at the real files, where the relative hrefs of ``output`` would resolve against the API's URL."""
-    output, dest = Path(output), Path(dest)
+    Asset hrefs become absolute paths of the files under ``output`` (``s3://`` URLs for an output on object
+    storage), or ``href_base`` + their path relative to ``output`` (e.g. the bucket or web server the folder is
+    published to); the links between collection and items point at the copies in ``dest``. A STAC API that hands
+    hrefs out as they are (``rustac serve``) then points clients at the real files, where the relative hrefs of
+    ``output`` would resolve against the API's URL."""
+    output, dest = location(output), Path(dest)
     source = output / COLLECTION_NAME
     if not source.is_file():
         raise DataError(f"{output} has no {COLLECTION_NAME}: build it first with `crofuse products build {output}`")
@@ -215,7 +229,7 @@ def export_collection(output: Path, dest: Path, *, href_base: str | None = None)
         if link.get("rel") != "item":
             links.append({**link, "href": str(target)} if link.get("rel") in ("root", "self") else link)
             continue
-        item_path = (output / link["href"]).resolve()
+        item_path = _resolve(output, link["href"])
         item = json.loads(item_path.read_text())
         for asset in item.get("assets", {}).values():
             asset["href"] = _absolute(asset["href"], item_path.parent, output, href_base)

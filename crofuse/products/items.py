@@ -27,13 +27,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from crofuse.errors import DataError
+from crofuse.io.store import Location, gdal_env, location, native
 from crofuse.products.assets import (
     COLLECTION_NAME,
     CUBE_NAME,
@@ -56,11 +56,12 @@ FIGURES = ("impervious_km2", "aoi_km2", "valid_km2", "fraction_of_aoi", "previou
 _BLOCK = 1 << 20
 
 
-def is_finished(folder: Path) -> bool:
+def is_finished(folder: Path | str | Location) -> bool:
     """Does ``folder`` hold a finished city-year (a complete marker, not one that says a new map is being
     published, and the impervious map)?"""
     from crofuse.layout import COMPLETE, marker_state
 
+    folder = location(folder)
     required = [spec.name for spec in ITEM_ASSETS if spec.required]
     return (folder / MARKER_NAME).is_file() and marker_state(folder) == COMPLETE and all(
         (folder / name).exists() for name in required)
@@ -71,33 +72,33 @@ def item_id(city: str, year: int) -> str:
     return f"{city}-{int(year)}"
 
 
-def sha256_multihash(path: Path) -> str:
-    """``file:checksum`` of a file: the SHA-256 digest as a hex multihash (``1220`` + 64 hex digits)."""
+def sha256_multihash(path: Path | str | Location) -> str:
+    """``file:checksum`` of a file or object: the SHA-256 digest as a hex multihash (``1220`` + 64 hex digits),
+    read once, in blocks (an object on S3 is streamed)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            digest.update(block)
+    for block in location(path).iter_bytes(_BLOCK):
+        digest.update(block)
     return "1220" + digest.hexdigest()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path | Location) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(location(path).read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is not readable JSON ({e}); rerun the city-year that wrote it") from e
 
 
-def _zarr_attrs(store: Path) -> dict[str, Any]:
+def _zarr_attrs(store: Location) -> dict[str, Any]:
     """The root attributes of a zarr v3 store (its ``zarr.json``), or {} when there is no store."""
     meta = store / "zarr.json"
     return dict(_read_json(meta).get("attributes") or {}) if meta.is_file() else {}
 
 
-def _grid(path: Path) -> tuple[Any, Any, tuple[int, int]]:
+def _grid(path: Location) -> tuple[Any, Any, tuple[int, int]]:
     import rasterio
 
     try:
-        with rasterio.open(path) as src:
+        with gdal_env(), rasterio.open(path.gdal_path) as src:
             return src.crs, src.transform, (int(src.height), int(src.width))
     except rasterio.errors.RasterioError as e:
         raise DataError(f"{path} is not a readable GeoTIFF ({e}); rerun the city-year that wrote it") from e
@@ -141,17 +142,18 @@ def _raster_asset(asset: Any, spec: AssetSpec, resolution: float) -> None:
         ClassificationExtension.ext(asset, add_if_missing=True).apply(classes=classes)
 
 
-def add_file_fields(asset: Any, path: Path) -> None:
+def add_file_fields(asset: Any, path: Path | Location) -> None:
     """``file:checksum`` and ``file:size`` of a file asset (a folder, e.g. a zarr store, gets neither)."""
     from pystac.extensions.file import FileExtension
 
+    path = location(path)
     if path.is_file():
         ext = FileExtension.ext(asset, add_if_missing=True)
         ext.checksum = sha256_multihash(path)
-        ext.size = path.stat().st_size
+        ext.size = path.stat().size
 
 
-def build_item(folder: Path, *, collection_id: str) -> Any:
+def build_item(folder: Path | str | Location, *, collection_id: str) -> Any:
     """The :class:`pystac.Item` of the finished city-year in ``folder`` (``<output>/<city>/<year>``).
 
     Reads the marker, the maps' and the cube's attributes (for the provenance), the impervious map's grid and the
@@ -164,7 +166,7 @@ def build_item(folder: Path, *, collection_id: str) -> Any:
 
     from crofuse import __version__
 
-    folder = Path(folder)
+    folder = location(folder)
     if not is_finished(folder):
         raise DataError(
             f"{folder} is not a finished city-year (no {MARKER_NAME} or no impervious map): run map-city for it, "
@@ -249,23 +251,26 @@ def item_json(item: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_text_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` atomically (temporary name + rename) unless it already holds it; True if written."""
-    if path.is_file() and path.read_text() == text:
-        return False
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def write_text_if_changed(path: Path | str | Location, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically (:meth:`crofuse.io.store.Location.write_text`: temporary name +
+    rename on disk, one PUT on S3) unless it already holds it; True if written."""
+    loc = location(path)
+    try:
+        if loc.read_text() == text:
+            return False
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        pass
+    loc.write_text(text)
     return True
 
 
-def write_item(folder: Path, *, collection_id: str) -> tuple[Path, bool]:
+def write_item(folder: Path | str | Location, *, collection_id: str) -> tuple[Path | Location, bool]:
     """Build the item of the finished city-year in ``folder`` and write ``<folder>/item.json`` when it changed.
 
-    Returns the path and whether it was (re)written."""
+    Returns the path (a :class:`~crofuse.io.store.Location` on object storage) and whether it was (re)written."""
     item = build_item(folder, collection_id=collection_id)
-    path = Path(folder) / ITEM_NAME
-    return path, write_text_if_changed(path, item_json(item))
+    path = location(folder) / ITEM_NAME
+    return native(path), write_text_if_changed(path, item_json(item))
 
 
 __all__ = [

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +12,6 @@ from crofuse.io import cog as _cog
 
 if TYPE_CHECKING:
     from odc.geo.geobox import GeoBox
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
 def write_cog(
@@ -47,14 +41,10 @@ def write_cog(
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    """Write JSON atomically (temp name + rename)."""
+    """Write JSON atomically through the one I/O layer (:meth:`crofuse.io.store.Location.write_text`: a hidden
+    temporary sibling renamed into place); NaN is refused before anything is written."""
+    from crofuse.io.store import location
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    location(path).write_text(json.dumps(obj, indent=1, allow_nan=False))
     return path

@@ -9,19 +9,21 @@ Output directory::
                             (the resume marker)
     history.json, history.csv   per-epoch training loss, learning rate and validation metrics
 
-Every file is written under a temporary name and renamed, and ``last.state.json`` is renamed last, so an
-interrupted save never looks finished.
+The directory may be a path or an ``s3://`` URL. Every file is written through :mod:`crofuse.io.store` (on disk a
+temporary name and a rename, on S3 one PUT of the whole file, built in memory), and ``last.state.json`` is written
+last, so an interrupted save never looks finished, on disk or in a bucket.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crofuse.errors import CheckpointError, ConfigError
+from crofuse.io.store import Location, cached_copy, location, native
 from crofuse.training.state import TrainState
 
 if TYPE_CHECKING:
@@ -71,41 +73,39 @@ def optimizer_state_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, 
     return {"state": state, "param_groups": groups}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class CheckpointManager:
-    """Saves and restores the files of one run directory (see the module docstring)."""
+    """Saves and restores the files of one run directory, a path or an ``s3://`` URL (see the module docstring).
 
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = Path(out_dir)
+    ``out`` is its :class:`~crofuse.io.store.Location`; ``out_dir``, ``best`` and ``last`` are Paths for a local
+    directory and Locations on object storage."""
+
+    def __init__(self, out_dir: Path | str | Location) -> None:
+        self.out = location(out_dir)
+        self.out_dir = native(self.out)
 
     @property
-    def best(self) -> Path:
-        return self.out_dir / BEST
+    def best(self) -> Path | Location:
+        return native(self.out / BEST)
 
     @property
-    def last(self) -> Path:
-        return self.out_dir / LAST
+    def last(self) -> Path | Location:
+        return native(self.out / LAST)
 
-    def save_model(self, path: Path, model: nn.Module, card: ModelCard) -> None:
+    def save_model(self, path: Path | Location, model: nn.Module, card: ModelCard) -> None:
         from crofuse.checkpoint import save_checkpoint
 
-        save_checkpoint(path, model, card)  # atomic: temporary name + rename
+        save_checkpoint(path, model, card)  # atomic: temporary name + rename, or one PUT
 
     def save_best(self, model: nn.Module, card: ModelCard) -> None:
         self.save_model(self.best, model, card)
 
     def load_state(self, resume_key: dict[str, Any]) -> TrainState | None:
         """The state to resume from, or ``None`` (no marker). Other options than the run there -> ConfigError."""
-        marker = self.out_dir / LAST_STATE_JSON
-        if not marker.exists():
-            return None
+        marker = self.out / LAST_STATE_JSON
         try:
             raw = json.loads(marker.read_text())
+        except FileNotFoundError:
+            return None
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{marker} is not valid JSON ({exc}); rerun with --no-resume to start over") from exc
         state = TrainState.from_dict(raw, where=str(marker))
@@ -119,18 +119,16 @@ class CheckpointManager:
         return state
 
     def save_last(self, model: nn.Module, optimizer: Any, scheduler: Any, card: ModelCard, state: TrainState) -> None:
-        """Optimizer tensors, the last weights, then the state marker (renamed last)."""
-        from safetensors.torch import save_file
+        """Optimizer tensors, the last weights, then the state marker (written last)."""
+        from safetensors.torch import save
 
         tensors, opt_meta = optimizer_state_to_flat(optimizer.state_dict())
-        tmp_state = self.out_dir / f".{LAST_STATE}.tmp"
-        save_file(tensors, str(tmp_state), metadata={"epoch": str(state.epoch), "format": "crofuse-optimizer-state"})
         payload = {**state.to_dict(), "optimizer": opt_meta, "scheduler": scheduler.state_dict()}
-        tmp_json = self.out_dir / f".{LAST_STATE_JSON}.tmp"
-        tmp_json.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp_state, self.out_dir / LAST_STATE)
+        marker = json.dumps(payload, indent=1)  # serialised first: a state that cannot be written stops here
+        (self.out / LAST_STATE).write_bytes(
+            save(tensors, metadata={"epoch": str(state.epoch), "format": "crofuse-optimizer-state"}))
         self.save_model(self.last, model, card)
-        os.replace(tmp_json, self.out_dir / LAST_STATE_JSON)  # the marker: renamed last
+        (self.out / LAST_STATE_JSON).write_text(marker)  # the marker: written last
 
     def restore(self, state: TrainState, model: nn.Module, optimizer: Any, scheduler: Any) -> None:
         """Load the last weights, optimizer and scheduler of ``state`` (checked to be of the same epoch)."""
@@ -139,8 +137,8 @@ class CheckpointManager:
 
         from crofuse.checkpoint import load_checkpoint
 
-        raw = getattr(self, "_raw", None) or json.loads((self.out_dir / LAST_STATE_JSON).read_text())
-        state_path = self.out_dir / LAST_STATE
+        raw = getattr(self, "_raw", None) or json.loads((self.out / LAST_STATE_JSON).read_text())
+        state_path = cached_copy(self.out / LAST_STATE)  # the file itself on disk, a local copy of an object
         with safe_open(str(state_path), framework="pt") as f:
             saved_epoch = (f.metadata() or {}).get("epoch")
         loaded = load_checkpoint(self.last, device="cpu")
@@ -155,16 +153,15 @@ class CheckpointManager:
         scheduler.load_state_dict(raw["scheduler"])
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
-        _atomic_write_text(self.out_dir / HISTORY_JSON, json.dumps(history, indent=1))
+        (self.out / HISTORY_JSON).write_text(json.dumps(history, indent=1))
         if not history:
             return
         columns = list(dict.fromkeys(k for row in history for k in row))
-        tmp = self.out_dir / f".{HISTORY_CSV}.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(tmp, self.out_dir / HISTORY_CSV)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+        (self.out / HISTORY_CSV).write_text(text.getvalue())
 
 
 __all__ = [

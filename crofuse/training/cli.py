@@ -4,7 +4,6 @@ the commands."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,8 +23,10 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def train_command(
-    data_root: Annotated[Path, typer.Argument(help="Patch dataset root: ROOT/{train,val,test}/{optical,sar,label}/")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for checkpoints and history")],
+    data_root: Annotated[str, typer.Argument(help="Patch dataset root: ROOT/{train,val,test}/{optical,sar,label}/ "
+                                              "(a path or an s3:// URL)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory for checkpoints and history (a path or "
+                                     "an s3:// URL)")],
     model: Annotated[str, typer.Option(help="Model registry name (crofusenet, unet-fusion, unet-optical, ...)")] = (
         "crofusenet"
     ),
@@ -90,8 +91,8 @@ def train_command(
 def _format_calibration(calibration: Any) -> str:
     if calibration is None:
         return "calibration: none (maps use T = 1); run `crofuse calibrate CKPT DATA_ROOT`"
-    lines = [f"calibration: T = {calibration.temperature:.4f} fitted on {calibration.fitted_on} "
-             f"({calibration.pixels} pixels, {calibration.bins} bins)"]
+    lines = [(f"calibration: T = {calibration.temperature:.4f} fitted on {calibration.fitted_on} "
+              f"({calibration.pixels} pixels, {calibration.bins} bins)")]
     if calibration.head_temperatures:
         lines.append("  head temperatures: " + ", ".join(f"{h} {t:.4f}"
                                                            for h, t in calibration.head_temperatures.items()))
@@ -106,14 +107,14 @@ def _format_calibration(calibration: Any) -> str:
 
 
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint")],
-    data_root: Annotated[Path, typer.Argument(help="Patch dataset root")],
+    checkpoint: Annotated[str, typer.Argument(help="A .safetensors checkpoint (a path or an s3:// URL)")],
+    data_root: Annotated[str, typer.Argument(help="Patch dataset root (a path or an s3:// URL)")],
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     max_patches: Annotated[int | None, typer.Option(help="Use at most N patches")] = None,
     bins: Annotated[int | None, typer.Option(help="Equal-width ECE bins (default: the card's, else 15)")] = None,
-    reliability_plot: Annotated[Path | None, typer.Option(
+    reliability_plot: Annotated[str | None, typer.Option(
         "--reliability-plot", help="Reliability diagram PNG (default: <checkpoint stem>.<split>.reliability.png "
         "beside the checkpoint)")] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write the reliability diagram")] = True,
@@ -125,7 +126,10 @@ def evaluate_command(
 
     plot_path = None
     if plot:
-        plot_path = reliability_plot or checkpoint.with_name(f"{checkpoint.stem}.{split}.reliability.png")
+        from crofuse.io.store import location
+
+        source = location(checkpoint)
+        plot_path = reliability_plot or source.with_name(f"{source.stem}.{split}.reliability.png")
     metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size=batch_size, device=device,
                                   max_patches=max_patches, bins=bins, reliability_plot=plot_path)
     if as_json:
@@ -143,12 +147,13 @@ def evaluate_command(
 
 
 def calibrate_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint")],
-    data_root: Annotated[Path, typer.Argument(help="Patch dataset root (the training set of the checkpoint)")],
+    checkpoint: Annotated[str, typer.Argument(help="A .safetensors checkpoint (a path or an s3:// URL)")],
+    data_root: Annotated[str, typer.Argument(help="Patch dataset root (the training set of the checkpoint; a path "
+                                              "or an s3:// URL)")],
     split: Annotated[str, typer.Option(help="Split to fit the temperature on (never the test split you report)")] = (
         "val"
     ),
-    out: Annotated[Path | None, typer.Option(
+    out: Annotated[str | None, typer.Option(
         "--out", "-o", help="Where to write the calibrated checkpoint (default: <stem>-calibrated.safetensors "
         "beside it)")] = None,
     in_place: Annotated[bool, typer.Option("--in-place", help="Replace CHECKPOINT itself (atomic rename)")] = False,
@@ -180,7 +185,7 @@ def calibrate_command(
 
 
 def info_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint")],
+    checkpoint: Annotated[str, typer.Argument(help="A .safetensors checkpoint (a path or an s3:// URL)")],
 ) -> None:
     """Print a checkpoint's model card (architecture, bands, normalisation, training data, metrics, version)."""
     from crofuse.checkpoint import read_card

@@ -9,6 +9,7 @@ from typing import Any
 from crofuse.data.augment import Augmentation
 from crofuse.data.patches import PatchUnits
 from crofuse.errors import ConfigError
+from crofuse.io.store import canonical
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,14 @@ class TrainConfig:
 
     Quick runs: ``max_patches`` caps every split (first N patches by name), ``limit_batches`` caps the training
     iterations per epoch. ``min_delta`` is the MIoU gain that counts as an improvement for early stopping.
-    ``resume`` continues from ``out_dir/last.safetensors`` when it exists. ``standardisation`` is the input
+    ``resume`` continues from ``out_dir/last.safetensors`` when it exists. ``data_root`` and ``out_dir`` may be
+    ``s3://`` URLs (kept as strings): the trainer reads a local copy of the patches and uploads every file it
+    writes (:mod:`crofuse.training.checkpoints`). ``standardisation`` is the input
     rule recorded in the card (``"dataset"``, or ``"per-scene"``: :mod:`crofuse.normalization`).
     """
 
-    data_root: Path
-    out_dir: Path
+    data_root: Path | str
+    out_dir: Path | str
     model: str = "crofusenet"
     model_options: dict[str, Any] = field(default_factory=dict)
     alpha: float = 1.0
@@ -52,8 +55,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data_root", Path(self.data_root))
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        from crofuse.errors import StorageError
+        from crofuse.io.store import path_or_url
+
+        for name in ("data_root", "out_dir"):
+            try:
+                object.__setattr__(self, name, path_or_url(getattr(self, name)))
+            except StorageError as e:
+                raise ConfigError(f"{name}: {e}") from None
         object.__setattr__(self, "model_options", dict(self.model_options))
         positive = {"lr": self.lr, "batch_size": self.batch_size, "max_epochs": self.max_epochs,
                     "patience": self.patience, "poly_power": self.poly_power}
@@ -96,7 +105,7 @@ class TrainConfig:
     def resume_key(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues (they fix the iteration schedule)."""
         key = {
-            "data_root": str(self.data_root.resolve()),
+            "data_root": canonical(self.data_root),
             "model": self.model,
             "model_options": self.model_options,
             "lr": self.lr,

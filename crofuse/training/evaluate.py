@@ -294,8 +294,9 @@ def _split_loader(card: Any, dataset_root: str | Path, split: str, *, batch_size
     from torch.utils.data import DataLoader
 
     from crofuse.data.patches import PatchDataset, collate_patches
+    from crofuse.trainingset import local_training_set
 
-    dataset = PatchDataset(dataset_root, split, normalization=card.normalization, units=_units_of(card, units),
+    dataset = PatchDataset(local_training_set(dataset_root), split, normalization=card.normalization, units=_units_of(card, units),
                            max_patches=max_patches)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=collate_patches)
@@ -325,6 +326,7 @@ def evaluate_checkpoint(
     """
     from crofuse.calibration import plot_reliability
     from crofuse.checkpoint import load_checkpoint
+    from crofuse.io.store import location
 
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device=str(dev))
@@ -339,7 +341,7 @@ def evaluate_checkpoint(
     if reliability_plot is not None:
         state = f"T = {temperature:.3f} fitted on {calibration.fitted_on}" if calibration else "not calibrated"
         plot_reliability(result.before, result.after, reliability_plot, temperature=temperature,
-                         title=f"{Path(checkpoint).name}, {split} split ({state})", classes=card.num_classes)
+                         title=f"{location(checkpoint).name}, {split} split ({state})", classes=card.num_classes)
     return {**result.metrics, **result.calibration_figures(), "temperature": temperature}
 
 
@@ -357,25 +359,27 @@ def calibrate_checkpoint(
     bins: int | None = None,
     units: PatchUnits | None = None,
     progress: bool = False,
-) -> tuple[Path, Calibration]:
+) -> tuple[Any, Calibration]:
     """Fit the temperature of an existing checkpoint on ``split`` of ``dataset_root`` and write the checkpoint
     with the calibration in its card to ``out`` (default ``<stem>-calibrated.safetensors`` beside it; pass the
-    checkpoint's own path to replace it, which :func:`~crofuse.checkpoint.save_checkpoint` does atomically).
+    checkpoint's own path to replace it, which :func:`~crofuse.checkpoint.save_checkpoint` does atomically). The
+    checkpoint, ``dataset_root`` and ``out`` may be ``s3://`` URLs (a Location comes back for one).
 
     The weights are copied unchanged; the fit always starts from the raw logits, so calibrating a calibrated
     checkpoint again gives the same temperature. Nothing is written when the fit fails.
     """
     from crofuse.checkpoint import load_checkpoint, save_checkpoint
+    from crofuse.io.store import canonical, location, native
 
-    checkpoint = Path(checkpoint)
-    target = Path(out) if out is not None else checkpoint.with_name(f"{checkpoint.stem}-calibrated.safetensors")
+    source = location(checkpoint)
+    target = location(out) if out is not None else source.with_name(f"{source.stem}-calibrated.safetensors")
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device=str(dev))
     loader = _split_loader(loaded.card, dataset_root, split, batch_size=batch_size, num_workers=num_workers,
                            max_patches=max_patches, units=units)
     calibration = calibrate_model(loaded.model, loader, device=dev, bins=bins, max_pixels=max_pixels,
-                                  fitted_on=split, dataset=str(Path(dataset_root).resolve()), progress=progress)
+                                  fitted_on=split, dataset=canonical(dataset_root), progress=progress)
     save_checkpoint(target, loaded.model, replace(loaded.card, calibration=calibration))
-    log.info("calibrated %s on %s/%s: T = %.4f, ECE %.4f -> %.4f; wrote %s", checkpoint.name, dataset_root, split,
+    log.info("calibrated %s on %s/%s: T = %.4f, ECE %.4f -> %.4f; wrote %s", source.name, dataset_root, split,
              calibration.temperature, calibration.ece_before, calibration.ece_after, target)
-    return target, calibration
+    return native(target), calibration

@@ -13,8 +13,15 @@ After the last epoch the best checkpoint is calibrated: one temperature per head
 with the ECE and NLL before and after on val, and on test when there is a test split), so the maps made from it
 hold calibrated probabilities. A validation split without labelled pixels leaves the card uncalibrated (logged).
 
-Nothing is pickled: tensors go to safetensors, scalars to JSON. Every file is written under a temporary name and
-renamed, and ``last.state.json`` is renamed last, so an interrupted save never looks finished. A rerun with
+The training set and the run directory may be ``s3://`` URLs: the patches are read from a local copy in
+worker-local temporary space (:func:`crofuse.trainingset.local_training_set`, fetched once and keyed by the listing's
+etags, so a rerun downloads nothing),
+and every file of the run is uploaded whole as it is saved (:mod:`crofuse.training.checkpoints`); the card and the
+resume key record the URL, not the copy.
+
+Nothing is pickled: tensors go to safetensors, scalars to JSON. Every file is written atomically through
+:mod:`crofuse.io.store` (a temporary name and a rename on disk, one PUT on S3), and ``last.state.json`` is written
+last, so an interrupted save never looks finished. A rerun with
 ``resume=True`` continues after the last completed epoch; a finished run is not trained again. Randomness (model
 init, shuffling, augmentation) is derived from ``(seed, epoch)``, so a resumed run follows the same path as an
 uninterrupted one.
@@ -35,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crofuse.errors import CheckpointError
-from crofuse.training.checkpoints import LAST, CheckpointManager
+from crofuse.io.store import canonical, location
+from crofuse.training.checkpoints import CheckpointManager
 from crofuse.training.config import TrainConfig
 from crofuse.training.state import TrainState
 
@@ -53,10 +61,10 @@ log = logging.getLogger(__name__)
 class TrainResult:
     """Outcome of :func:`train`: the best checkpoint, its metrics (``val``, ``test``, ``best_epoch``...) and history."""
 
-    best_checkpoint: Path
+    best_checkpoint: Any  # a Path, or a crofuse.io.store.Location for an s3:// run directory
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-    last_checkpoint: Path | None = None
+    last_checkpoint: Any = None
     stopped_early: bool = False
 
 
@@ -84,7 +92,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def training_set_record(data_root: Path) -> dict[str, Any] | None:
+def training_set_record(data_root: Path | str) -> dict[str, Any] | None:
     """What the model card records of a crofuse training set (``patches.json``): the composite recipe, the label
     source, the split and the city-years with their cube fingerprints. ``None`` for other folders (WHU-IS)."""
     from crofuse.trainingset import read_manifest
@@ -113,10 +121,21 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, on_epoch_end: EpochCallback | None = None) -> None:
         self.config = config
         self.on_epoch_end = on_epoch_end
-        self.out_dir = config.out_dir
         self.checkpoints = CheckpointManager(config.out_dir)
+        self.out_dir = self.checkpoints.out_dir
         self.code_version = code_version()  # once per run, not per saved epoch
         self.training_set = training_set_record(config.data_root)
+        self.data_source = canonical(config.data_root)  # what the card records: the path or the URL
+        self._data_dir: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """The training set as a local folder (a local copy of an ``s3://`` one, fetched on first use)."""
+        if self._data_dir is None:
+            from crofuse.trainingset import local_training_set
+
+            self._data_dir = local_training_set(self.config.data_root, progress=self.config.progress)
+        return self._data_dir
 
     # ---- setup -------------------------------------------------------------------------------------------------
 
@@ -125,12 +144,13 @@ class Trainer:
 
         cfg = self.config
         common = {"normalization": normalization, "units": cfg.units, "max_patches": cfg.max_patches}
+        root = self.data_dir
         datasets = {
-            "train": PatchDataset(cfg.data_root, "train", augmentation=cfg.augmentation, seed=cfg.seed, **common),
-            "val": PatchDataset(cfg.data_root, "val", **common),
+            "train": PatchDataset(root, "train", augmentation=cfg.augmentation, seed=cfg.seed, **common),
+            "val": PatchDataset(root, "val", **common),
         }
-        if cfg.evaluate_test and (cfg.data_root / "test").is_dir():
-            datasets["test"] = PatchDataset(cfg.data_root, "test", **common)
+        if cfg.evaluate_test and (root / "test").is_dir():
+            datasets["test"] = PatchDataset(root, "test", **common)
         return datasets
 
     def _loader(self, dataset: Any, *, train: bool, epoch: int = 0) -> Any:
@@ -167,7 +187,7 @@ class Trainer:
             normalization=normalization,
             num_classes=2,
             training_data={
-                "dataset_root": str(cfg.data_root.resolve()),
+                "dataset_root": self.data_source,
                 "patches": patches,
                 "patch_size": list(self.patch_size),
                 "units": cfg.units.to_dict(),
@@ -211,12 +231,12 @@ class Trainer:
         if state is not None:
             normalization = Normalization.from_dict(state.normalization)
         else:
-            normalization = compute_normalization(cfg.data_root, units=cfg.units, max_patches=cfg.max_patches,
+            normalization = compute_normalization(self.data_dir, units=cfg.units, max_patches=cfg.max_patches,
                                                   progress=cfg.progress).with_mode(cfg.standardisation)
         datasets = self._datasets(normalization)
         self.patch_size = datasets["train"].patch_size
         patches = {split: len(ds) for split, ds in datasets.items()}
-        self.out_dir.mkdir(parents=True, exist_ok=True)  # only once the data checked out
+        self.checkpoints.out.mkdir()  # only once the data checked out (nothing to do on object storage)
 
         torch.manual_seed(cfg.seed)
         spec = ModelSpec(cfg.model, dict(cfg.model_options))
@@ -305,7 +325,7 @@ class Trainer:
 
         cfg = self.config
         best_path = self.checkpoints.best
-        if not best_path.exists():
+        if not location(best_path).is_file():
             raise CheckpointError(f"{best_path} is missing although the run's state in {self.out_dir} exists; "
                                   "rerun with --no-resume")
         loaded = load_checkpoint(best_path, device=str(self.device))
@@ -335,7 +355,7 @@ class Trainer:
             self.checkpoints.save_best(loaded.model, card)
         self.checkpoints.write_history(state.history)
         return TrainResult(best_checkpoint=best_path, metrics=metrics, history=list(state.history),
-                           last_checkpoint=self.out_dir / LAST, stopped_early=bool(state.stopped_early))
+                           last_checkpoint=self.checkpoints.last, stopped_early=bool(state.stopped_early))
 
     def _calibrate(self, model: Any, val: Any) -> Any:
         """Temperature scaling of every head on the validation split (None, logged, when it cannot be fitted)."""
@@ -344,7 +364,7 @@ class Trainer:
 
         try:
             calibration = calibrate_model(model, self._loader(val, train=False), device=self.device, fitted_on="val",
-                                          dataset=str(self.config.data_root.resolve()),
+                                          dataset=self.data_source,
                                           progress=self.config.progress)
         except DataError as exc:
             log.warning("the best checkpoint stays uncalibrated (maps will use T = 1): %s", exc)

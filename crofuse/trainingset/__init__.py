@@ -4,6 +4,8 @@
     config = training_set_config(out="data/ts", cities=[{"name": "wuhan"}], years=[2021, 2022], catalog=URL,
                                  labels="sample", split="blocked")
     summary = build_training_set(config)     # data/ts/{train,val,test}/{optical,sar,label}/*.tif + patches.json
+
+``out`` may be an ``s3://bucket/prefix`` URL; :func:`local_training_set` gives the trainer a local copy.
 """
 
 from crofuse.trainingset.build import (
@@ -14,6 +16,7 @@ from crofuse.trainingset.build import (
     TrainingSetSummary,
     build_training_set,
     finish_training_set,
+    local_training_set,
     plan_training_set,
     prepare_city_year,
     read_manifest,
@@ -37,6 +40,7 @@ __all__ = [
     "build_training_set",
     "finish_training_set",
     "leaked_pixels",
+    "local_training_set",
     "plan_training_set",
     "prepare_city_year",
     "read_manifest",

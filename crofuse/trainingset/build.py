@@ -9,14 +9,17 @@ SCL mask, offset handling, reducer and season), and patches are cut from it with
 inference uses (:mod:`crofuse.cube.reader`): there is no second compositor. Interrupted builds resume city-year by
 city-year; a rerun with other settings into the same folder is refused; until ``patches.json`` is written the
 folder carries ``.incomplete`` and :class:`crofuse.data.PatchDataset` refuses it.
+
+The folder may be a path or an ``s3://`` URL: everything (cubes, labels, patches, ``patches.json``, ``.progress``,
+``.incomplete``) is read and written through :mod:`crofuse.io.store`, so a build on object storage resumes the same
+way; :func:`local_training_set` gives the trainer a local copy of the patches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +31,10 @@ import numpy as np
 from crofuse import NODATA_LABEL
 from crofuse.cities import CitySpec
 from crofuse.data.patches import INCOMPLETE_MARKER as INCOMPLETE
-from crofuse.errors import TrainingSetError
+from crofuse.errors import PatchDatasetError, TrainingSetError
+from crofuse.io.store import Location, cached_tree, location, native
 from crofuse.trainingset.config import TrainingSetConfig
-from crofuse.trainingset.patches import remove_patch, write_patch
+from crofuse.trainingset.patches import MODALITIES, remove_patch, write_patch
 from crofuse.trainingset.splits import (
     SPLITS,
     Grid,
@@ -56,21 +60,22 @@ class PreparedCityYear:
 
     city: str
     year: int
-    cube: Path
+    cube: Path | Location
     cube_fingerprint: str
     cube_identity: str
-    labels: Path
+    labels: Path | Location
     label_provenance: dict[str, Any]
     grid: Grid
     recipe: dict[str, Any]
     catalog: str
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def record(self, root: Path) -> dict[str, Any]:
+    def record(self, root: Path | str | Location) -> dict[str, Any]:
+        root = location(root)
         return {
             "city": self.city, "year": self.year, "catalog": self.catalog,
-            "cube": os.path.relpath(self.cube, root), "cube_fingerprint": self.cube_fingerprint,
-            "cube_identity": self.cube_identity, "labels": os.path.relpath(self.labels, root),
+            "cube": location(self.cube).relative_to(root), "cube_fingerprint": self.cube_fingerprint,
+            "cube_identity": self.cube_identity, "labels": location(self.labels).relative_to(root),
             "label_provenance": self.label_provenance, "shape": list(self.grid.shape), "crs": self.grid.crs,
             "seconds": self.seconds,
         }
@@ -93,7 +98,7 @@ class TrainingSetPlan:
 class TrainingSetSummary:
     """What :func:`build_training_set` produced."""
 
-    root: Path
+    root: Path | Location
     counts: dict[str, int]
     dropped: dict[str, int]
     impervious_fraction: dict[str, float]
@@ -111,14 +116,14 @@ class TrainingSetSummary:
 
 
 # ------------------------------------------------------------------------------------------------------ state
-def _state_path(root: Path) -> Path:
+def _state_path(root: Location) -> Location:
     return root / INCOMPLETE
 
 
 def check_settings(config: TrainingSetConfig, *, overwrite: bool = False) -> bool:
     """Refuse a folder that holds (part of) a training set built with other settings; True if it is complete
     with these settings. ``overwrite`` removes the other set's patches and manifest (cubes are keyed and kept)."""
-    root = config.out
+    root = config.root
     settings = config.settings()
     for marker in (root / MANIFEST, _state_path(root)):
         if not marker.exists():
@@ -142,22 +147,30 @@ def check_settings(config: TrainingSetConfig, *, overwrite: bool = False) -> boo
     return False
 
 
-def _files_complete(root: Path, manifest: dict[str, Any]) -> bool:
-    return all((root / s / m / f"{n}.tif").exists() for s, names in manifest.get("splits", {}).items()
-               for n in names for m in ("optical", "sar", "label"))
+def patch_files(manifest: dict[str, Any]) -> list[str]:
+    """The files of every patch a manifest lists, relative to the training set: ``train/optical/<name>.tif``..."""
+    return [f"{s}/{m}/{n}.tif" for s, names in manifest.get("splits", {}).items() for n in names for m in MODALITIES]
 
 
-def _clear(root: Path) -> None:
+def _existing(root: Location, split: str) -> set[str]:
+    """The files under ``root/split`` (one listing, not a request per file on object storage)."""
+    return {f"{split}/{name}" for name in (root / split).listing()}
+
+
+def _files_complete(root: Location, manifest: dict[str, Any]) -> bool:
+    found = set().union(*(_existing(root, s) for s in SPLITS))
+    return all(name in found for name in patch_files(manifest))
+
+
+def _clear(root: Location) -> None:
     for name in (*SPLITS, PROGRESS):
-        shutil.rmtree(root / name, ignore_errors=True)
+        (root / name).rmtree()
     for name in (MANIFEST, INCOMPLETE):
         (root / name).unlink(missing_ok=True)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from crofuse.io.store import location
-
-    location(path).write_text(json.dumps(data, indent=1, sort_keys=True, default=str))  # atomic (crofuse.io.store)
+def _write_json(path: Location, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))  # atomic (crofuse.io.store)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 1
@@ -177,7 +190,7 @@ def prepare_city_year(config: TrainingSetConfig, city: CitySpec, year: int, *, p
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     aoi = city.aoi if city.aoi is not None else city_extent(catalog, slug)
-    cube_config = CubeConfig(city=slug, year=year, aoi=aoi, catalog=catalog, output=config.out / "cubes",
+    cube_config = CubeConfig(city=slug, year=year, aoi=aoi, catalog=catalog, output=(config.root / "cubes").url,
                              **config.cube)
     path = build_cube(cube_config, progress=progress)
     seconds["cube"] = time.perf_counter() - t0
@@ -186,7 +199,7 @@ def prepare_city_year(config: TrainingSetConfig, city: CitySpec, year: int, *, p
     geobox = cube.odc.geobox
     t1 = time.perf_counter()
     source = get_label_source(config.labels, **config.label_options)
-    label_dir = config.out / "labels" / slug / str(year)
+    label_dir = config.root / "labels" / slug / str(year)
     label_path, record_path = label_dir / "labels.tif", label_dir / "labels.json"
     key = {"source": source.describe(), "year": year, "nearest_year": config.nearest_year,
            "min_coverage": config.min_label_coverage, "cube": cube_identity(attrs), "catalog": catalog}
@@ -211,7 +224,7 @@ def prepare_city_year(config: TrainingSetConfig, city: CitySpec, year: int, *, p
                 y0=float(a.f), resolution=float(a.a), crs=str(attrs.get("crs") or geobox.crs))
     return PreparedCityYear(
         city=slug, year=year, cube=path, cube_fingerprint=str(attrs.get("fingerprint", "")),
-        cube_identity=cube_identity(attrs), labels=label_path, label_provenance=provenance, grid=grid,
+        cube_identity=cube_identity(attrs), labels=native(label_path), label_provenance=provenance, grid=grid,
         recipe=composite_recipe(attrs), catalog=catalog, seconds=seconds,
     )
 
@@ -251,15 +264,18 @@ def _ignored_share(windows: Sequence[Window], masks: dict[tuple[str, int], np.nd
     return out
 
 
-def _ignored_masks(prepared: Sequence[PreparedCityYear]) -> dict[tuple[str, int], np.ndarray]:
-    import rasterio
+def _read_labels(path: Path | Location) -> np.ndarray:
+    from crofuse.statistics.maps import read_map
 
+    return np.asarray(read_map(path).values)
+
+
+def _ignored_masks(prepared: Sequence[PreparedCityYear]) -> dict[tuple[str, int], np.ndarray]:
     from crofuse.cube.reader import cube_reader
 
     masks = {}
     for p in prepared:
-        with rasterio.open(p.labels) as src:
-            label = src.read(1)
+        label = _read_labels(p.labels)
         _, _, valid = cube_reader(p.cube, p.cube_identity)(slice(0, p.grid.shape[0]), slice(0, p.grid.shape[1]))
         masks[(p.city, p.year)] = (label == NODATA_LABEL) | ~valid
     return masks
@@ -309,22 +325,22 @@ def _empty_split_message(config: TrainingSetConfig, grids: Sequence[Grid], masks
 # ------------------------------------------------------------------------------------------------------ stage 3
 def write_city_year(config: TrainingSetConfig, plan: TrainingSetPlan, prepared: PreparedCityYear) -> dict[str, Any]:
     """Write the patches of one city-year (skipped when its progress marker says they are written)."""
-    import rasterio
     from rasterio.transform import Affine
 
     from crofuse.cube.reader import cube_reader
 
     mine = [w for w in plan.windows if (w.city, w.year) == (prepared.city, prepared.year)]
     names = {s: sorted(w.name for w in mine if w.split == s) for s in SPLITS}
-    marker = config.out / PROGRESS / f"{prepared.city}-{prepared.year}.json"
+    marker = config.root / PROGRESS / f"{prepared.city}-{prepared.year}.json"
     key = {"fingerprint": config.fingerprint(), "cube": prepared.cube_identity, "names": names}
-    if marker.exists():
+    try:
         done = json.loads(marker.read_text())
-        if done.get("key") == key:
-            return {k: v for k, v in done.items() if k != "key"} | {"seconds": 0.0, "reused": True}
+    except FileNotFoundError:
+        done = {}
+    if done.get("key") == key:
+        return {k: v for k, v in done.items() if k != "key"} | {"seconds": 0.0, "reused": True}
     t0 = time.perf_counter()
-    with rasterio.open(prepared.labels) as src:
-        labels = src.read(1)
+    labels = _read_labels(prepared.labels)
     read = cube_reader(prepared.cube, prepared.cube_identity)
     g = prepared.grid
     stats = {s: [0, 0] for s in SPLITS}
@@ -335,7 +351,7 @@ def write_city_year(config: TrainingSetConfig, plan: TrainingSetPlan, prepared: 
         label[~valid] = NODATA_LABEL
         transform = Affine(g.resolution, 0.0, g.x0 + w.col * g.resolution, 0.0, -g.resolution,
                            g.y0 - w.row * g.resolution)
-        write_patch(config.out, w.split, w.name, optical=optical, sar=sar, label=label, crs=g.crs,  # type: ignore[arg-type]
+        write_patch(config.root, w.split, w.name, optical=optical, sar=sar, label=label, crs=g.crs,  # type: ignore[arg-type]
                     transform=transform)
         stats[w.split][0] += int((label == 1).sum())  # type: ignore[index]
         stats[w.split][1] += int((label != NODATA_LABEL).sum())  # type: ignore[index]
@@ -348,10 +364,10 @@ def write_city_year(config: TrainingSetConfig, plan: TrainingSetPlan, prepared: 
 def start_training_set(config: TrainingSetConfig, *, overwrite: bool = False) -> TrainingSetSummary | None:
     """Check the folder (:func:`check_settings`): the summary of a complete set with these settings (nothing to
     do), or ``None`` after marking the folder ``.incomplete`` for a (resumed) build."""
-    root = Path(config.out)
+    root = config.root
     if check_settings(config, overwrite=overwrite):
         manifest = json.loads((root / MANIFEST).read_text())
-        return TrainingSetSummary(root=root, counts={s: len(manifest["splits"][s]) for s in SPLITS},
+        return TrainingSetSummary(root=native(root), counts={s: len(manifest["splits"][s]) for s in SPLITS},
                                   dropped=manifest["dropped"], impervious_fraction=manifest["impervious_fraction"],
                                   leaked_pixels=manifest["leaked_pixels"], reused=True, seconds={})
     root.mkdir(parents=True, exist_ok=True)
@@ -365,10 +381,10 @@ def finish_training_set(config: TrainingSetConfig, prepared: Sequence[PreparedCi
     """Remove patches of an earlier plan, write ``patches.json`` (last) and clear ``.incomplete``."""
     from crofuse.labels import get_label_source
 
-    root = Path(config.out)
+    root = config.root
     names = {s: sorted(w.name for w in plan.windows if w.split == s) for s in SPLITS}
     for s in SPLITS:  # patches of an earlier, overwritten plan
-        for stale in {p.stem for p in (root / s / "label").glob("*.tif")} - set(names[s]):
+        for stale in {p.stem for p in (root / s / "label").iterdir() if p.suffix == ".tif"} - set(names[s]):
             remove_patch(root, s, stale)
     stats = {s: [sum(r["stats"][s][0] for r in written), sum(r["stats"][s][1] for r in written)] for s in SPLITS}
     fraction = {s: (stats[s][0] / stats[s][1] if stats[s][1] else 0.0) for s in SPLITS}
@@ -406,7 +422,7 @@ def finish_training_set(config: TrainingSetConfig, prepared: Sequence[PreparedCi
     }
     _write_json(root / MANIFEST, manifest)
     _state_path(root).unlink(missing_ok=True)
-    return TrainingSetSummary(root=root, counts={s: len(names[s]) for s in SPLITS}, dropped=plan.dropped,
+    return TrainingSetSummary(root=native(root), counts={s: len(names[s]) for s in SPLITS}, dropped=plan.dropped,
                               impervious_fraction=fraction, leaked_pixels=plan.leaked_pixels, reused=False,
                               seconds=seconds)
 
@@ -448,13 +464,51 @@ def build_training_set(
                                seconds={"plan": plan_s, "total": time.perf_counter() - started})
 
 
-def read_manifest(root: str | Path) -> dict[str, Any] | None:
-    """The ``patches.json`` of a crofuse training set, or ``None`` for other folders (e.g. a WHU-IS download)."""
-    path = Path(root) / MANIFEST
-    if not path.exists():
+def read_manifest(root: str | Path | Location) -> dict[str, Any] | None:
+    """The ``patches.json`` of a crofuse training set (a path or an ``s3://`` URL), or ``None`` for other folders
+    (e.g. a WHU-IS download)."""
+    try:
+        manifest = json.loads((location(root) / MANIFEST).read_text())
+    except FileNotFoundError:
         return None
-    manifest = json.loads(path.read_text())
     return manifest if manifest.get("format") == FORMAT else None
+
+
+def local_training_set(root: str | Path | Location, *, progress: bool = False) -> Path:
+    """A training set (or any WHU-IS folder) as a local folder :class:`crofuse.data.PatchDataset` reads: a local
+    path as is; on object storage a local copy of its patches and ``patches.json`` (not its cubes and labels) in
+    worker-local temporary space (:func:`crofuse.io.store.cached_tree`), fetched once and reused while the objects
+    are the same. The key of the copy is the listing of the patch folders (one ``ListObjects`` per split, no request
+    per file): every patch's name and etag, and the etag of ``patches.json``, so a rerun downloads nothing and a
+    rebuilt set is fetched anew. Only the patches the manifest lists are fetched (a WHU-IS folder without
+    ``patches.json``: every file of its splits). A set still being built (``.incomplete``) is refused, as on disk."""
+    loc = location(root)
+    if loc.is_local:
+        return loc.path
+    if (loc / INCOMPLETE).is_file():
+        raise PatchDatasetError(
+            f"{loc} holds a training set still being built or whose build was interrupted ({INCOMPLETE} is "
+            "there): finish it with `crofuse training-set build` (it resumes) before training on it"
+        )
+    found = {f"{s}/{name}": version for s in SPLITS for name, version in (loc / s).listing().items()}
+    manifest_version = (loc / MANIFEST).version()
+    if manifest_version is not None:
+        names = [*patch_files(json.loads((loc / MANIFEST).read_text())), MANIFEST]
+        found[MANIFEST] = manifest_version
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise PatchDatasetError(
+                f"{loc} lacks {len(missing)} files its {MANIFEST} lists (e.g. {missing[0]}): the set was changed "
+                "after it was built; rebuild it with `crofuse training-set build --overwrite`"
+            )
+    else:
+        names = sorted(n for n in found if n.endswith(".tif"))
+        if not names:
+            raise PatchDatasetError(f"{loc} holds no patches (no {'/'.join(SPLITS)}/{{optical,sar,label}}/*.tif): "
+                                    "give the folder of a training set (`crofuse training-set build`)")
+    listing = "\n".join(f"{n}:{found[n]}" for n in sorted(names))
+    key = hashlib.sha256(f"{loc.url}\n{listing}".encode()).hexdigest()[:32]
+    return cached_tree(loc, names, key=f"training-set-{key}", progress=progress)
 
 
 __all__ = [
@@ -466,6 +520,8 @@ __all__ = [
     "build_training_set",
     "check_settings",
     "finish_training_set",
+    "local_training_set",
+    "patch_files",
     "plan_training_set",
     "prepare_city_year",
     "read_manifest",

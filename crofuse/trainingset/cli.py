@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,10 +26,11 @@ def _ints(values: list[str] | None) -> list[int]:
 
 @training_set_app.command("build")
 def build_command(
-    out: Annotated[Path, typer.Argument(help="Folder of the training set (WHU-IS layout + patches.json).")],
+    out: Annotated[str, typer.Argument(help="Folder of the training set (WHU-IS layout + patches.json): a path or "
+                                       "an s3://bucket/prefix URL.")],
     years: Annotated[list[str], typer.Option("--years", help="Years, e.g. --years 2021,2022.")],
-    cities: Annotated[Path | None, typer.Option("--cities", help="Cities file (YAML or GeoJSON, see "
-                                                "infra/cities.yaml).")] = None,
+    cities: Annotated[str | None, typer.Option("--cities", help="Cities file (YAML or GeoJSON, see "
+                                               "infra/cities.yaml; a path or an s3:// URL).")] = None,
     city: Annotated[list[str] | None, typer.Option("--city", help="A city name instead of a cities file "
                                                    "(repeatable; AOI from the catalog's labels).")] = None,
     catalog: Annotated[str | None, typer.Option("--catalog", "-c", help="STAC API URL.")] = None,
@@ -86,7 +86,8 @@ def build_command(
 
 
 @training_set_app.command("info")
-def info_command(root: Annotated[Path, typer.Argument(help="A training set folder.")]) -> None:
+def info_command(root: Annotated[str, typer.Argument(help="A training set folder (a path or an s3:// URL).")]
+                 ) -> None:
     """Print a training set's split, label source, recipe and counts (its patches.json, without the name lists)."""
     from crofuse.errors import TrainingSetError
     from crofuse.trainingset import read_manifest

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crofuse.cities import CitySpec
 from crofuse.errors import ConfigError
 from crofuse.trainingset.splits import SplitKind
+
+if TYPE_CHECKING:
+    from crofuse.io.store import Location
 
 DEFAULT_BLOCK_KM = 2.56
 """Side of a blocked-split block: two 128-pixel windows at 10 m (docs/training-sets.md measures 1.28 km too)."""
@@ -23,7 +26,8 @@ class TrainingSetConfig(BaseModel):
     Attributes
     ----------
     out: the training set's folder (WHU-IS layout ``{train,val,test}/{optical,sar,label}/<name>.tif`` plus
-        ``patches.json``, ``cubes/`` and ``labels/``).
+        ``patches.json``, ``cubes/`` and ``labels/``): a path, or an ``s3://bucket/prefix`` URL (kept as a string:
+        :class:`~pathlib.Path` would fold its ``//``); :attr:`root` is its :class:`~crofuse.io.store.Location`.
     cities: the cities (name, optional AOI, optional catalog), e.g. from a cities file (``crofuse.cities``).
     years: the years; every city is built for every year.
     catalog: STAC API of the scenes (and of STAC label sources) for cities that do not name their own.
@@ -45,7 +49,7 @@ class TrainingSetConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    out: Path
+    out: Path | str
     cities: list[CitySpec] = Field(min_length=1)
     years: list[int] = Field(min_length=1)
     catalog: str | None = None
@@ -64,6 +68,19 @@ class TrainingSetConfig(BaseModel):
     max_ignored_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     seed: int = 0
     cube: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _out(cls, out: Any) -> Any:
+        from crofuse.errors import StorageError
+        from crofuse.io.store import path_or_url
+
+        if not isinstance(out, str | Path):
+            return out
+        try:
+            return path_or_url(out)
+        except StorageError as e:  # an unsupported scheme: a configuration error, in one line
+            raise ValueError(str(e)) from None
 
     @field_validator("years")
     @classmethod
@@ -101,6 +118,13 @@ class TrainingSetConfig(BaseModel):
         if self.catalog is None and any(c.catalog is None for c in self.cities):
             raise ValueError("give the STAC API URL (catalog / --catalog) for cities that do not name their own")
         return self
+
+    @property
+    def root(self) -> Location:
+        """The training set's folder as a :class:`~crofuse.io.store.Location` (a path or an ``s3://`` URL)."""
+        from crofuse.io.store import location
+
+        return location(self.out)
 
     @property
     def block_px(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from crofuse import NODATA_LABEL, OPTICAL_BANDS, SAR_BANDS
-from crofuse.io.store import location, output_error, scratch_dir
+from crofuse.io.store import Location, location, output_error, scratch_dir
 
 MODALITIES = ("optical", "sar", "label")
 
@@ -43,9 +43,10 @@ def write_tif(path: Any, data: np.ndarray, *, crs: Any, transform: Any, nodata: 
         dst_loc.upload(tmp)
 
 
-def write_patch(root: Path, split: str, name: str, *, optical: np.ndarray, sar: np.ndarray, label: np.ndarray,
+def write_patch(root: Path | Location, split: str, name: str, *, optical: np.ndarray, sar: np.ndarray, label: np.ndarray,
                 crs: Any, transform: Any) -> None:
     """The three co-registered files of one patch (label last: a patch without its label is not listed)."""
+    root = location(root)
     write_tif(root / split / "optical" / f"{name}.tif", optical.astype(np.float32), crs=crs, transform=transform,
               nodata=float("nan"), names=OPTICAL_BANDS)
     write_tif(root / split / "sar" / f"{name}.tif", sar.astype(np.float32), crs=crs, transform=transform,
@@ -54,7 +55,7 @@ def write_patch(root: Path, split: str, name: str, *, optical: np.ndarray, sar: 
               nodata=NODATA_LABEL, names=("impervious",))
 
 
-def remove_patch(root: Path, split: str, name: str) -> None:
+def remove_patch(root: Path | Location, split: str, name: str) -> None:
     for modality in MODALITIES:
         (location(root) / split / modality / f"{name}.tif").unlink(missing_ok=True)
 
