@@ -530,3 +530,41 @@ def test_the_cli_draws_labels_and_estimates(city_year) -> None:
     res = runner.invoke(app, ["statistics", "sample", "design", "wuhan", "2021", "--output", str(output),
                               "--buffer-px", "-1"])
     assert res.exit_code == 2 and "--buffer-px -1" in res.output
+
+
+def test_the_cli_labels_a_design_from_a_label_source(tmp_path: Path) -> None:
+    """``sample label --labels FILE``: a user's label raster on another grid (5 m, nodata 255) is reprojected onto
+    the map grid and labels the points: each labelled point gets the truth under it, nodata points stay unlabelled."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from typer.testing import CliRunner
+
+    from crofuse_cli import app
+    from tests.test_statistics import UTM50N, _city
+
+    rng = np.random.default_rng(8)
+    mapped = (rng.random((60, 60)) < 0.3).astype("uint8")
+    truth = mapped.copy()
+    truth[5:25, 30:50] = 1 - truth[5:25, 30:50]  # the map is wrong here: the labels must follow the truth
+    truth[50:60, 0:10] = 255  # the labels have a hole
+    _city(tmp_path, "lagos", {2021: mapped})
+    design, _ = smp.draw_city_year_design(tmp_path, "lagos", 2021, seed=4, n_total=200, min_rare=20)
+    labels = tmp_path / "labels-5m.tif"
+    fine = truth.repeat(2, axis=0).repeat(2, axis=1)  # the same truth at 5 m
+    with rasterio.open(labels, "w", driver="GTiff", width=120, height=120, count=1, dtype="uint8", crs=UTM50N,
+                       transform=from_origin(230_000.0, 3_390_000.0, 5.0, 5.0), nodata=255) as dst:
+        dst.write(fine, 1)
+
+    runner = CliRunner()
+    out = ["--output", str(tmp_path)]
+    res = runner.invoke(app, ["statistics", "sample", "label", "lagos", "2021", *out])
+    assert res.exit_code == 2 and "--labels SOURCE" in res.output
+    res = runner.invoke(app, ["statistics", "sample", "label", "lagos", "2021", *out, "--labels", str(labels)])
+    assert res.exit_code == 0, res.output
+    labelled = smp.read_labelled_sample(tmp_path / "lagos/2021/sample/labelled.csv", design)
+    expected = truth[design.rows, design.cols]
+    inside = expected != 255
+    assert labelled.n == int(inside.sum()) < design.n
+    assert np.array_equal(labelled.point_index, np.flatnonzero(inside))
+    assert np.array_equal(labelled.reference, smp.year_strata(expected[inside]))
+    assert (labelled.reference != design.map_class[inside]).any()  # not the map's classes

@@ -89,13 +89,21 @@ def design(
 def label(
     city: City,
     year: Year,
-    reference: Annotated[Path, typer.Option(help="Reference labels of YEAR on the map grid (1/0/255).")],
-    previous_reference: Annotated[Path | None, typer.Option(help="Reference labels of the previous mapped year.")]
+    reference: Annotated[str | None, typer.Option(
+        help="Reference labels of YEAR on the map grid (1/0/255): a raster path or URL.")] = None,
+    previous_reference: Annotated[str | None, typer.Option(help="Reference labels of the previous mapped year.")]
     = None,
+    labels: Annotated[str | None, typer.Option(
+        help="Label the points from a label source instead of rasters: sample, sample-exact, esa-worldcover, "
+             "io-lulc, a GeoTIFF or a polygon file (docs/labels.md); reprojected onto the map grid.")] = None,
+    catalog: Annotated[str | None, typer.Option(help="STAC API of a STAC label source (--labels).")] = None,
+    nearest_year: Annotated[bool, typer.Option(
+        help="With --labels: use the source's nearest year when it has none for YEAR.")] = False,
     output: Output = "outputs",
 ) -> None:
-    """Label CITY YEAR's design from reference rasters; writes sample/labelled.csv."""
-    from crofuse.statistics.maps import city_year_folder
+    """Label CITY YEAR's design from reference rasters or a label source; writes sample/labelled.csv."""
+    from crofuse.errors import ConfigError
+    from crofuse.statistics.maps import MAP_NAME, city_year_folder, read_map
     from crofuse.statistics.sample import (
         SAMPLE_DIR,
         SampleError,
@@ -104,13 +112,27 @@ def label(
         write_labels_csv,
     )
 
+    if (reference is None) == (labels is None):
+        raise ConfigError("give either --reference RASTER (labels on the map grid) or --labels SOURCE")
     folder = city_year_folder(output, city, year) / SAMPLE_DIR
     d = read_design(folder)
     if d is None:
         raise SampleError(f"no design in {folder}: draw one with `crofuse statistics sample design {city} {year}`")
-    labelled = label_from_rasters(d, reference, previous_reference, source=reference.name)
+    if labels is not None:
+        from crofuse.labels.reference import reference_on_grid
+
+        def on_grid(y: int):  # the source's labels of year y on the map grid of y (the design's grid)
+            like = read_map(city_year_folder(output, city, y) / MAP_NAME)
+            return reference_on_grid(labels, like, y, catalog=catalog, nearest_year=nearest_year)
+
+        current = on_grid(year)
+        previous = on_grid(d.previous_year) if d.previous_year != -1 else None
+        source = labels
+    else:
+        current, previous, source = reference, previous_reference, str(reference).rsplit("/", 1)[-1]
+    labelled = label_from_rasters(d, current, previous, source=source)
     path = write_labels_csv(labelled, folder / "labelled.csv")
-    typer.echo(f"{labelled.n} of {d.n} points labelled: {path}")
+    typer.echo(f"{labelled.n} of {d.n} points labelled from {source}: {path}")
 
 
 @sample_app.command("estimate")
