@@ -147,12 +147,16 @@ class Normalization:
         return cls(**{k: tuple(data[k]) for k in _KEYS}, **extra)
 
 
-def _normalise(x: ArrayT, mean: tuple[float, ...], std: tuple[float, ...], *, name: str) -> ArrayT:
+def _check_bands(x: Any, mean: tuple[float, ...], name: str) -> None:
     if x.ndim < 3 or x.shape[-3] != len(mean):
         raise ValueError(
             f"{name} has shape {tuple(x.shape)}; expected (..., {len(mean)}, H, W) to match the normalisation's "
             f"{len(mean)} bands"
         )
+
+
+def _normalise(x: ArrayT, mean: tuple[float, ...], std: tuple[float, ...], *, name: str) -> ArrayT:
+    _check_bands(x, mean, name)
     if isinstance(x, torch.Tensor):
         dtype = x.dtype if x.is_floating_point() else torch.float32
         m = torch.tensor(mean, dtype=dtype, device=x.device)[:, None, None]
@@ -169,11 +173,7 @@ def _normalise(x: ArrayT, mean: tuple[float, ...], std: tuple[float, ...], *, na
 def _scene_standardise(x: ArrayT, mean: tuple[float, ...], std: tuple[float, ...], min_std: float, name: str) -> ArrayT:
     """``(x - mean_scene) / max(std_scene, min_std * std)`` per sample and band over the finite pixels of H, W;
     a sample-band without finite pixels uses the dataset ``mean``/``std``."""
-    if x.ndim < 3 or x.shape[-3] != len(mean):
-        raise ValueError(
-            f"{name} has shape {tuple(x.shape)}; expected (..., {len(mean)}, H, W) to match the normalisation's "
-            f"{len(mean)} bands"
-        )
+    _check_bands(x, mean, name)
     if isinstance(x, torch.Tensor):
         dtype = x.dtype if x.is_floating_point() else torch.float32
         x = x.to(dtype)

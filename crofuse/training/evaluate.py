@@ -77,9 +77,11 @@ def run_evaluation(
     bins: int | None = None,
     progress: bool = False,
     desc: str = "evaluate",
+    reliability: bool = True,
 ) -> Evaluation:
     """One pass of ``model`` (eval mode) over ``loader``: the confusion matrix and, from the shared head's logits,
-    the reliability bins and NLL before and after ``temperature`` (exact sums over all labelled pixels)."""
+    the reliability bins and NLL before and after ``temperature`` (exact sums over all labelled pixels).
+    ``reliability=False``: the confusion matrix only (bins empty, NLL NaN)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -108,7 +110,7 @@ def run_evaluation(
             label = batch["label"].to(device, non_blocking=True)
             logits = main_logits(model(optical, sar)).float()
             metric.update(logits.argmax(dim=1), label)
-            n = int((label != NODATA_LABEL).sum())
+            n = int((label != NODATA_LABEL).sum()) if reliability else 0
             if not n:
                 continue
             labelled += n
@@ -142,26 +144,8 @@ def evaluate_model(
     desc: str = "evaluate",
 ) -> dict[str, float]:
     """Run ``model`` over ``loader`` in eval mode and return the metrics of :class:`crofuse.metrics.SegmentationMetrics`."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from crofuse import NODATA_LABEL
-    from crofuse.metrics import SegmentationMetrics
-    from crofuse.model import main_logits
-
-    device = torch.device(device)
-    metric = SegmentationMetrics(num_classes=num_classes, ignore_index=NODATA_LABEL).to(device)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
-            optical = batch["optical"].to(device, non_blocking=True)
-            sar = batch["sar"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            logits = main_logits(model(optical, sar))
-            metric.update(logits.argmax(dim=1), label)
-    model.train(was_training)
-    return _as_float_dict(metric.compute())
+    return run_evaluation(model, loader, device=device, num_classes=num_classes, progress=progress, desc=desc,
+                          reliability=False).metrics
 
 
 # ------------------------------------------------------------------------------------------------ calibration
