@@ -1,4 +1,5 @@
-"""PNG quicklooks: one 2×2 panel per city-year (optical RGB, SAR VV, impervious map, change map) and a change plot.
+"""PNG quicklooks: one panel per city-year (optical RGB, SAR VV, impervious map, change map and, where the run wrote
+them, the impervious probability and its uncertainty) and a change plot.
 
 Matplotlib with the Agg backend (no display needed). Large rasters are decimated to at most ``max_pixels`` per side
 before plotting, so a quicklook of a whole city costs a few MB of memory.
@@ -82,6 +83,13 @@ def _label_image(values: np.ndarray, colours: dict[int, tuple[float, float, floa
     return img
 
 
+def _percent_layer(values: np.ndarray) -> np.ndarray:
+    """A uint8 0..100 layer (255 nodata) as float with NaN where nodata (drawn blank)."""
+    out = values.astype("float32")
+    out[values > 100] = np.nan
+    return out
+
+
 def _save(fig, path: Location) -> Any:
     """Render in worker-local temporary space, then publish (a rename, or one PUT): nothing half-written, and no
     temporary file, ever appears next to the outputs."""
@@ -98,7 +106,8 @@ def _save(fig, path: Location) -> Any:
 def city_year_quicklook(
     output: Path, city: str, year: int, *, cube: Path | None = None, path: Path | None = None, max_pixels: int = 800
 ) -> Path:
-    """Write ``<output>/<city>/<year>/quicklook.png``: RGB composite, VV (dB), impervious map, change map.
+    """Write ``<output>/<city>/<year>/quicklook.png``: RGB composite, VV (dB), impervious map, change map, and a
+    third row with the probability and the uncertainty (binary entropy, docs/inference.md) where those COGs exist.
 
     Args:
         output: output root.
@@ -123,9 +132,12 @@ def city_year_quicklook(
     cube = location(cube) if cube is not None else folder / layout.CUBE
     rgb, vv = _cube_layers(cube, step) if (cube / "zarr.json").exists() else (None, None)
     change = read_map(folder / CHANGE_NAME).values[::step, ::step] if (folder / CHANGE_NAME).exists() else None
+    percent = {name: _percent_layer(read_map(folder / name).values[::step, ::step])
+               for name in (layout.PROBABILITY, layout.UNCERTAINTY) if (folder / name).exists()}
 
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 10), constrained_layout=True)
+    rows = 3 if percent else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 5 * rows), constrained_layout=True)
     panels = axes.ravel()
     if rgb is not None:
         panels[0].imshow(percentile_stretch(rgb))
@@ -147,6 +159,15 @@ def city_year_quicklook(
     else:
         panels[3].text(0.5, 0.5, "first mapped year:\nno change map", ha="center", va="center")
         panels[3].set_title("change")
+    for ax, (name, title, cmap) in zip(panels[4:], (
+            (layout.PROBABILITY, "impervious probability (%)", "viridis"),
+            (layout.UNCERTAINTY, "uncertainty: entropy (% of 1 bit)", "magma"))):
+        if name in percent:
+            im = ax.imshow(percent[name], cmap=cmap, vmin=0, vmax=100, interpolation="nearest")
+            fig.colorbar(im, ax=ax, shrink=0.7)
+        else:
+            ax.text(0.5, 0.5, f"no {name}", ha="center", va="center")
+        ax.set_title(title)
     for ax in panels:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -330,6 +330,31 @@ def test_quicklooks_are_written(two_cities: Path) -> None:
         assert img.size == (1200, 450)
 
 
+def test_quicklook_shows_probability_and_uncertainty_when_written(two_cities: Path) -> None:
+    """With probability.tif and uncertainty.tif the quicklook gains a third row (1000x1500 px) drawn from them: a
+    probability of 100 % shows viridis' yellow, an uncertainty of 100 % magma's pale yellow; without them, 2 rows."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from crofuse.quicklooks import city_year_quicklook
+
+    folder = two_cities / "wuhan/2021"
+    shape = st.read_map(folder / st.MAP_NAME).shape
+    _write_map(folder / "probability.tif", np.full(shape, 100, "uint8"))
+    _write_map(folder / "uncertainty.tif", np.full(shape, 100, "uint8"))
+    look = city_year_quicklook(two_cities, "wuhan", 2021)
+    with Image.open(look) as img:
+        assert img.size == (1000, 1500)
+        pixels = np.asarray(img.convert("RGB")).astype(int)
+    for cmap in ("viridis", "magma"):
+        top = np.array(colormaps[cmap](1.0)[:3]) * 255
+        assert (np.abs(pixels[1000:] - top).sum(axis=-1) < 12).sum() > 1000, cmap
+    (folder / "probability.tif").unlink()
+    (folder / "uncertainty.tif").unlink()
+    with Image.open(city_year_quicklook(two_cities, "wuhan", 2021)) as img:
+        assert img.size == (1000, 1000)
+
+
 def test_a_quicklook_is_redrawn_when_its_change_map_is_rewritten(two_cities: Path) -> None:
     import os
 
