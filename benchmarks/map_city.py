@@ -244,6 +244,23 @@ def _prefix(key: Any) -> str:
     return key_split(key)
 
 
+def task_extent(stream: list[dict[str, Any]], spans: list[tuple[float, float]]) -> tuple[float, float, int]:
+    """Seconds from the start of ``spans`` to the first task's start, from the last task's stop to the end, and the
+    number of tasks (how long the driver took to build and send the graph, and to finish after it)."""
+    if not spans:
+        return 0.0, 0.0, 0
+    a, b = spans[0][0], spans[-1][1]
+    starts, stops = [], []
+    for rec in stream:
+        for part in rec.get("startstops", ()):
+            if part.get("action") == "compute" and a - 0.5 <= part["start"] <= b + 0.5:
+                starts.append(part["start"])
+                stops.append(part["stop"])
+    if not starts:
+        return 0.0, 0.0, 0
+    return min(starts) - a, b - max(stops), len(starts)
+
+
 def task_seconds(stream: list[dict[str, Any]], spans: list[tuple[float, float]]) -> dict[str, float]:
     """Worker-seconds of computation per task prefix, for the tasks that started inside one of ``spans``."""
     out: dict[str, float] = defaultdict(float)
@@ -315,6 +332,8 @@ def run_once(*, workers: int, stac_url: str, ckpt: Path, out: Path, chunk: int, 
     stages = dict(TIMES)
     cube_prefixes = task_seconds(stream, SPANS.get("cube/compute", []))
     predict_prefixes = task_seconds(stream, SPANS.get("predict", []))
+    chunk_prefixes = {p: v for p, v in predict_prefixes.items() if "chunk" in p}  # tiling's run_chunk tasks
+    predict_prefixes = chunk_prefixes or predict_prefixes
     w = {k: sum(t.get(k, 0.0) for t in wtimes.values()) for k in next(iter(wtimes.values()))}
     store_s = sum(v for p, v in cube_prefixes.items() if "store" in p.lower() or "zarr" in p.lower())
     return {
@@ -323,6 +342,8 @@ def run_once(*, workers: int, stac_url: str, ckpt: Path, out: Path, chunk: int, 
         "stages": stages,
         "calls": dict(CALLS),
         "cube_task_seconds": sum(cube_prefixes.values()),
+        "cube_task_extent": task_extent(stream, SPANS.get("cube/compute", [])),
+        "predict_task_extent": task_extent(stream, SPANS.get("predict", [])),
         "cube_store_task_seconds": store_s,
         "cube_prefix_seconds": dict(sorted(cube_prefixes.items(), key=lambda kv: -kv[1])),
         "chunk_task_seconds": sum(predict_prefixes.values()),
@@ -411,6 +432,10 @@ def report(r: dict[str, Any], size_km: float) -> dict[str, float]:
           f"{wt['model windows'] / max(wt['model'], 1e-9):.2f} windows/s per 1-thread worker; chunk tasks "
           f"{r['chunk_task_seconds']:.1f} worker-s (region reads {wt['region read']:.1f}, zarr writes "
           f"{wt['zarr write']:.1f}); cube tasks {r['cube_task_seconds']:.1f} worker-s")
+    for what in ("cube", "predict"):
+        lead, tail, count = r[f"{what}_task_extent"]
+        print(f"{what}: {count} tasks; first task started {lead:.1f} s after the stage began, the last ended "
+              f"{tail:.1f} s before it ended")
     top = list(r["cube_prefix_seconds"].items())[:8]
     print("cube graph, worker-s by task prefix: " + ", ".join(f"{p} {v:.1f}" for p, v in top))
     ratio = e2e / max(heads["read_s"] + heads["model_s"], 1e-9)
