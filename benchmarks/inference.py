@@ -173,7 +173,7 @@ def model_work(cube, ckpt, side: int, config, root: Path, city: int = 10240) -> 
             run = predict_cube(cube, ckpt, root / f"work{size}", config=config.replace(chunk_size=size),
                                progress=False)
             cells += [f"{before_cube:.3f}x", f"{run.windows / run.grid_windows:.3f}x ({run.windows}/{run.grid_windows} "
-                      f"windows, {run.chunks_total} chunks)"]
+                      f"windows, {run.chunks_total} chunks, {run.seconds:.1f} s)"]
         else:
             cells += ["-", "-"]
         print(f"| {chunk} | " + " | ".join(cells) + " |", flush=True)
