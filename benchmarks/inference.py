@@ -172,8 +172,10 @@ def model_work(cube, ckpt, side: int, config, root: Path, city: int = 10240) -> 
             before_cube, _ = planned((side, side), size)
             run = predict_cube(cube, ckpt, root / f"work{size}", config=config.replace(chunk_size=size),
                                progress=False)
-            cells += [f"{before_cube:.3f}x", f"{run.windows / run.grid_windows:.3f}x ({run.windows}/{run.grid_windows} "
-                      f"windows, {run.chunks_total} chunks, {run.seconds:.1f} s)"]
+            ratio = run.windows / run.grid_windows
+            measured = (f"{ratio:.3f}x ({run.windows}/{run.grid_windows} windows, {run.chunks_total} chunks, "
+                        f"{run.seconds:.1f} s)")
+            cells += [f"{before_cube:.3f}x", measured]
         else:
             cells += ["-", "-"]
         print(f"| {chunk} | " + " | ".join(cells) + " |", flush=True)

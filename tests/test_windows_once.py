@@ -16,7 +16,13 @@ import pytest
 from tests.fixtures.tiling import make_cube, make_scene
 from tiling import TilingConfig, plan_chunk
 from tiling.inference import predict_scene_heads
-from tiling.windows import chunk_bounds, feeding_chunks, grid_size, plan_owned, planned_windows
+from tiling.windows import (
+    chunk_bounds,
+    feeding_chunks,
+    grid_size,
+    plan_owned,
+    planned_windows,
+)
 
 SCENE = (600, 700)
 
