@@ -193,6 +193,29 @@ def test_blend_equals_the_whole_array_reference_at_every_chunk_size(scene, heads
     assert n_reference < grid_size(SCENE, window=128, stride=96, pad=16), "the scene's nodata skips some windows"
 
 
+def test_one_chunk_on_its_own_equals_its_part_of_the_scene(scene, heads_fn, reference):
+    """``predict_chunk_probability`` without stored sums accumulates the chunks feeding it itself (their windows
+    run here): the same blend as the scene's, for a chunk whose pixels come from four owners."""
+    from tiling.inference import predict_chunk_probability
+
+    expected, _ = reference
+    config = TilingConfig(device="cpu", chunk_size=256)
+    rows, cols = (256, 512), (256, 512)
+
+    def reader(r, c):
+        return scene["optical"][:, r, c], scene["sar"][:, r, c], scene["valid"][r, c]
+
+    heads_fn.runs.clear()
+    result = predict_chunk_probability(reader, SCENE, rows, cols, heads_fn, config=config)
+    assert len(feeding_chunks(SCENE, rows, cols, window=128, chunk=256)) == 4
+    assert result.n_windows == sum(heads_fn.runs.values()) > 0
+    for name, values in result.heads.items():
+        np.testing.assert_allclose(values, expected[name][slice(*rows), slice(*cols)], rtol=0, atol=1e-6,
+                                   equal_nan=True, err_msg=name)
+    with pytest.raises(ValueError, match="predict_fn or partials"):
+        predict_chunk_probability(reader, SCENE, rows, cols, config=config)
+
+
 def test_predict_cube_runs_each_window_once(tiling_checkpoint, tmp_path):
     """Through predict_cube (phase 1 on the stored sums, phase 2 blending): the run reports the grid's windows with
     a valid pixel, once each, at 64-px chunks (smaller than a window: spill crosses two chunks), and its
