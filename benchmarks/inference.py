@@ -4,13 +4,17 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/inference.py              # small defaults, a few minutes on 2 cores
     .venv/bin/python benchmarks/inference.py --side 1024 --base-channels 32
+    .venv/bin/python benchmarks/inference.py --work-only --side 768   # model work vs chunk size only
 
 Prints:
 - km^2/s and patches (windows)/s of tiled inference (predict_cube in this process, cube -> COGs + zarr);
 - the ratio of that time to a plain batched forward over (a) the same windows (the machinery's overhead: reading,
   reflection, blending, writing) and (b) the scene's pixels once (adds the cost of the window overlap);
 - the speed-up from 1 to 2 dask worker processes (LocalCluster);
-- peak RSS of a worker for a cube and for one 4x larger (same chunk size): it should stay roughly flat.
+- peak RSS of a worker for a cube and for one 4x larger (same chunk size): it should stay roughly flat;
+- model work vs chunk size: windows the model runs / windows in the global grid, planned for a 10240^2 px city and
+  measured by ``predict_cube`` on the cube, now (each window once, in the chunk owning it) and before (each chunk
+  ran every window touching it: the sum of ``plan_chunk`` over the chunks).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-channels", type=int, default=8, help="CroFuseNet width (paper: 32)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="torch threads in this process")
+    parser.add_argument("--work-only", action="store_true", help="only the model work vs chunk size table")
     args = parser.parse_args(argv)
 
     import torch
@@ -57,12 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(tempfile.mkdtemp(prefix="crofuse-bench-"))
     side, big = args.side, 2 * args.side
     cube = make_cube(root / "c1" / "inputs.zarr", (side, side), seed=1, chunk=args.chunk)
-    cube4 = make_cube(root / "c4" / "inputs.zarr", (big, big), seed=2, chunk=args.chunk)
     ckpt = make_tiling_checkpoint(root / "model.safetensors", base_channels=args.base_channels)
     config = TilingConfig(chunk_size=args.chunk, batch_size=args.batch_size, device="cpu")
     km2 = side * side * 100 / 1e6
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
           f"{len(__import__('os').sched_getaffinity(0))} cores, torch {torch.__version__}, threads {args.threads}")
+    if args.work_only:
+        model_work(cube, ckpt, side, config, root)
+        return
+    cube4 = make_cube(root / "c4" / "inputs.zarr", (big, big), seed=2, chunk=args.chunk)
     print(f"cube {side}x{side} px ({km2:.1f} km^2), chunk {args.chunk}, window {config.window}/{config.stride}, "
           f"CroFuseNet base_channels={args.base_channels}, batch {args.batch_size}")
 
@@ -133,6 +141,44 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peak worker RSS: 1x cube ({side}^2 px) {rss['1x']:.0f} MiB, 4x cube ({big}^2 px) {rss['4x']:.0f} MiB "
           f"-> ratio {rss['4x'] / rss['1x']:.2f}")
     print(f"client process peak RSS: {_peak_rss_mib():.0f} MiB")
+    model_work(cube, ckpt, side, config, root)
+
+
+def model_work(cube, ckpt, side: int, config, root: Path, city: int = 10240) -> None:
+    """Print windows run / grid windows per chunk size: planned (a ``city``^2 scene and the cube) and measured."""
+    from tiling import predict_cube
+    from tiling.windows import chunk_bounds, grid_size, plan_chunk, planned_windows
+
+    w, s, pad = config.window, config.stride, config.effective_halo
+
+    def planned(shape, chunk) -> tuple[float, float]:
+        grid = grid_size(shape, window=w, stride=s, pad=pad)
+        before = sum(plan_chunk(shape, r, c, window=w, stride=s, pad=pad).n_windows
+                     for r in chunk_bounds(shape[0], chunk) for c in chunk_bounds(shape[1], chunk))
+        now = sum(planned_windows(shape, window=w, stride=s, pad=pad, chunk=chunk).values())
+        return before / grid, now / grid
+
+    print(f"model work = windows run / windows in the global grid (window {w}, stride {s}; the grid itself is "
+          f"~(window/stride)^2 = {(w / s) ** 2:.2f}x the pixels, which blending needs)")
+    print(f"| chunk | before, {city}^2 px city (planned) | now, {city}^2 px city (planned) | before, {side}^2 cube "
+          f"(planned) | now, {side}^2 cube (measured by predict_cube) |")
+    print("|---|---|---|---|---|")
+    for chunk in (256, 512, 1024, "whole"):
+        size = side if chunk == "whole" else chunk
+        city_chunk = city if chunk == "whole" else chunk
+        before_city, now_city = planned((city, city), city_chunk)
+        cells = [f"{before_city:.3f}x", f"{now_city:.3f}x"]
+        if size <= side:
+            before_cube, _ = planned((side, side), size)
+            run = predict_cube(cube, ckpt, root / f"work{size}", config=config.replace(chunk_size=size),
+                               progress=False)
+            ratio = run.windows / run.grid_windows
+            measured = (f"{ratio:.3f}x ({run.windows}/{run.grid_windows} windows, {run.chunks_total} chunks, "
+                        f"{run.seconds:.1f} s)")
+            cells += [f"{before_cube:.3f}x", measured]
+        else:
+            cells += ["-", "-"]
+        print(f"| {chunk} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ class BlendAccumulator:
         self.total[..., row : row + h, col : col + w] += probability * self.weights
         self.weight_sum[row : row + h, col : col + w] += self.weights
 
+    def add_sums(self, total: np.ndarray, weight_sum: np.ndarray, row: int, col: int) -> None:
+        """Add sums accumulated by another accumulator (``total`` shaped like this one's layers, ``weight_sum``
+        2-D) with their origin at ``(row, col)`` of the region: how a chunk receives the spill of the windows its
+        neighbours own. The division waits for :meth:`result`, so blending stays ``sum(w p) / sum(w)``."""
+        h, w = weight_sum.shape
+        self.total[..., row : row + h, col : col + w] += total
+        self.weight_sum[row : row + h, col : col + w] += weight_sum
+
     def result(self) -> np.ndarray:
         """Blended values; NaN where no window contributed."""
         out = np.full(self.total.shape, np.nan, dtype=np.float32)

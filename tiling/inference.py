@@ -1,4 +1,11 @@
-"""Tiled prediction of one region: read with reflection, run batched windows, blend, crop (no dask in here).
+"""Tiled prediction: read with reflection, run batched windows, accumulate, blend (no dask in here).
+
+Each window of the global grid runs once, in the chunk that owns it (:mod:`tiling.windows`): phase 1,
+:func:`accumulate_chunk`, runs a chunk's own windows and returns the weighted sums of their whole footprint
+(:class:`ChunkSums`, the chunk plus its spill); phase 2, :func:`predict_chunk_probability`, adds the sums of every
+block that overlaps an output chunk (its own and its upper/left neighbours' spill) and only then divides
+``sum(w p) / sum(w)``. The result is the blend of every global window covering each pixel, as if the scene were one
+chunk, while the model runs each window once whatever the chunk size.
 
 ``predict_fn`` is any function ``(optical (N,4,H,W), sar (N,2,H,W)) -> (N,H,W)`` probability on numpy float32 arrays,
 or one returning a mapping ``{head: (N,H,W)}`` of the probability of several heads with ``"shared"`` (the
@@ -13,16 +20,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from tiling.blend import BlendAccumulator, blend_weights
 from tiling.config import TilingConfig
-from tiling.windows import ChunkPlan, chunk_bounds, plan_chunk, reflect_index
+from tiling.windows import (
+    ChunkPlan,
+    OwnedPlan,
+    block_bounds,
+    chunk_bounds,
+    feeding_chunks,
+    plan_owned,
+    reflect_index,
+)
 
 PredictFn = Callable[[np.ndarray, np.ndarray], "np.ndarray | Mapping[str, np.ndarray]"]
 Reader = Callable[[slice, slice], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """``reader(rows, cols) -> (optical (4,h,w), sar (2,h,w), valid (h,w))`` for a slice of scene pixels."""
+Bounds = tuple[int, int]
+Chunk = tuple[Bounds, Bounds]
+
+
+class SumsPart(NamedTuple):
+    """Part of one chunk's accumulated sums: layer names, ``total (layers, h, w)`` = sum of ``w * p``, and
+    ``weight_sum (h, w)`` = sum of ``w``, for a rectangle of scene pixels."""
+
+    names: tuple[str, ...]
+    total: np.ndarray
+    weight_sum: np.ndarray
+
+
+Partials = Callable[[Chunk, Bounds, Bounds], "SumsPart | None"]
+"""``partials(owner, rows, cols)``: the sums accumulated by the windows of chunk ``owner = (rows, cols)`` over the
+scene pixels ``rows x cols`` (inside the owner's block), or ``None`` where the owner ran no window."""
 
 
 def read_region(reader: Reader, shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]):
@@ -43,7 +75,7 @@ def read_region(reader: Reader, shape: tuple[int, int], rows: tuple[int, int], c
     )
 
 
-def _batches(plan: ChunkPlan, valid: np.ndarray, size: int) -> Iterator[list[tuple[int, int]]]:
+def _batches(plan: ChunkPlan | OwnedPlan, valid: np.ndarray, size: int) -> Iterator[list[tuple[int, int]]]:
     """Window origins relative to the region, row-major, in batches; windows with no valid pixel are skipped
     (every pixel they would write is nodata anyway)."""
     r0, c0 = plan.region_rows[0], plan.region_cols[0]
@@ -64,12 +96,37 @@ def _batches(plan: ChunkPlan, valid: np.ndarray, size: int) -> Iterator[list[tup
 
 @dataclass(frozen=True)
 class ChunkPrediction:
-    """Blended probability of one chunk (NaN = nodata), how many windows ran, and the blended probability of every
-    head ``predict_fn`` returned (``heads["shared"]`` is ``probability``; empty when no window ran)."""
+    """Blended probability of one chunk (NaN = nodata), how many windows the model ran for it in this call (0 when
+    it was blended from sums accumulated earlier), and the blended probability of every head ``predict_fn``
+    returned (``heads["shared"]`` is ``probability``; empty when no window covers a valid pixel of it)."""
 
     probability: np.ndarray
     n_windows: int
     heads: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkSums:
+    """Phase 1 of one chunk: the weighted sums of the windows it owns over its block (scene pixels
+    ``block_rows x block_cols``: the chunk plus the spill to the right/bottom). ``total``/``weight_sum`` are
+    ``None`` and ``names`` empty when it ran no window; ``n_windows`` is how many windows the model ran."""
+
+    rows: Bounds
+    cols: Bounds
+    block_rows: Bounds
+    block_cols: Bounds
+    names: tuple[str, ...]
+    total: np.ndarray | None
+    weight_sum: np.ndarray | None
+    n_windows: int
+
+    def part(self, rows: Bounds, cols: Bounds) -> SumsPart | None:
+        """The sums over scene pixels ``rows x cols`` (inside the block), or ``None`` if no window ran."""
+        if self.total is None or self.weight_sum is None:
+            return None
+        r = slice(rows[0] - self.block_rows[0], rows[1] - self.block_rows[0])
+        c = slice(cols[0] - self.block_cols[0], cols[1] - self.block_cols[0])
+        return SumsPart(self.names, self.total[:, r, c], self.weight_sum[r, c])
 
 
 def _as_heads(output: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,37 +138,45 @@ def _as_heads(output: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.nda
     return {"shared": np.asarray(output, dtype=np.float32)}
 
 
-def predict_chunk_probability(
+def _intersect(a: Bounds, b: Bounds) -> Bounds:
+    return max(a[0], b[0]), min(a[1], b[1])
+
+
+def accumulate_chunk(
     reader: Reader,
     shape: tuple[int, int],
-    rows: tuple[int, int],
-    cols: tuple[int, int],
+    rows: Bounds,
+    cols: Bounds,
     predict_fn: PredictFn,
     *,
     config: TilingConfig,
-) -> ChunkPrediction:
-    """Blended impervious probability for output pixels ``rows x cols`` of a scene of ``shape``.
+    names: tuple[str, ...] | None = None,
+) -> ChunkSums:
+    """Phase 1: run the windows the chunk ``rows x cols`` owns (one forward per ``batch_size`` windows) and
+    accumulate ``w * p`` and ``w`` with the configured blending weights over their footprint, clipped to the scene.
 
-    Runs every window of the global grid that touches the chunk (one forward per ``batch_size`` windows), blends
-    with the configured weights, crops to the chunk, and sets pixels invalid in the cube to NaN. When ``predict_fn``
-    returns several heads, each is blended the same way (one accumulator, ``len(heads) + 1`` float32 arrays of the
-    region).
+    Reads only the owned windows' region (chunk + one window). ``names``, when given, are the layers expected
+    (``"shared"`` first, then the other heads sorted), as a store of sums laid out in advance needs them.
     """
-    plan = plan_chunk(
-        shape, rows, cols, window=config.window, stride=config.stride, pad=config.effective_halo
-    )
+    plan = plan_owned(shape, rows, cols, window=config.window, stride=config.stride, pad=config.effective_halo,
+                      chunk=config.chunk_size)
+    empty = ChunkSums(rows, cols, plan.block_rows, plan.block_cols, (), None, None, 0)
+    if plan.n_windows == 0:
+        return empty
     optical, sar, valid = read_region(reader, shape, plan.region_rows, plan.region_cols)
     w = config.window
     weights = blend_weights(w, kind=config.blend, floor=config.floor)
     acc: BlendAccumulator | None = None
-    names: tuple[str, ...] = ()
     n = 0
     for batch in _batches(plan, valid, config.batch_size):
         opt = np.stack([optical[:, r : r + w, c : c + w] for r, c in batch])
         sr = np.stack([sar[:, r : r + w, c : c + w] for r, c in batch])
         heads = _as_heads(predict_fn(opt, sr))
         if acc is None:
-            names = ("shared", *sorted(k for k in heads if k != "shared"))
+            found = ("shared", *sorted(k for k in heads if k != "shared"))
+            if names is not None and found != tuple(names):
+                raise ValueError(f"predict_fn returned heads {sorted(heads)}, expected {sorted(names)}")
+            names = found
             acc = BlendAccumulator(valid.shape, weights, layers=len(names))
         if set(heads) != set(names):
             raise ValueError(f"predict_fn returned heads {sorted(heads)}, earlier {sorted(names)}")
@@ -123,15 +188,78 @@ def predict_chunk_probability(
         for (r, c), p in zip(batch, stacked, strict=True):
             acc.add(p, r, c)
         n += len(batch)
-    dr, dc = rows[0] - plan.region_rows[0], cols[0] - plan.region_cols[0]
-    crop = (slice(dr, dr + rows[1] - rows[0]), slice(dc, dc + cols[1] - cols[0]))
+    if acc is None or names is None:  # no owned window has a valid pixel
+        return empty
+    # keep the footprint inside the scene (the reflected halo is never output) and inside the block
+    br, bc = plan.block_rows, plan.block_cols
+    rr = _intersect(plan.region_rows, br)
+    cc = _intersect(plan.region_cols, bc)
+    total = np.zeros((len(names), br[1] - br[0], bc[1] - bc[0]), dtype=np.float32)
+    weight_sum = np.zeros((br[1] - br[0], bc[1] - bc[0]), dtype=np.float32)
+    src = (slice(rr[0] - plan.region_rows[0], rr[1] - plan.region_rows[0]),
+           slice(cc[0] - plan.region_cols[0], cc[1] - plan.region_cols[0]))
+    dst = (slice(rr[0] - br[0], rr[1] - br[0]), slice(cc[0] - bc[0], cc[1] - bc[0]))
+    total[(slice(None), *dst)] = acc.total[(slice(None), *src)]
+    weight_sum[dst] = acc.weight_sum[src]
+    return ChunkSums(rows, cols, br, bc, tuple(names), total, weight_sum, n)
+
+
+def predict_chunk_probability(
+    reader: Reader,
+    shape: tuple[int, int],
+    rows: Bounds,
+    cols: Bounds,
+    predict_fn: PredictFn | None = None,
+    *,
+    config: TilingConfig,
+    partials: Partials | None = None,
+) -> ChunkPrediction:
+    """Blended impervious probability for output pixels ``rows x cols`` of a scene of ``shape`` (phase 2).
+
+    Adds, in row-major order of the owners, the sums of every chunk (of side ``config.chunk_size``) whose block
+    overlaps ``rows x cols`` (:func:`tiling.windows.feeding_chunks`), divides, and sets pixels invalid in the cube
+    (or covered by no window) to NaN. Every head is blended the same way (``len(heads) + 1`` float32 arrays of the
+    chunk). ``partials`` gives the sums accumulated in phase 1 (e.g. read back from a store: then no model runs
+    here); without it the feeding chunks are accumulated here with ``predict_fn``, which runs the windows of the
+    neighbours too; :func:`predict_scene_heads` and :func:`tiling.predict_cube` run each window once.
+    """
+    chunk = config.chunk_size
+    if partials is None:
+        if predict_fn is None:
+            raise ValueError("predict_chunk_probability needs predict_fn or partials (the sums of phase 1)")
+        fn = predict_fn
+        cache: dict[Chunk, ChunkSums] = {}
+
+        def partials(owner: Chunk, r: Bounds, c: Bounds) -> SumsPart | None:
+            if owner not in cache:
+                cache[owner] = accumulate_chunk(reader, shape, *owner, fn, config=config)
+            return cache[owner].part(r, c)
+    else:
+        cache = {}
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    acc: BlendAccumulator | None = None
+    names: tuple[str, ...] = ()
+    for owner in feeding_chunks(shape, rows, cols, window=config.window, chunk=chunk):
+        r = _intersect(block_bounds(owner[0], shape[0], window=config.window, chunk=chunk), rows)
+        c = _intersect(block_bounds(owner[1], shape[1], window=config.window, chunk=chunk), cols)
+        part = partials(owner, r, c)
+        if part is None:
+            continue
+        if acc is None:
+            names = tuple(part.names)
+            acc = BlendAccumulator((h, w), np.ones((1, 1), dtype=np.float32), layers=len(names))
+        elif tuple(part.names) != names:
+            raise ValueError(f"chunk {owner} accumulated heads {list(part.names)}, another {list(names)}")
+        acc.add_sums(part.total, part.weight_sum, r[0] - rows[0], c[0] - cols[0])
+    n_windows = sum(s.n_windows for s in cache.values())
     if acc is None:  # no window with a valid pixel: everything is nodata
-        probability = np.full((rows[1] - rows[0], cols[1] - cols[0]), np.nan, dtype=np.float32)
-        return ChunkPrediction(probability=probability, n_windows=0, heads={})
-    blended = acc.result()[(slice(None), *crop)]
-    blended[:, ~valid[crop]] = np.nan
+        probability = np.full((h, w), np.nan, dtype=np.float32)
+        return ChunkPrediction(probability=probability, n_windows=n_windows, heads={})
+    valid = np.asarray(reader(slice(*rows), slice(*cols))[2], dtype=bool)
+    blended = acc.result()
+    blended[:, ~valid] = np.nan
     layers = {name: blended[i] for i, name in enumerate(names)}
-    return ChunkPrediction(probability=layers["shared"], n_windows=n, heads=layers)
+    return ChunkPrediction(probability=layers["shared"], n_windows=n_windows, heads=layers)
 
 
 def predict_scene(
@@ -159,19 +287,34 @@ def predict_scene_heads(
     config: TilingConfig = TilingConfig(),
 ) -> dict[str, np.ndarray]:
     """Tiled, blended probability of every head ``predict_fn`` returns over an in-memory scene, chunk by chunk:
-    ``{head: (H, W) float32}``, NaN where ``valid`` is False."""
+    ``{head: (H, W) float32}``, NaN where ``valid`` is False.
+
+    Each window runs once (in the chunk that owns it); a chunk's sums are kept only until the last chunk they
+    feed is blended (about two rows of chunks).
+    """
     shape = valid.shape
 
     def reader(r: slice, c: slice):
         return optical[:, r, c], sar[:, r, c], valid[r, c]
 
+    sums: dict[Chunk, ChunkSums] = {}
+
+    def partials(owner: Chunk, r: Bounds, c: Bounds) -> SumsPart | None:
+        if owner not in sums:
+            sums[owner] = accumulate_chunk(reader, shape, *owner, predict_fn, config=config)
+        return sums[owner].part(r, c)
+
     out: dict[str, np.ndarray] = {}
-    for rows in chunk_bounds(shape[0], config.chunk_size):
+    row_chunks = chunk_bounds(shape[0], config.chunk_size)
+    for i, rows in enumerate(row_chunks):
         for cols in chunk_bounds(shape[1], config.chunk_size):
-            result = predict_chunk_probability(reader, shape, rows, cols, predict_fn, config=config)
+            result = predict_chunk_probability(reader, shape, rows, cols, config=config, partials=partials)
             layers = result.heads or {"shared": result.probability}
             for name, values in layers.items():
                 if name not in out:
                     out[name] = np.full(shape, np.nan, dtype=np.float32)
                 out[name][rows[0] : rows[1], cols[0] : cols[1]] = values
+        if i + 1 < len(row_chunks):  # drop the sums no later chunk needs
+            for owner in [o for o, s in sums.items() if s.block_rows[1] <= row_chunks[i + 1][0]]:
+                del sums[owner]
     return out

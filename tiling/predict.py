@@ -1,9 +1,16 @@
 """``predict_cube``: a cube and a checkpoint in, impervious maps (COGs + ``maps.zarr``) out, chunk by chunk on dask.
 
-Each output chunk is one task: it reads its pixels plus the halo its windows need straight from the cube (never the
-whole city), runs its windows in batches on the worker's cached model, blends, crops, writes its own region of
-``maps.zarr`` and then its completeness marker. The client only holds the task list, so memory on both sides is
-set by ``TilingConfig.chunk_size``, not by the size of the city.
+Two tasks per output chunk, each window of the global grid running once (:mod:`tiling.windows`):
+
+1. :func:`run_windows` reads the region of the windows the chunk owns straight from the cube (never the whole city),
+   runs them in batches on the worker's cached model and writes their weighted sums over the chunk plus its spill
+   into the scratch ``sums.zarr`` (:mod:`tiling.store`), then a ``.sums`` marker;
+2. once every phase-1 task is done, :func:`run_chunk` adds the sums of the blocks overlapping the chunk (its own and
+   its upper/left neighbours'), divides, encodes, writes its own region of ``maps.zarr`` and then its completeness
+   marker.
+
+The client only holds the task lists, so memory on both sides is set by ``TilingConfig.chunk_size``, not by the
+size of the city.
 
 Layers: the class, the calibrated probability of the shared head (the card's temperature, ``crofuse.calibration``),
 its entropy (``uncertainty``) and, for CroFuseNet, the disagreement of its three heads. Each head's probability is
@@ -39,9 +46,9 @@ from crofuse.io.store import Location, cached_copy, location
 from crofuse.uncertainty import binary_entropy, head_disagreement
 from tiling import store as maps_store
 from tiling.config import TilingConfig
-from tiling.inference import predict_chunk_probability
+from tiling.inference import SumsPart, accumulate_chunk, predict_chunk_probability
 from tiling.model import file_sha256, load_model, set_torch_threads
-from tiling.windows import chunk_bounds
+from tiling.windows import block_side, chunk_bounds, feeding_chunks, grid_size
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +83,15 @@ class PredictionOutputs:
     chunks_computed: int
     chunks_skipped: int
     windows: int
+    """Windows the model ran in this run (each window of the grid once; windows with no valid pixel are skipped)."""
     seconds: float
     warnings: tuple[str, ...] = ()
     uncertainty: Path | None = None
     disagreement: Path | None = None
     calibrated: bool = False
     temperature: float = 1.0
+    grid_windows: int = 0
+    """Windows in the global window grid; ``windows / grid_windows`` is the model work ratio (<= 1)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,10 @@ class ChunkTask:
     config: TilingConfig
     torch_threads: int | None
     variables: tuple[str, ...] = ("impervious", "probability", "uncertainty")
+    sums: str = ""
+    """The scratch ``sums.zarr`` of phase 1 (:mod:`tiling.store`)."""
+    layers: tuple[str, ...] = ("shared",)
+    """The heads blended, ``"shared"`` first (the layers of ``sums``)."""
 
 
 @dataclass(frozen=True)
@@ -214,23 +228,61 @@ def encode_layers(heads: dict[str, np.ndarray], threshold: float, variables: tup
     return {k: layers[k] for k in variables}
 
 
-def run_chunk(task: ChunkTask) -> ChunkReport:
-    """Predict one output chunk and write it (the dask task). Skips a chunk whose marker exists."""
+def _sums_index(task: ChunkTask) -> tuple[int, int]:
+    return task.rows[0] // task.config.chunk_size, task.cols[0] // task.config.chunk_size
+
+
+def run_windows(task: ChunkTask) -> ChunkReport:
+    """Phase 1 of one chunk (a dask task): run the windows it owns, write their sums, then its ``.sums`` marker.
+    Skips a chunk whose marker exists. A chunk whose windows have no valid pixel writes nothing (the store's fill
+    is 0: no contribution)."""
     start = time.perf_counter()
-    marker = maps_store.marker_path(task.progress_dir, task.rows, task.cols)
+    marker = maps_store.sums_marker_path(task.progress_dir, task.rows, task.cols)
     if marker.exists():
         return ChunkReport(task.rows, task.cols, True, 0, 0.0, os.getpid())
     model = load_model(task.checkpoint, task.sha256, config=task.config)
     if model.device == "cpu":
         set_torch_threads(task.torch_threads)
-    predict_fn = model.predict_heads_fn if "disagreement" in task.variables else model.predict_fn
+    predict_fn = model.predict_heads_fn if len(task.layers) > 1 else model.predict_fn
+    sums = accumulate_chunk(cube_reader(task.cube_path, task.cube_identity), task.shape, task.rows, task.cols,
+                            predict_fn, config=task.config, names=task.layers)
+    if sums.total is not None and sums.weight_sum is not None:
+        maps_store.write_sums(task.sums, _sums_index(task), sums.total, sums.weight_sum)
+    seconds = time.perf_counter() - start
+    maps_store.write_marker(marker, {"windows": sums.n_windows, "seconds": seconds})
+    return ChunkReport(task.rows, task.cols, False, sums.n_windows, seconds, os.getpid())
+
+
+def _stored_partials(task: ChunkTask):
+    """``partials`` for :func:`predict_chunk_probability` reading phase 1's sums back from the store."""
+    array, layers = maps_store.open_sums(task.sums)
+    chunk = task.config.chunk_size
+
+    def partials(owner, rows, cols) -> SumsPart | None:
+        (r0, _), (c0, _) = owner
+        block = array[r0 // chunk, c0 // chunk, :, rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0]
+        weight_sum = block[-1]
+        if not weight_sum.any():  # never written (no window with a valid pixel), or a region no window reached
+            return None
+        return SumsPart(layers, block[:-1], weight_sum)
+
+    return partials
+
+
+def run_chunk(task: ChunkTask) -> ChunkReport:
+    """Phase 2 of one output chunk (a dask task): blend it from the stored sums and write it. Skips a chunk whose
+    marker exists. Runs no model."""
+    start = time.perf_counter()
+    marker = maps_store.marker_path(task.progress_dir, task.rows, task.cols)
+    if marker.exists():
+        return ChunkReport(task.rows, task.cols, True, 0, 0.0, os.getpid())
     result = predict_chunk_probability(
         cube_reader(task.cube_path, task.cube_identity),
         task.shape,
         task.rows,
         task.cols,
-        predict_fn,
         config=task.config,
+        partials=_stored_partials(task),
     )
     heads = dict(result.heads) or {"shared": result.probability}
     layers = encode_layers(heads, task.config.threshold, task.variables)
@@ -283,16 +335,20 @@ def _task_error(exc: Exception) -> Exception:
     )
 
 
-def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str) -> list[ChunkReport]:
+def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str, fn=None,
+             stage: str = "chunk") -> list[ChunkReport]:
+    """Run ``fn`` (default :func:`run_chunk`) on every task, in this process or on the dask ``client``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(tasks), desc="chunks", unit="chunk", disable=not progress)
+    fn = run_chunk if fn is None else fn
+    desc = {"chunk": "chunks", "windows": "windows (chunks)"}.get(stage, stage)
+    bar = tqdm(total=len(tasks), desc=desc, unit="chunk", disable=not progress)
     reports: list[ChunkReport] = []
     try:
         if client is None:
             try:
                 for task in tasks:
-                    reports.append(run_chunk(task))
+                    reports.append(fn(task))
                     bar.update(1)
             except Exception as exc:
                 raise _task_error(exc) from exc
@@ -300,8 +356,8 @@ def _execute(tasks: list[ChunkTask], client, *, progress: bool, run_key: str) ->
         from distributed import as_completed
 
         attempt = uuid.uuid4().hex[:8]  # a rerun on the same client must not pick up an older run's futures
-        keys = [f"crofuse-chunk-{run_key[:12]}-{attempt}-r{t.rows[0]}-c{t.cols[0]}" for t in tasks]
-        futures = client.map(run_chunk, tasks, key=keys, pure=False)
+        keys = [f"crofuse-{stage}-{run_key[:12]}-{attempt}-r{t.rows[0]}-c{t.cols[0]}" for t in tasks]
+        futures = client.map(fn, tasks, key=keys, pure=False)
         try:
             for future in as_completed(futures):
                 reports.append(future.result())
@@ -391,17 +447,30 @@ def predict_cube(
     progress_dir.mkdir()
 
     reports: list[ChunkReport] = []
+    window_reports: list[ChunkReport] = []
     if complete:
         skipped = len(tiles)
     else:
+        sums = progress_dir / maps_store.SUMS_STORE
+        layers = ("shared", *sorted(h for h in checked.heads if h != "shared")) if multi_head else ("shared",)
         finished = maps_store.finished_markers(progress_dir)
+        if not maps_store.sums_store_exists(sums):  # fresh run (or scratch lost): every chunk's sums are needed
+            finished = {name for name in finished if not name.endswith(".sums")}
+            maps_store.create_sums_store(
+                sums, grid=(len(chunk_bounds(shape[0], config.chunk_size)), len(chunk_bounds(shape[1], config.chunk_size))),
+                block=tuple(block_side(n, window=config.window, chunk=config.chunk_size) for n in shape),
+                layers=layers,
+            )
         todo = [t for t in tiles if maps_store.marker_name(*t) not in finished]
         skipped = len(tiles) - len(todo)
+        feeding = {o for t in todo for o in feeding_chunks(shape, *t, window=config.window, chunk=config.chunk_size)}
+        owners = [t for t in tiles if t in feeding and maps_store.sums_marker_name(*t) not in finished]
         threads = config.torch_threads
         if threads is None and client is not None:
             threads = torch_threads_for(client)
-        tasks = [
-            ChunkTask(
+
+        def task_for(rows, cols) -> ChunkTask:
+            return ChunkTask(
                 cube_path=_task_path(cube_loc),
                 cube_identity=cube_identity(cube.attrs),
                 store=_task_path(store),
@@ -414,10 +483,14 @@ def predict_cube(
                 config=config,
                 torch_threads=threads,
                 variables=variables,
+                sums=_task_path(sums),
+                layers=layers,
             )
-            for rows, cols in todo
-        ]
-        reports = _execute(tasks, client, progress=progress, run_key=run_key)
+
+        # phase 1: each window once, in the chunk owning it; phase 2 (after all of phase 1): blend and write
+        window_reports = _execute([task_for(*t) for t in owners], client, progress=progress, run_key=run_key,
+                                  fn=run_windows, stage="windows")
+        reports = _execute([task_for(*t) for t in todo], client, progress=progress, run_key=run_key, fn=run_chunk)
         skipped += sum(r.skipped for r in reports)
         maps_store.mark_complete(store)
 
@@ -444,13 +517,14 @@ def predict_cube(
         chunks_total=len(tiles),
         chunks_computed=len(computed),
         chunks_skipped=skipped,
-        windows=sum(r.windows for r in computed),
+        windows=sum(r.windows for r in window_reports if not r.skipped),
         seconds=time.perf_counter() - started,
         warnings=tuple(notes),
         uncertainty=_result(cog_paths["uncertainty"]),
         disagreement=_result(cog_paths["disagreement"]) if "disagreement" in cog_paths else None,
         calibrated=calibration is not None,
         temperature=calibration.temperature if calibration is not None else 1.0,
+        grid_windows=grid_size(shape, window=config.window, stride=config.stride, pad=config.effective_halo),
     )
 
 

@@ -16,6 +16,12 @@ chunk is written).
 Resuming: each chunk writes a marker file under ``<out>/.maps.zarr.progress/`` after its data; a rerun skips chunks
 with a marker. The markers are deleted when the run completes.
 
+Sums (phase 1 of :func:`tiling.predict_cube`): each chunk runs the windows it owns once and writes their weighted
+sums over its block (chunk + spill) into ``<out>/.maps.zarr.progress/sums.zarr``, one zarr chunk per output chunk,
+then the marker ``r{row}_c{col}.sums``; phase 2 reads back the blocks overlapping each output chunk. Scratch, deleted
+with the markers: ``(heads + 1) x 4`` bytes per pixel of every block, about ``(heads + 1) x 4 x ((chunk + window -
+1) / chunk)^2`` bytes per scene pixel before compression (20 B/px for CroFuseNet's three heads at 1024/128).
+
 The store and the markers may be on disk or on object storage (``s3://``): every access goes through
 :mod:`crofuse.io.store`, and each task writes only its own chunk-aligned region, so workers need no shared disk.
 """
@@ -80,6 +86,55 @@ def write_marker(path: Path | Location | str, payload: dict) -> None:
 def finished_markers(progress_dir: Path | Location | str) -> set[str]:
     """The names of the markers written so far (one listing, not one request per chunk)."""
     return {p.name for p in location(progress_dir).iterdir()}
+
+
+SUMS_STORE = "sums.zarr"
+
+
+def sums_marker_name(rows: tuple[int, int], cols: tuple[int, int]) -> str:
+    """The marker that the sums of the chunk whose top-left pixel is ``(rows[0], cols[0])`` are written."""
+    return f"r{rows[0]}_c{cols[0]}.sums"
+
+
+def sums_marker_path(progress_dir: Path | Location | str, rows: tuple[int, int], cols: tuple[int, int]) -> Location:
+    return location(progress_dir) / sums_marker_name(rows, cols)
+
+
+def create_sums_store(path: Path | Location | str, *, grid: tuple[int, int], block: tuple[int, int],
+                      layers: tuple[str, ...]) -> None:
+    """An empty float32 array ``(chunk rows, chunk cols, layers + 1, block h, block w)`` of fill 0, one zarr chunk
+    per output chunk (so phase-1 tasks never share one); the last layer is the weight sum."""
+    import zarr
+
+    zarr.create_array(
+        location(path).zarr_store(), shape=(*grid, len(layers) + 1, *block), chunks=(1, 1, len(layers) + 1, *block),
+        dtype="float32", fill_value=0.0, zarr_format=3, overwrite=True, attributes={"layers": list(layers)},
+    )
+
+
+def write_sums(path: Path | Location | str, index: tuple[int, int], total: np.ndarray, weight_sum: np.ndarray) -> None:
+    """Write one chunk's sums (``total (layers, h, w)``, ``weight_sum (h, w)``, ``h, w`` up to the block side) as
+    its whole zarr chunk, zero-padded where the scene ends."""
+    import zarr
+
+    array = zarr.open_array(location(path).zarr_store(), mode="r+")
+    block = np.zeros(array.shape[2:], dtype=np.float32)
+    h, w = weight_sum.shape
+    block[:-1, :h, :w] = total
+    block[-1, :h, :w] = weight_sum
+    array[index] = block
+
+
+def sums_store_exists(path: Path | Location | str) -> bool:
+    return (location(path) / "zarr.json").exists()
+
+
+def open_sums(path: Path | Location | str):
+    """The sums array (read-only) and its layer names."""
+    import zarr
+
+    array = zarr.open_array(location(path).zarr_store(read_only=True), mode="r")
+    return array, tuple(array.attrs["layers"])
 
 
 def store_state(store: Path | Location | str) -> tuple[str | None, bool]:
