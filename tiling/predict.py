@@ -42,7 +42,7 @@ from crofuse import IMPERVIOUS, NODATA_LABEL, OPTICAL_BANDS, PERVIOUS, SAR_BANDS
 from crofuse.cube import open_cube
 from crofuse.cube.reader import cube_identity, cube_reader
 from crofuse.errors import CrofuseError, InferenceError
-from crofuse.io.store import Location, cached_copy, location
+from crofuse.io.store import Location, cached_copy, canonical, location
 from crofuse.uncertainty import binary_entropy, head_disagreement
 from tiling import store as maps_store
 from tiling.config import TilingConfig
@@ -293,11 +293,14 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
 
 
 # ---------------------------------------------------------------------------------------------------------- driver
-def _run_key(cube, sha256: str, config: TilingConfig) -> str:
+def _run_key(cube, sha256: str, config: TilingConfig, cube_path: str = "") -> str:
     """What a finished run is: the cube's content identity (not its path: a moved or copied output tree resumes),
-    the checkpoint's sha256 and the tiling settings that change the bytes."""
+    the checkpoint's sha256 and the tiling settings that change the bytes. A cube without an identity (not written
+    by :func:`crofuse.cube.store.publish`: no ``fingerprint``, no ``build_id``) falls back to its path, so another
+    such cube at another path is never taken for a finished one (a moved tree of it is recomputed)."""
+    identity = cube_identity(cube.attrs)
     payload = {
-        "cube": cube_identity(cube.attrs),
+        "cube": identity if identity.strip("/") else f"path:{cube_path}",
         "cube_attrs": {k: str(cube.attrs.get(k)) for k in _CUBE_ATTRS},
         "shape": [cube.sizes["y"], cube.sizes["x"]],
         "checkpoint_sha256": sha256,
@@ -418,7 +421,7 @@ def predict_cube(
         warnings.warn(message, RecipeWarning, stacklevel=2)
     shape = (int(cube.sizes["y"]), int(cube.sizes["x"]))
     sha256 = file_sha256(checkpoint)
-    run_key = _run_key(cube, sha256, config)
+    run_key = _run_key(cube, sha256, config, canonical(cube_loc))
 
     out.mkdir()
     store = out / maps_store.MAPS_STORE

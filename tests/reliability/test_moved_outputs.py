@@ -58,3 +58,18 @@ def test_a_moved_finished_tree_is_not_recomputed(tiling_checkpoint: Path, tmp_pa
     fourth = predict_cube(copied / "inputs.zarr", tiling_checkpoint, copied, config=CONFIG, progress=False)
     assert fourth.chunks_computed == 4
     assert _maps(copied)["probability.tif"] != before["probability.tif"]
+
+
+def test_a_cube_without_identity_is_keyed_by_its_path(tiling_checkpoint: Path, tmp_path: Path) -> None:
+    """A hand-made cube with no ``fingerprint``/``build_id`` has no content identity: another one elsewhere must
+    not pass for a finished run, so such a tree, moved, is recomputed (the safe side)."""
+    city_year = tmp_path / "a" / "testville" / "2024"
+    make_cube(city_year / "inputs.zarr", (128, 128), seed=5, chunk=64)
+    assert predict_cube(city_year / "inputs.zarr", tiling_checkpoint, city_year, config=CONFIG,
+                        progress=False).chunks_computed == 4
+    assert predict_cube(city_year / "inputs.zarr", tiling_checkpoint, city_year, config=CONFIG,
+                        progress=False).chunks_computed == 0
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    moved = tmp_path / "b" / "testville" / "2024"
+    again = predict_cube(moved / "inputs.zarr", tiling_checkpoint, moved, config=CONFIG, progress=False)
+    assert again.chunks_computed == 4
