@@ -383,7 +383,8 @@ def run_once(*, workers: int, stac_url: str, ckpt: Path, out: Path, chunk: int, 
     stages = dict(TIMES)
     cube_prefixes = task_seconds(stream, SPANS.get("cube/compute", []))
     predict_prefixes = task_seconds(stream, SPANS.get("predict", []))
-    chunk_prefixes = {p: v for p, v in predict_prefixes.items() if "chunk" in p}  # tiling's run_chunk tasks
+    # tiling's tasks: run_windows (phase 1: each window once, the model) and run_chunk (phase 2: sums, encode, write)
+    chunk_prefixes = {p: v for p, v in predict_prefixes.items() if "chunk" in p or "windows" in p}
     predict_prefixes = chunk_prefixes or predict_prefixes
     w = {k: sum(t.get(k, 0.0) for t in wtimes.values()) for k in next(iter(wtimes.values()))}
     store_s = sum(v for p, v in cube_prefixes.items() if "store" in p.lower() or "zarr" in p.lower())
