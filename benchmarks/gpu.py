@@ -34,35 +34,18 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_throughput import (  # the one timing and FLOP-counting helper
+    count_flops,
+    time_call,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PATCH = 128
 PATCH_KM2 = PATCH * PATCH * 100 / 1e6  # 10 m pixels
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn: Callable[[], object], device, *, repeats: int, warmup: int = 2) -> float:
-    """Median seconds per call, after ``warmup`` calls (cuDNN autotuning, allocator)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def matmul_peak(device, n: int, repeats: int) -> float:
@@ -71,19 +54,8 @@ def matmul_peak(device, n: int, repeats: int) -> float:
 
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    seconds = time_call(lambda: a @ b, device, repeats=repeats)
+    seconds = time_call(lambda: a @ b, device, repeats=repeats, warmup=2)
     return 2 * n**3 / seconds
-
-
-def model_flops(model, device) -> int:
-    """Forward FLOPs of one 128 x 128 patch (4 optical + 2 SAR bands), counted by torch's flop counter."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(torch.randn(1, 4, PATCH, PATCH, device=device), torch.randn(1, 2, PATCH, PATCH, device=device))
-    return int(counter.get_total_flops())
 
 
 def model_throughput(args, device, peak: float) -> dict[str, float]:
@@ -94,7 +66,7 @@ def model_throughput(args, device, peak: float) -> dict[str, float]:
     torch.manual_seed(0)
     model = ModelSpec("crofusenet").build().to(device).eval()
     params = sum(p.numel() for p in model.parameters())
-    flops = model_flops(model, device)
+    flops = int(count_flops(model, PATCH, device))
     model = model.to(memory_format=torch.channels_last)
     optical = torch.randn(args.batch, 4, PATCH, PATCH, device=device).contiguous(memory_format=torch.channels_last)
     sar = torch.randn(args.batch, 2, PATCH, PATCH, device=device).contiguous(memory_format=torch.channels_last)
@@ -106,7 +78,7 @@ def model_throughput(args, device, peak: float) -> dict[str, float]:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
             model(optical, sar)
 
-    seconds = time_call(run, device, repeats=args.repeats)
+    seconds = time_call(run, device, repeats=args.repeats, warmup=2)  # + cuDNN autotuning
     patches_s = args.batch / seconds
     achieved = flops * patches_s
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
