@@ -223,6 +223,66 @@ def create_process_pool(server: PrefectServer, pool: str = DEFAULT_POOL) -> None
 
 _WORKER_NUMBERS = itertools.count(1)
 
+WORKER_SHUTDOWN_SECONDS = 10.0
+"""How long a Prefect worker may take to stop after its first SIGTERM or SIGINT before it is killed.
+
+``prefect worker start`` turns SIGTERM into SIGINT, and asyncio turns the first SIGINT into one ``cancel()`` of the
+CLI's main task; the worker then tears down (API calls, its flow runs). Nothing bounds that: when the one
+cancellation is lost or the teardown waits on a server that is gone (the parent-death case, where the server gets
+its SIGTERM at the same moment), the worker keeps polling forever (seen on a loaded 2-core CI machine: alive 40 s
+after SIGTERM, and 30 s after its parent was SIGKILLed, ``status=sleeping ppid=1``). :data:`_WORKER_LAUNCHER` arms a
+watchdog on the first SIGTERM/SIGINT that stops the worker's flow runs and then SIGKILLs the worker once this many
+seconds have passed. Runs it was running stay RUNNING on the server: :meth:`ProcessWorker.stop` marks them Crashed
+when it can, the zombie automation of ``prefect.yaml`` otherwise."""
+
+_WORKER_LAUNCHER = """\
+import os, signal, sys, threading, time
+limit = float(sys.argv[1])
+armed = threading.Event()
+
+def watchdog(signum):
+    time.sleep(limit)
+    print(f"crofuse: the worker did not stop within {limit:g} s of {signal.Signals(signum).name}: "
+          "stopping its flow runs and killing it", flush=True)
+    try:
+        import psutil
+        kids = psutil.Process().children(recursive=True)
+        for kid in kids:
+            try: kid.terminate()
+            except psutil.Error: pass
+        _, alive = psutil.wait_procs(kids, timeout=3)
+        for kid in alive:
+            try: kid.kill()
+            except psutil.Error: pass
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def arming(handler):
+    def on_signal(signum, frame):
+        if not armed.is_set():
+            armed.set()
+            threading.Thread(target=watchdog, args=(signum,), name="crofuse-shutdown-watchdog", daemon=True).start()
+        return handler(signum, frame)
+    on_signal.crofuse_armed = True
+    return on_signal
+
+set_handler = signal.signal
+def signal_with_watchdog(signum, handler):
+    if signum in (signal.SIGINT, signal.SIGTERM) and callable(handler) and not getattr(handler, "crofuse_armed", 0):
+        handler = arming(handler)
+    return set_handler(signum, handler)
+signal.signal = signal_with_watchdog
+set_handler(signal.SIGTERM, arming(lambda signum, frame: sys.exit(128 + signum)))  # until Prefect sets its own
+
+from prefect.cli import app
+sys.argv = ["prefect", *sys.argv[2:]]
+sys.exit(app())
+"""
+"""``python -c`` program that runs ``prefect ARGS...`` with a shutdown watchdog (argv: seconds, then ARGS): every
+SIGINT/SIGTERM handler installed (Prefect's, asyncio's) first arms a daemon thread that, ``seconds`` after the first
+signal, terminates then kills the process's descendants (flow runs, in sessions of their own) and SIGKILLs the
+process. See :data:`WORKER_SHUTDOWN_SECONDS`."""
+
 
 class ProcessWorker:
     """``prefect worker start --type process`` for ``pool`` against a running :class:`PrefectServer`.
@@ -244,6 +304,8 @@ class ProcessWorker:
         extra_env: more environment variables for the worker and its flow runs.
         log_path: where the worker's output goes (default ``<server home>/worker-<pool>.log``).
         startup_timeout: seconds to wait for the worker to start.
+        shutdown_seconds: after its first SIGTERM/SIGINT (ours, its parent's death, anyone's), the worker's flow runs
+            are stopped and the worker killed if it has not exited by then (:data:`WORKER_SHUTDOWN_SECONDS`).
     """
 
     def __init__(
@@ -258,6 +320,7 @@ class ProcessWorker:
         extra_env: dict[str, str] | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 120.0,
+        shutdown_seconds: float = WORKER_SHUTDOWN_SECONDS,
     ) -> None:
         if heartbeat_seconds < 30:
             raise ValueError(f"heartbeat_seconds={heartbeat_seconds}: Prefect allows 30 s at least")
@@ -270,6 +333,7 @@ class ProcessWorker:
         self.extra_env = dict(extra_env or {})
         self.log_path = Path(log_path) if log_path else server.home / f"worker-{pool}.log"
         self.startup_timeout = startup_timeout
+        self.shutdown_seconds = float(shutdown_seconds)
         self.name = f"crofuse-{os.getpid()}-{next(_WORKER_NUMBERS)}"
         self.process: ManagedProcess | None = None
         self._log_offset = 0
@@ -294,7 +358,8 @@ class ProcessWorker:
             return self
         create_process_pool(self.server, self.pool)
         cmd = [
-            prefect_executable(), "worker", "start", "--pool", self.pool, "--type", "process",
+            sys.executable, "-c", _WORKER_LAUNCHER, str(self.shutdown_seconds),
+            "worker", "start", "--pool", self.pool, "--type", "process",
             "--limit", str(self.limit), "--install-policy", "never", "--name", self.name,
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +377,7 @@ class ProcessWorker:
             log_path=self.log_path,
             ready=ready,
             ready_timeout=self.startup_timeout,
-            grace=20.0,
+            grace=self.shutdown_seconds + 10.0,  # the watchdog's kill comes first; then ManagedProcess's SIGKILL
             poll_interval=0.2,
         )
         self.process.start()

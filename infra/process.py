@@ -33,7 +33,8 @@ Any command-line server fits; for example an S3 server and a dask scheduler::
 **Limits of the parent-death signal.** It is Linux-only (``prctl``). Linux delivers it when the *thread* that started
 the child exits, not the process: start services from a thread that lives as long as you need them (the main
 thread). It is not inherited by grandchildren: a service's own children stop when the service stops them (Prefect's
-worker stops its flow runs on SIGTERM; rustac, the Prefect server, ``dask scheduler`` and ``dask worker --no-nanny``
+worker stops its flow runs on SIGTERM, and :class:`~infra.prefect_server.ProcessWorker`'s shutdown watchdog kills
+them if it does not within ``shutdown_seconds``; rustac, the Prefect server, ``dask scheduler`` and ``dask worker --no-nanny``
 have none; a nanny's worker exits when the nanny's end of their pipe closes). **Elsewhere (macOS, BSD)** there is no parent-death signal: the child still gets its own session, and is
 stopped by the context manager, by :func:`stop_on_signals` on SIGINT/SIGTERM, and by an ``atexit`` hook on a normal
 interpreter exit; only a SIGKILLed parent leaves it running there, so run long-lived services under a supervisor
