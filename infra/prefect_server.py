@@ -230,58 +230,10 @@ WORKER_SHUTDOWN_SECONDS = 10.0
 CLI's main task; the worker then tears down (API calls, its flow runs). Nothing bounds that: when the one
 cancellation is lost or the teardown waits on a server that is gone (the parent-death case, where the server gets
 its SIGTERM at the same moment), the worker keeps polling forever (seen on a loaded 2-core CI machine: alive 40 s
-after SIGTERM, and 30 s after its parent was SIGKILLed, ``status=sleeping ppid=1``). :data:`_WORKER_LAUNCHER` arms a
-watchdog on the first SIGTERM/SIGINT that stops the worker's flow runs and then SIGKILLs the worker once this many
-seconds have passed. Runs it was running stay RUNNING on the server: :meth:`ProcessWorker.stop` marks them Crashed
-when it can, the zombie automation of ``prefect.yaml`` otherwise."""
-
-_WORKER_LAUNCHER = """\
-import os, signal, sys, threading, time
-limit = float(sys.argv[1])
-armed = threading.Event()
-
-def watchdog(signum):
-    time.sleep(limit)
-    print(f"crofuse: the worker did not stop within {limit:g} s of {signal.Signals(signum).name}: "
-          "stopping its flow runs and killing it", flush=True)
-    try:
-        import psutil
-        kids = psutil.Process().children(recursive=True)
-        for kid in kids:
-            try: kid.terminate()
-            except psutil.Error: pass
-        _, alive = psutil.wait_procs(kids, timeout=3)
-        for kid in alive:
-            try: kid.kill()
-            except psutil.Error: pass
-    finally:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-def arming(handler):
-    def on_signal(signum, frame):
-        if not armed.is_set():
-            armed.set()
-            threading.Thread(target=watchdog, args=(signum,), name="crofuse-shutdown-watchdog", daemon=True).start()
-        return handler(signum, frame)
-    on_signal.crofuse_armed = True
-    return on_signal
-
-set_handler = signal.signal
-def signal_with_watchdog(signum, handler):
-    if signum in (signal.SIGINT, signal.SIGTERM) and callable(handler) and not getattr(handler, "crofuse_armed", 0):
-        handler = arming(handler)
-    return set_handler(signum, handler)
-signal.signal = signal_with_watchdog
-set_handler(signal.SIGTERM, arming(lambda signum, frame: sys.exit(128 + signum)))  # until Prefect sets its own
-
-from prefect.cli import app
-sys.argv = ["prefect", *sys.argv[2:]]
-sys.exit(app())
-"""
-"""``python -c`` program that runs ``prefect ARGS...`` with a shutdown watchdog (argv: seconds, then ARGS): every
-SIGINT/SIGTERM handler installed (Prefect's, asyncio's) first arms a daemon thread that, ``seconds`` after the first
-signal, terminates then kills the process's descendants (flow runs, in sessions of their own) and SIGKILLs the
-process. See :data:`WORKER_SHUTDOWN_SECONDS`."""
+after SIGTERM, and 30 s after its parent was SIGKILLed, ``status=sleeping ppid=1``). The launcher
+:mod:`infra.prefect_worker_launcher` arms a watchdog on the first SIGTERM/SIGINT that stops the worker's flow runs
+and then SIGKILLs the worker once this many seconds have passed. Runs it was running stay RUNNING on the server:
+:meth:`ProcessWorker.stop` marks them Crashed when it can, the zombie automation of ``prefect.yaml`` otherwise."""
 
 
 class ProcessWorker:
@@ -358,7 +310,7 @@ class ProcessWorker:
             return self
         create_process_pool(self.server, self.pool)
         cmd = [
-            sys.executable, "-c", _WORKER_LAUNCHER, str(self.shutdown_seconds),
+            sys.executable, "-m", "infra.prefect_worker_launcher", str(self.shutdown_seconds),
             "worker", "start", "--pool", self.pool, "--type", "process",
             "--limit", str(self.limit), "--install-policy", "never", "--name", self.name,
         ]
