@@ -135,30 +135,14 @@ def block_side(length: int, *, window: int, chunk: int) -> int:
 
 
 @dataclass(frozen=True)
-class OwnedPlan:
+class OwnedPlan(ChunkPlan):
     """The windows one output chunk owns (runs) and the input region they read (scene pixel indices, possibly
     outside the scene, read by reflection). ``row_starts``/``col_starts`` may be empty (a chunk narrower than the
-    stride can own no origin along an axis); then it owns no window and reads nothing."""
+    stride can own no origin along an axis); then it owns no window and reads nothing. ``block_rows``/``block_cols``:
+    the accumulation block its windows' sums cover."""
 
-    rows: tuple[int, int]
-    cols: tuple[int, int]
-    row_starts: tuple[int, ...]
-    col_starts: tuple[int, ...]
-    window: int
     block_rows: tuple[int, int]
     block_cols: tuple[int, int]
-
-    @property
-    def n_windows(self) -> int:
-        return len(self.row_starts) * len(self.col_starts)
-
-    @property
-    def region_rows(self) -> tuple[int, int]:
-        return self.row_starts[0], self.row_starts[-1] + self.window
-
-    @property
-    def region_cols(self) -> tuple[int, int]:
-        return self.col_starts[0], self.col_starts[-1] + self.window
 
 
 def plan_owned(
