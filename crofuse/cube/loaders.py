@@ -8,6 +8,12 @@ Two interchangeable loaders, chosen by ``CubeConfig.loader``; both return the sa
 
 Loaders never rescale: values stay in the asset's native dtype (uint16 DN, uint8 SCL, float32 linear power) until
 :mod:`crofuse.cube.composite` converts them. One item is one time slice, in the order given.
+
+:func:`load_assets` gives the lazy dask array of the whole grid (one task per item, band and chunk);
+:func:`load_window` reads one chunk-aligned window of it into memory, all items at once, inside whatever task calls
+it (the cube build's one task per chunk, :mod:`crofuse.cube.build`). Both read the same pixels: odc-stac fills
+every dask chunk with the same per-tile read (``_fill_nd_slice`` on the tile's geobox) that an in-memory load of
+that tile's geobox does; for stackstac the window is cut from the lazy whole-grid array and computed there.
 """
 
 from __future__ import annotations
@@ -81,12 +87,14 @@ def load_odc(
     assets: Sequence[str],
     geobox: GeoBox,
     *,
-    chunk_size: int,
+    chunk_size: int | None,
     dtype: str,
     nodata: float,
     resampling: str = "nearest",
 ) -> xr.DataArray:
-    """Load ``assets`` of ``items`` onto ``geobox`` with odc-stac, one time slice per item (``groupby="id"``)."""
+    """Load ``assets`` of ``items`` onto ``geobox`` with odc-stac, one time slice per item (``groupby="id"``).
+
+    ``chunk_size`` None loads into memory here (no dask), one reader at a time."""
     import odc.stac
 
     ds = odc.stac.load(
@@ -95,7 +103,7 @@ def load_odc(
         geobox=geobox,
         groupby="id",
         preserve_original_order=True,
-        chunks={"time": 1, "y": chunk_size, "x": chunk_size},
+        chunks=None if chunk_size is None else {"time": 1, "y": chunk_size, "x": chunk_size},
         dtype=dtype,
         resampling=resampling,
         fail_on_error=True,
@@ -137,4 +145,39 @@ def load_assets(
     return da
 
 
-__all__ = ["LOADER_FUNCTIONS", "load_assets", "load_odc", "load_stackstac"]
+def load_window(
+    items: Sequence[pystac.Item],
+    assets: Sequence[str],
+    geobox: GeoBox,
+    roi: tuple[slice, slice],
+    *,
+    loader: str,
+    chunk_size: int,
+    dtype: str,
+    nodata: float,
+    resampling: str = "nearest",
+) -> xr.DataArray:
+    """The ``(time, band, y, x)`` values of :func:`load_assets` in the window ``roi`` (``(y slice, x slice)`` of one
+    ``chunk_size`` block of ``geobox``), read into memory now, every item at once, without a dask scheduler
+    (this runs inside a task). Same coordinates as :func:`load_assets`, cut to the window."""
+    ys, xs = roi
+    if ys.start % chunk_size or xs.start % chunk_size:
+        raise ValueError(f"window {roi} does not start on a {chunk_size} px chunk boundary")
+    sub = geobox[ys, xs]
+    if loader == "odc-stac":
+        da = load_odc(items, assets, sub, chunk_size=None, dtype=dtype, nodata=nodata, resampling=resampling)
+    elif loader in LOADER_FUNCTIONS:
+        lazy = LOADER_FUNCTIONS[loader](items, assets, geobox, chunk_size=chunk_size, dtype=dtype, nodata=nodata,
+                                        resampling=resampling)
+        da = lazy.isel(y=ys, x=xs).compute(scheduler="synchronous")
+    else:
+        raise ValueError(f"unknown loader {loader!r}; one of {sorted(LOADER_FUNCTIONS)}")
+    if da.sizes["time"] != len(items) or tuple(da.shape[-2:]) != tuple(sub.shape):
+        raise AssertionError(f"{loader} returned {dict(da.sizes)} for {len(items)} items on {tuple(sub.shape)} px")
+    x, y = sub.coords["x"].values, sub.coords["y"].values
+    return da.assign_coords(
+        item=("time", [it.id for it in items]), band=list(assets), x=x.astype("float64"), y=y.astype("float64")
+    )
+
+
+__all__ = ["LOADER_FUNCTIONS", "load_assets", "load_odc", "load_stackstac", "load_window"]
