@@ -11,9 +11,10 @@ Loaders never rescale: values stay in the asset's native dtype (uint16 DN, uint8
 
 :func:`load_assets` gives the lazy dask array of the whole grid (one task per item, band and chunk);
 :func:`load_window` reads one chunk-aligned window of it into memory, all items at once, inside whatever task calls
-it (the cube build's one task per chunk, :mod:`crofuse.cube.build`). Both read the same pixels: odc-stac fills
-every dask chunk with the same per-tile read (``_fill_nd_slice`` on the tile's geobox) that an in-memory load of
-that tile's geobox does; for stackstac the window is cut from the lazy whole-grid array and computed there.
+it (the cube build's one task per chunk, :mod:`crofuse.cube.build`), with dask's synchronous scheduler. Both read
+the same pixels as the whole-grid array: odc-stac fills each dask chunk by reading onto that tile's geobox, so the
+window is loaded as a grid of its own, one tile; for stackstac (which warps onto the whole grid's extent) the window
+is cut from the lazy whole-grid array.
 """
 
 from __future__ import annotations
@@ -87,14 +88,12 @@ def load_odc(
     assets: Sequence[str],
     geobox: GeoBox,
     *,
-    chunk_size: int | None,
+    chunk_size: int,
     dtype: str,
     nodata: float,
     resampling: str = "nearest",
 ) -> xr.DataArray:
-    """Load ``assets`` of ``items`` onto ``geobox`` with odc-stac, one time slice per item (``groupby="id"``).
-
-    ``chunk_size`` None loads into memory here (no dask), one reader at a time."""
+    """Load ``assets`` of ``items`` onto ``geobox`` with odc-stac, one time slice per item (``groupby="id"``)."""
     import odc.stac
 
     ds = odc.stac.load(
@@ -103,7 +102,7 @@ def load_odc(
         geobox=geobox,
         groupby="id",
         preserve_original_order=True,
-        chunks=None if chunk_size is None else {"time": 1, "y": chunk_size, "x": chunk_size},
+        chunks={"time": 1, "y": chunk_size, "x": chunk_size},
         dtype=dtype,
         resampling=resampling,
         fail_on_error=True,
@@ -158,20 +157,20 @@ def load_window(
     resampling: str = "nearest",
 ) -> xr.DataArray:
     """The ``(time, band, y, x)`` values of :func:`load_assets` in the window ``roi`` (``(y slice, x slice)`` of one
-    ``chunk_size`` block of ``geobox``), read into memory now, every item at once, without a dask scheduler
-    (this runs inside a task). Same coordinates as :func:`load_assets`, cut to the window."""
+    ``chunk_size`` block of ``geobox``), read into memory now, every item at once, with dask's synchronous
+    scheduler (this runs inside a task). Same coordinates as :func:`load_assets`, cut to the window."""
     ys, xs = roi
     if ys.start % chunk_size or xs.start % chunk_size:
         raise ValueError(f"window {roi} does not start on a {chunk_size} px chunk boundary")
     sub = geobox[ys, xs]
-    if loader == "odc-stac":
-        da = load_odc(items, assets, sub, chunk_size=None, dtype=dtype, nodata=nodata, resampling=resampling)
-    elif loader in LOADER_FUNCTIONS:
-        lazy = LOADER_FUNCTIONS[loader](items, assets, geobox, chunk_size=chunk_size, dtype=dtype, nodata=nodata,
-                                        resampling=resampling)
-        da = lazy.isel(y=ys, x=xs).compute(scheduler="synchronous")
+    common = {"chunk_size": chunk_size, "dtype": dtype, "nodata": nodata, "resampling": resampling}
+    if loader == "odc-stac":  # the window's geobox is one chunk_size tile: the very read of the whole-grid chunk
+        lazy = load_odc(items, assets, sub, **common)
+    elif loader in LOADER_FUNCTIONS:  # stackstac warps onto the whole grid's extent: cut the chunk out of it
+        lazy = LOADER_FUNCTIONS[loader](items, assets, geobox, **common).isel(y=ys, x=xs)
     else:
         raise ValueError(f"unknown loader {loader!r}; one of {sorted(LOADER_FUNCTIONS)}")
+    da = lazy.compute(scheduler="synchronous")
     if da.sizes["time"] != len(items) or tuple(da.shape[-2:]) != tuple(sub.shape):
         raise AssertionError(f"{loader} returned {dict(da.sizes)} for {len(items)} items on {tuple(sub.shape)} px")
     x, y = sub.coords["x"].values, sub.coords["y"].values
