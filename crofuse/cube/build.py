@@ -25,7 +25,7 @@ from crofuse.cube.composite import (
     sar_composite,
     sar_linear,
 )
-from crofuse.cube.loaders import load_assets
+from crofuse.cube.loaders import load_window
 from crofuse.cube.search import SeasonItems, search_season, swapped_axes_hit
 from crofuse.cube.store import cube_path, discard, publish, read_attrs, write_cube
 from crofuse.errors import (
@@ -73,58 +73,123 @@ def _zero_count(geobox: GeoBox, chunk: int) -> xr.DataArray:
 
 @dataclass(frozen=True)
 class _Layers:
-    """One modality's composite, observation count, per-pixel flags and per-item impossible-value windows."""
+    """One modality's composite, observation count, per-pixel flags, where it has data (``present``) and per-item
+    impossible-value windows."""
 
     data: xr.DataArray
     count: xr.DataArray
     flagged: xr.DataArray
     windows: xr.DataArray | None = None
+    present: xr.DataArray | None = None
 
 
-def _windows(impossible: xr.DataArray, items, assets: list[str], modality: str, window: int) -> xr.DataArray:
-    w = impossible_windows(impossible, window).rename(time=f"{modality}_item", band=f"{modality}_asset")
-    w = w.drop_vars([c for c in w.coords if c not in w.dims], errors="ignore")
-    return w.assign_coords({f"{modality}_item": np.array([it.id for it in items], dtype=object),
-                            f"{modality}_asset": np.array(assets, dtype=object)})
+def _chunk_layers(data: xr.DataArray, count: xr.DataArray, impossible: xr.DataArray,
+                  window: int) -> dict[str, np.ndarray]:
+    """The in-memory arrays one chunk task returns: composite ``(band, y, x)``, count, flagged, ``present`` (count >
+    0 and every band finite) and the chunk's impossible-value window ``(item, asset, 1, 1)``."""
+    data = data.transpose("band", "y", "x")
+    return {
+        "data": np.asarray(data.values, dtype="float32"),
+        "count": count.values,
+        "flagged": flagged_count(impossible).values,
+        "present": ((count > 0) & data.notnull().all("band")).values,
+        "windows": impossible_windows(impossible, window).transpose("time", "band", "window_y", "window_x").values,
+    }
+
+
+def _optical_chunk(optical_items: list, config: CubeConfig, geobox: GeoBox,
+                   roi: tuple[slice, slice]) -> dict[str, np.ndarray]:
+    """Load every Sentinel-2 item's bands and SCL in the window ``roi`` and composite them (one task per chunk)."""
+    prof = config.catalog_profile
+    band_keys = list(prof.optical_assets.values())
+    common = {"loader": config.loader, "chunk_size": config.chunk_size}
+    dn = load_window(optical_items, band_keys, geobox, roi, dtype="uint16", nodata=0, resampling=config.resampling,
+                     **common)
+    scl = load_window(optical_items, [prof.scl_asset], geobox, roi, dtype="uint8", nodata=0, resampling="nearest",
+                      **common)
+    dn = dn.assign_coords(band=list(OPTICAL_BANDS))
+    refl, impossible = optical_reflectance(
+        dn, scl.isel(band=0, drop=True), offsets=dn_offsets(optical_items, prof), scl_mask=config.scl_mask
+    )
+    refl = mosaic_acquisitions(refl.drop_vars("item"), acquisition_keys(optical_items))
+    optical, count = optical_composite(refl, reducer=config.optical_reducer)
+    return _chunk_layers(optical, count, impossible, config.chunk_size)
+
+
+def _sar_chunk(sar_items: list, config: CubeConfig, geobox: GeoBox,
+               roi: tuple[slice, slice]) -> dict[str, np.ndarray]:
+    """Load every Sentinel-1 item's VV/VH in the window ``roi`` and composite them (one task per chunk)."""
+    prof = config.sar_source_profile
+    lin = load_window(sar_items, list(prof.sar_assets.values()), geobox, roi, loader=config.loader,
+                      chunk_size=config.chunk_size, dtype="float32", nodata=float("nan"),
+                      resampling=config.resampling).assign_coords(band=list(SAR_BANDS))
+    lin, impossible = sar_linear(lin, nodata=prof.sar_nodata)
+    lin = mosaic_acquisitions(lin.drop_vars("item"), acquisition_keys(sar_items))
+    sar, count = sar_composite(lin)
+    return _chunk_layers(sar, count, impossible, config.chunk_size)
+
+
+def _per_chunk_layers(chunk_fn: Any, items: list, assets: list[str], bands: tuple[str, ...], modality: str,
+                      config: CubeConfig, geobox: GeoBox) -> _Layers:
+    """One dask task per ``chunk_size`` block of ``geobox`` running ``chunk_fn`` (load every item's window, then
+    the compositor on it in memory), and one ``getitem`` task per output and block: a small constant number of
+    tasks per chunk, whatever the number of items, bands and compositing steps. A task holds one chunk of every
+    item (what the temporal median needs at once anyway), never the whole cube."""
+    import operator
+    import uuid
+    from functools import partial
+
+    import dask.array as da
+    import xarray as xr
+    from dask.highlevelgraph import HighLevelGraph
+
+    cs = config.chunk_size
+    ny, nx = (int(v) for v in geobox.shape)
+    ych = tuple(min(cs, ny - o) for o in range(0, ny, cs))
+    xch = tuple(min(cs, nx - o) for o in range(0, nx, cs))
+    token = uuid.uuid4().hex[:12]
+    base = f"{modality}-load-composite-{token}"
+    fn = partial(chunk_fn, items, config, geobox)
+    tasks = {(base, i, j): (fn, (slice(i * cs, i * cs + ych[i]), slice(j * cs, j * cs + xch[j])))
+             for i in range(len(ych)) for j in range(len(xch))}
+    ones_y, ones_x = (1,) * len(ych), (1,) * len(xch)
+    outputs = {  # name: (leading dims, their chunks, spatial chunks, dtype)
+        "data": ((len(bands),), (ych, xch), "float32"),
+        "count": ((), (ych, xch), "uint16"),
+        "flagged": ((), (ych, xch), "uint16"),
+        "present": ((), (ych, xch), "bool"),
+        "windows": ((len(items), len(assets)), (ones_y, ones_x), "uint32"),
+    }
+    arrays = {}
+    for out, (lead, spatial, dtype) in outputs.items():
+        name = f"{modality}-{out}-{token}"
+        zeros = (0,) * len(lead)
+        layer = {(name, *zeros, i, j): (operator.getitem, (base, i, j), out) for (_, i, j) in tasks}
+        graph = HighLevelGraph({base: tasks, name: layer}, {base: set(), name: {base}})
+        arrays[out] = da.Array(graph, name, tuple((n,) for n in lead) + spatial, dtype=np.dtype(dtype))
+    windows = xr.DataArray(
+        arrays["windows"].rechunk(-1), dims=(f"{modality}_item", f"{modality}_asset", "window_y", "window_x"),
+        coords={f"{modality}_item": np.array([it.id for it in items], dtype=object),
+                f"{modality}_asset": np.array(assets, dtype=object)},
+    )
+    return _Layers(
+        xr.DataArray(arrays["data"], dims=("band", "y", "x")),
+        xr.DataArray(arrays["count"], dims=("y", "x")),
+        xr.DataArray(arrays["flagged"], dims=("y", "x")),
+        windows,
+        xr.DataArray(arrays["present"], dims=("y", "x")),
+    )
 
 
 def _optical_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> _Layers:
     prof = config.catalog_profile
-    band_keys = list(prof.optical_assets.values())
-    common = {"loader": config.loader, "chunk_size": config.chunk_size}
-    dn = load_assets(items.optical, band_keys, geobox, dtype="uint16", nodata=0, resampling=config.resampling, **common)
-    scl = load_assets(items.optical, [prof.scl_asset], geobox, dtype="uint8", nodata=0, resampling="nearest", **common)
-    dn = dn.assign_coords(band=list(OPTICAL_BANDS))
-    refl, impossible = optical_reflectance(
-        dn, scl.isel(band=0, drop=True), offsets=dn_offsets(items.optical, prof), scl_mask=config.scl_mask
-    )
-    refl = mosaic_acquisitions(refl.drop_vars("item"), acquisition_keys(items.optical))
-    optical, count = optical_composite(refl, reducer=config.optical_reducer)
-    return _Layers(
-        optical.transpose("band", "y", "x").chunk({"band": -1}), count, flagged_count(impossible),
-        _windows(impossible, items.optical, [*band_keys, prof.scl_asset], "optical", config.chunk_size),
-    )
+    assets = [*prof.optical_assets.values(), prof.scl_asset]
+    return _per_chunk_layers(_optical_chunk, list(items.optical), assets, OPTICAL_BANDS, "optical", config, geobox)
 
 
 def _sar_layers(items: SeasonItems, config: CubeConfig, geobox: GeoBox) -> _Layers:
-    prof = config.sar_source_profile
-    lin = load_assets(
-        items.sar,
-        list(prof.sar_assets.values()),
-        geobox,
-        loader=config.loader,
-        chunk_size=config.chunk_size,
-        dtype="float32",
-        nodata=float("nan"),
-        resampling=config.resampling,
-    ).assign_coords(band=list(SAR_BANDS))
-    lin, impossible = sar_linear(lin, nodata=prof.sar_nodata)
-    lin = mosaic_acquisitions(lin.drop_vars("item"), acquisition_keys(items.sar))
-    sar, count = sar_composite(lin)
-    return _Layers(
-        sar.transpose("band", "y", "x").chunk({"band": -1}), count, flagged_count(impossible),
-        _windows(impossible, items.sar, list(prof.sar_assets.values()), "sar", config.chunk_size),
-    )
+    assets = list(config.sar_source_profile.sar_assets.values())
+    return _per_chunk_layers(_sar_chunk, list(items.sar), assets, SAR_BANDS, "sar", config, geobox)
 
 
 def _aoi_mask(config: CubeConfig, geobox: GeoBox) -> xr.DataArray:
@@ -224,11 +289,7 @@ def assemble(config: CubeConfig, items: SeasonItems, geobox: GeoBox, missing: li
         sr = _sar_layers(items, config, geobox)
     optical, optical_count, sar, sar_count = opt.data, opt.count, sr.data, sr.count
 
-    present = []
-    if "optical" not in missing:
-        present.append((optical_count > 0) & optical.notnull().all("band"))
-    if "sar" not in missing:
-        present.append((sar_count > 0) & sar.notnull().all("band"))
+    present = [layers.present for name, layers in (("optical", opt), ("sar", sr)) if name not in missing]
     valid = present[0] if len(present) == 1 else present[0] & present[1]
 
     x = geobox.coords["x"].values.astype("float64")

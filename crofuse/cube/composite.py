@@ -161,8 +161,8 @@ def impossible_windows(impossible: xr.DataArray, window: int) -> xr.DataArray:
     window_y, window_x``): a handful of values spread over a scene is told apart from one damaged tile."""
     counts = impossible.transpose("time", "band", "y", "x").astype("uint8")
     counts = counts.coarsen(y=window, x=window, boundary="pad").sum()
-    counts = counts.rename(y="window_y", x="window_x").drop_vars(["y", "x"], errors="ignore")
-    return counts.astype("uint32").chunk(-1)
+    counts = counts.rename(y="window_y", x="window_x").drop_vars(["y", "x"], errors="ignore").astype("uint32")
+    return counts.chunk(-1) if counts.chunks else counts
 
 
 def _nanreduce(x: np.ndarray, *, reducer: str, axis: int) -> np.ndarray:

@@ -8,6 +8,13 @@ Two interchangeable loaders, chosen by ``CubeConfig.loader``; both return the sa
 
 Loaders never rescale: values stay in the asset's native dtype (uint16 DN, uint8 SCL, float32 linear power) until
 :mod:`crofuse.cube.composite` converts them. One item is one time slice, in the order given.
+
+:func:`load_assets` gives the lazy dask array of the whole grid (one task per item, band and chunk);
+:func:`load_window` reads one chunk-aligned window of it into memory, all items at once, inside whatever task calls
+it (the cube build's one task per chunk, :mod:`crofuse.cube.build`), with dask's synchronous scheduler. Both read
+the same pixels as the whole-grid array: odc-stac fills each dask chunk by reading onto that tile's geobox, so the
+window is loaded as a grid of its own, one tile; for stackstac (which warps onto the whole grid's extent) the window
+is cut from the lazy whole-grid array.
 """
 
 from __future__ import annotations
@@ -137,4 +144,39 @@ def load_assets(
     return da
 
 
-__all__ = ["LOADER_FUNCTIONS", "load_assets", "load_odc", "load_stackstac"]
+def load_window(
+    items: Sequence[pystac.Item],
+    assets: Sequence[str],
+    geobox: GeoBox,
+    roi: tuple[slice, slice],
+    *,
+    loader: str,
+    chunk_size: int,
+    dtype: str,
+    nodata: float,
+    resampling: str = "nearest",
+) -> xr.DataArray:
+    """The ``(time, band, y, x)`` values of :func:`load_assets` in the window ``roi`` (``(y slice, x slice)`` of one
+    ``chunk_size`` block of ``geobox``), read into memory now, every item at once, with dask's synchronous
+    scheduler (this runs inside a task). Same coordinates as :func:`load_assets`, cut to the window."""
+    ys, xs = roi
+    if ys.start % chunk_size or xs.start % chunk_size:
+        raise ValueError(f"window {roi} does not start on a {chunk_size} px chunk boundary")
+    sub = geobox[ys, xs]
+    common = {"chunk_size": chunk_size, "dtype": dtype, "nodata": nodata, "resampling": resampling}
+    if loader == "odc-stac":  # the window's geobox is one chunk_size tile: the very read of the whole-grid chunk
+        lazy = load_odc(items, assets, sub, **common)
+    elif loader in LOADER_FUNCTIONS:  # stackstac warps onto the whole grid's extent: cut the chunk out of it
+        lazy = LOADER_FUNCTIONS[loader](items, assets, geobox, **common).isel(y=ys, x=xs)
+    else:
+        raise ValueError(f"unknown loader {loader!r}; one of {sorted(LOADER_FUNCTIONS)}")
+    da = lazy.compute(scheduler="synchronous")
+    if da.sizes["time"] != len(items) or tuple(da.shape[-2:]) != tuple(sub.shape):
+        raise AssertionError(f"{loader} returned {dict(da.sizes)} for {len(items)} items on {tuple(sub.shape)} px")
+    x, y = sub.coords["x"].values, sub.coords["y"].values
+    return da.assign_coords(
+        item=("time", [it.id for it in items]), band=list(assets), x=x.astype("float64"), y=y.astype("float64")
+    )
+
+
+__all__ = ["LOADER_FUNCTIONS", "load_assets", "load_odc", "load_stackstac", "load_window"]
