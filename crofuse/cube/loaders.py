@@ -120,6 +120,16 @@ LoaderFn = Callable[..., "xr.DataArray"]
 LOADER_FUNCTIONS: dict[str, LoaderFn] = {"odc-stac": load_odc, "stackstac": load_stackstac}
 
 
+def _with_item_coords(da: xr.DataArray, items: Sequence[pystac.Item], assets: Sequence[str],
+                      geobox: GeoBox) -> xr.DataArray:
+    """``da`` with the coordinates both loaders' results share: ``item`` ids in input order, bands named by asset
+    key, and ``geobox``'s pixel-centre ``x``/``y`` as float64."""
+    x, y = geobox.coords["x"].values, geobox.coords["y"].values
+    return da.assign_coords(
+        item=("time", [it.id for it in items]), band=list(assets), x=x.astype("float64"), y=y.astype("float64")
+    )
+
+
 def load_assets(
     items: Sequence[pystac.Item],
     assets: Sequence[str],
@@ -137,11 +147,7 @@ def load_assets(
     da = fn(items, assets, geobox, chunk_size=chunk_size, dtype=dtype, nodata=nodata, resampling=resampling)
     if da.sizes["time"] != len(items):
         raise AssertionError(f"{loader} returned {da.sizes['time']} slices for {len(items)} items")
-    x, y = geobox.coords["x"].values, geobox.coords["y"].values
-    da = da.assign_coords(
-        item=("time", [it.id for it in items]), band=list(assets), x=x.astype("float64"), y=y.astype("float64")
-    )
-    return da
+    return _with_item_coords(da, items, assets, geobox)
 
 
 def load_window(
@@ -173,10 +179,7 @@ def load_window(
     da = lazy.compute(scheduler="synchronous")
     if da.sizes["time"] != len(items) or tuple(da.shape[-2:]) != tuple(sub.shape):
         raise AssertionError(f"{loader} returned {dict(da.sizes)} for {len(items)} items on {tuple(sub.shape)} px")
-    x, y = sub.coords["x"].values, sub.coords["y"].values
-    return da.assign_coords(
-        item=("time", [it.id for it in items]), band=list(assets), x=x.astype("float64"), y=y.astype("float64")
-    )
+    return _with_item_coords(da, items, assets, sub)
 
 
 __all__ = ["LOADER_FUNCTIONS", "load_assets", "load_odc", "load_stackstac", "load_window"]
